@@ -1,0 +1,82 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "worker",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "workerd", targets: ["workerd"]),
+        .executable(name: "workerctl", targets: ["workerctl"]),
+        .library(name: "WorkerEngine", targets: ["WorkerEngine"]),
+        .library(name: "WorkerRuntime", targets: ["WorkerRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+    ],
+    targets: [
+        // Queue operations on PostgreSQL: claim, ack, fail, dead-letter, redrive, stats, migrations.
+        .target(
+            name: "WorkerEngine",
+            dependencies: [
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Domain handlers: what a job of each kind does.
+        .target(
+            name: "WorkerHandlers",
+            dependencies: ["WorkerEngine"],
+            swiftSettings: strict
+        ),
+        // The long-running worker: lanes, wake-ups, heartbeats, shutdown.
+        .target(
+            name: "WorkerRuntime",
+            dependencies: [
+                "WorkerEngine",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Command-line parsing and commands of both executables, testable as a library.
+        .target(
+            name: "WorkerCLI",
+            dependencies: [
+                "WorkerEngine", "WorkerRuntime", "WorkerHandlers",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(name: "workerd", dependencies: ["WorkerCLI"], swiftSettings: strict),
+        .executableTarget(name: "workerctl", dependencies: ["WorkerCLI"], swiftSettings: strict),
+        // Makes integration tests short: a fresh migrated database per test.
+        .target(
+            name: "WorkerTestSupport",
+            dependencies: [
+                "WorkerEngine",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "WorkerTests",
+            dependencies: ["WorkerEngine", "WorkerRuntime", "WorkerHandlers", "WorkerCLI", "WorkerTestSupport"],
+            swiftSettings: strict
+        ),
+    ]
+)

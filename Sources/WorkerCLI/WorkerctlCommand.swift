@@ -1,0 +1,152 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import WorkerEngine
+
+/// `workerctl`: the operator's command.
+public struct WorkerctlCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "workerctl",
+        abstract: "Administer the PostgreSQL job queue: schema, stats, dead letters.",
+        discussion: "The database comes from --database-url, DATABASE_URL, or the PG* variables, as with psql.",
+        subcommands: [
+            MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, DLQCommand.self, RedriveCommand.self,
+        ])
+
+    public init() {}
+}
+
+/// The database options every subcommand shares.
+struct DatabaseOptions: ParsableArguments {
+    @Option(help: "postgres://user:password@host:port/database?sslmode=... (default: DATABASE_URL, then PG* variables).")
+    var databaseURL: String?
+
+    /// Runs `body` with a connected pool; configuration errors exit with a message that names the setting.
+    func withClient<T: Sendable>(_ body: @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
+        let logger = Logger(label: "workerctl")
+        let config: DatabaseConfig
+        do {
+            config = try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment)
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+        var poolLogger = logger
+        poolLogger.logLevel = .error  // the pool's start-up chatter is not the operator's business
+        return try await withPostgresClient(try config.clientConfiguration(maximumConnections: 4), logger: poolLogger) {
+            try await body($0, logger)
+        }
+    }
+}
+
+/// Writes values as JSON on stdout, for scripts.
+enum JSONOutput {
+    static func print<T: Encodable>(_ value: T) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        Swift.print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    }
+}
+
+/// Parses times given to filters: ISO 8601 (`2026-11-23T10:00:00Z`) or an age
+/// (`90m`, `2d`) meaning that long ago.
+enum TimeArgument {
+    static func parse(_ text: String, option: String) throws -> Date {
+        let iso = ISO8601DateFormatter()
+        if let date = iso.date(from: text) { return date }
+        iso.formatOptions = [.withFullDate]
+        if let date = iso.date(from: text) { return date }
+        do {
+            return Date().addingTimeInterval(-(try DurationParser.parse(text, setting: option).seconds))
+        } catch {
+            throw ValidationError("\(option): '\(text)' is neither an ISO 8601 time nor an age like 90m or 2d")
+        }
+    }
+}
+
+struct MigrateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migrate",
+        abstract: "Apply pending migrations from sql/ (safe to run from many hosts at once).")
+
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Directory of the numbered migrations (default: WORKER_SQL_DIR, the install's share/worker/sql, or ./sql).")
+    var sqlDir: String?
+
+    func run() async throws {
+        let directory = try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
+        let migrations = try Migration.load(from: directory)
+        let (applied, version) = try await database.withClient { client, logger in
+            let migrator = Migrator(client: client, logger: logger)
+            return (try await migrator.migrate(migrations), try await migrator.currentVersion())
+        }
+        for migration in applied { print("applied \(migration.name)") }
+        print(applied.isEmpty ? "schema is up to date at version \(version)" : "schema is now at version \(version)")
+    }
+}
+
+struct StatsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stats", abstract: "Show each queue's ready, in-flight, delayed and dead jobs and its oldest job's age.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+    @Option(help: "Only this queue.")
+    var queue: String?
+
+    func run() async throws {
+        var stats = try await database.withClient { client, logger in try await QueueStats.read(client: client, logger: logger) }
+        if let queue { stats = stats.filter { $0.queue == queue } }
+        if json { return try JSONOutput.print(stats) }
+        let header = ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY", "RETRYING", "MAX_ATTEMPTS"]
+        let rows = stats.map {
+            [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.dead)",
+             String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.retrying)", "\($0.maxAttempts)"]
+        }
+        print(Table.render(header: header, rows: rows))
+        if stats.isEmpty { print("(no jobs and no dead letters)") }
+    }
+}
+
+struct EnqueueCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enqueue", abstract: "Insert jobs, as a producer would (for operators and demos).")
+
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Queue name.") var queue = "default"
+    @Option(help: "Job kind, e.g. noop or demo.task.") var kind: String
+    @Option(help: "JSON payload.") var payload = "{}"
+    @Option(help: "Idempotency key.") var idempotencyKey: String?
+    @Option(help: "Priority; lower runs first.") var priority = 0
+    @Option(help: "Attempts before dead-lettering (default: the kind's retry policy).") var maxAttempts: Int?
+    @Option(help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
+    @Option(help: "How many copies to insert.") var count = 1
+
+    func validate() throws {
+        guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("--queue must have 1 to 128 characters") }
+        guard !kind.isEmpty, kind.count <= 128 else { throw ValidationError("--kind must have 1 to 128 characters") }
+        guard (try? JSONSerialization.jsonObject(with: Data(payload.utf8), options: [.fragmentsAllowed])) != nil else {
+            throw ValidationError("--payload is not valid JSON: \(payload)")
+        }
+        guard (Int(Int16.min)...Int(Int16.max)).contains(priority) else {
+            throw ValidationError("--priority must be in \(Int16.min)...\(Int16.max)")
+        }
+        if let maxAttempts, maxAttempts < 1 { throw ValidationError("--max-attempts must be at least 1") }
+        guard (1...1_000_000).contains(count) else { throw ValidationError("--count must be in 1...1000000") }
+        do { _ = try DurationParser.parse(delay, setting: "--delay") } catch { throw ValidationError("\(error)") }
+    }
+
+    func run() async throws {
+        let job = NewJob(
+            queue: queue, kind: kind, payload: payload, idempotencyKey: idempotencyKey, priority: priority,
+            maxAttempts: maxAttempts, delay: try DurationParser.parse(delay, setting: "--delay"))
+        let count = self.count
+        let ids = try await database.withClient { client, logger in
+            try await JobQueue(client: client, logger: logger).enqueue(job, count: count)
+        }
+        print(count == 1 ? "enqueued job \(ids.lowerBound)" : "enqueued \(count) jobs, ids \(ids.lowerBound) to \(ids.upperBound)")
+    }
+}

@@ -1,0 +1,167 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import WorkerEngine
+import WorkerHandlers
+import WorkerRuntime
+
+/// `workerd`: claims and processes jobs until SIGTERM or SIGINT.
+public struct WorkerdCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "workerd",
+        abstract: "Process jobs from the PostgreSQL queue until stopped (SIGTERM/SIGINT drain gracefully).",
+        discussion: """
+            Every option can also be set in the environment (flags win), which is how the systemd \
+            unit configures it: DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE, \
+            WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
+            WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
+            WORKERD_DEFAULT_RETRY, WORKERD_RETRY (several KIND:POLICY separated by ';').
+
+            A retry policy is base=DURATION,rate=NUMBER,cap=DURATION,max-attempts=N,max-age=DURATION|none, \
+            each key optional; the default is base=1s,rate=2,cap=300s,max-attempts=10,max-age=none.
+            """)
+
+    @Option(help: "postgres://user:password@host:port/database?sslmode=... (env DATABASE_URL).")
+    var databaseURL: String?
+    @Option(help: "Comma-separated queues to work (env WORKERD_QUEUES, default: default).")
+    var queues: String?
+    @Option(help: "Batches processed at once, one connection each (env WORKERD_CONCURRENCY, default 10).")
+    var concurrency: String?
+    @Option(help: "Jobs claimed and committed together (env WORKERD_BATCH_SIZE, default 10).")
+    var batchSize: String?
+    @Option(help: "Lease length before a claimed job is given to another worker (env WORKERD_VISIBILITY_TIMEOUT, default 30s).")
+    var visibilityTimeout: String?
+    @Option(help: "Look for due jobs this often without a notification (env WORKERD_POLL_INTERVAL, default 1s).")
+    var pollInterval: String?
+    @Option(help: "Time allowed to drain on SIGTERM (env WORKERD_STOP_TIMEOUT, default 25s).")
+    var stopTimeout: String?
+    @Option(help: "Name written to leased_by (env WORKERD_WORKER_ID, default HOST:PID).")
+    var workerID: String?
+    @Option(help: "Retry policy of every kind without its own (env WORKERD_DEFAULT_RETRY).")
+    var defaultRetry: String?
+    @Option(help: "KIND:POLICY, the retry policy of one kind; repeatable (env WORKERD_RETRY).")
+    var retry: [String] = []
+    @Option(help: "trace, debug, info, notice, warning, error or critical (env WORKERD_LOG_LEVEL, default info).")
+    var logLevel: String?
+    @Flag(help: "Apply pending migrations before starting (for demos; fleets run `workerctl migrate`).")
+    var migrate = false
+    @Option(help: "Directory of the numbered migrations, for --migrate (env WORKER_SQL_DIR).")
+    var sqlDir: String?
+
+    public init() {}
+
+    /// Everything workerd needs, resolved and validated before anything starts.
+    struct Settings {
+        var database: DatabaseConfig
+        var worker: WorkerConfiguration
+        var handlers: HandlerRegistry
+        var logLevel: String
+    }
+
+    func settings(environment: [String: String]) throws -> Settings {
+        let read = SettingReader(environment: environment)
+        var worker = WorkerConfiguration()
+        worker.queues = read.list(queues, "queues", env: "WORKERD_QUEUES", default: "default")
+        worker.concurrency = try read.int(concurrency, "concurrency", env: "WORKERD_CONCURRENCY", default: 10, range: 1...1000)
+        worker.batchSize = try read.int(batchSize, "batch-size", env: "WORKERD_BATCH_SIZE", default: 10, range: 1...1000)
+        worker.visibilityTimeout = try read.duration(
+            visibilityTimeout, "visibility-timeout", env: "WORKERD_VISIBILITY_TIMEOUT", default: "30s")
+        worker.pollInterval = try read.duration(pollInterval, "poll-interval", env: "WORKERD_POLL_INTERVAL", default: "1s")
+        worker.stopTimeout = try read.duration(stopTimeout, "stop-timeout", env: "WORKERD_STOP_TIMEOUT", default: "25s")
+        worker.workerID = read.string(workerID, "worker-id", env: "WORKERD_WORKER_ID", default: worker.workerID)
+        try worker.validate()
+
+        let defaultPolicy = try RetryPolicy.default.overridden(
+            by: read.string(defaultRetry, "default-retry", env: "WORKERD_DEFAULT_RETRY", default: ""),
+            setting: "--default-retry / WORKERD_DEFAULT_RETRY")
+        var handlers = HandlerRegistry.standard(defaultPolicy: defaultPolicy)
+        let kindPolicies = retry.isEmpty
+            ? (environment["WORKERD_RETRY"] ?? "").split(separator: ";").map(String.init)
+            : retry
+        for entry in kindPolicies where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
+            let setting = "--retry / WORKERD_RETRY"
+            guard let colon = entry.firstIndex(of: ":") else {
+                throw ConfigurationError(setting: setting, "'\(entry)' is not KIND:POLICY")
+            }
+            let kind = entry[..<colon].trimmingCharacters(in: .whitespaces)
+            guard !kind.isEmpty else { throw ConfigurationError(setting: setting, "'\(entry)' names no kind") }
+            handlers.setPolicy(
+                try defaultPolicy.overridden(by: String(entry[entry.index(after: colon)...]), setting: setting),
+                for: kind)
+        }
+        return Settings(
+            database: try DatabaseConfig.resolve(url: databaseURL, environment: environment),
+            worker: worker, handlers: handlers,
+            logLevel: read.string(logLevel, "log-level", env: "WORKERD_LOG_LEVEL", default: "info"))
+    }
+
+    public func run() async throws {
+        let settings: Settings
+        do {
+            settings = try self.settings(environment: ProcessInfo.processInfo.environment)
+            _ = try LogSetup.bootstrap(level: settings.logLevel, setting: "--log-level / WORKERD_LOG_LEVEL")
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("workerd: \(error)\n".utf8))
+            throw ExitCode(78)  // EX_CONFIG: systemd's RestartPreventExitStatus= keeps it from looping
+        }
+        let logger = Logger(label: "workerd")
+        let sqlDirectory = migrate
+            ? try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
+            : nil
+
+        let client = PostgresClient(
+            configuration: try settings.database.clientConfiguration(
+                maximumConnections: settings.worker.connectionsNeeded),
+            backgroundLogger: logger)
+        let worker = Worker(
+            client: client, configuration: settings.worker, handlers: settings.handlers, logger: logger)
+        let startup = WorkerStartup(
+            client: client, worker: worker, sqlDirectory: sqlDirectory, database: settings.database, logger: logger)
+
+        var group = ServiceGroupConfiguration(
+            services: [.init(service: client), .init(service: startup)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger)
+        group.maximumGracefulShutdownDuration = settings.worker.stopTimeout
+        group.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: group).run()
+    }
+}
+
+/// Waits for the database, checks (or applies) the schema, then runs the worker.
+struct WorkerStartup: Service {
+    let client: PostgresClient
+    let worker: Worker
+    let sqlDirectory: URL?
+    let database: DatabaseConfig
+    let logger: Logger
+
+    func run() async throws {
+        let migrator = Migrator(client: client, logger: logger)
+        var delay = Duration.milliseconds(200)
+        while true {
+            do {
+                if let sqlDirectory {
+                    try await migrator.migrate(try Migration.load(from: sqlDirectory))
+                }
+                try await migrator.checkSchema()
+                break
+            } catch let error as PostgresWorkerError {
+                throw error
+            } catch let error as MigrationError {
+                throw error
+            } catch {
+                logger.warning("database not reachable, retrying", metadata: [
+                    "database": "\(database.redactedURL)", "error": "\(String(reflecting: error))",
+                ])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+                if Task.isShuttingDownGracefully { return }
+            }
+        }
+        logger.info("connected, schema checked", metadata: ["database": "\(database.redactedURL)"])
+        try await worker.run()
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Runs a claimed batch in one transaction, one savepoint per job: each job is
+/// acked, retried or dead-lettered on its own (partial batch failure), and the
+/// batch costs one commit instead of one per job.
+public struct BatchProcessor: Sendable {
+    public let client: PostgresClient
+    public let handlers: HandlerRegistry
+    public let workerID: String
+    public let logger: Logger
+
+    public init(client: PostgresClient, handlers: HandlerRegistry, workerID: String, logger: Logger) {
+        self.client = client
+        self.handlers = handlers
+        self.workerID = workerID
+        self.logger = logger
+    }
+
+    /// Processes `jobs` in order. Before each job it asks `shouldStart`; once
+    /// that says no (shutdown), the jobs not started are released in the same
+    /// transaction. The outcomes are known to be committed when this returns.
+    public func process(
+        _ jobs: [Job], shouldStart: @Sendable () -> Bool = { true }
+    ) async throws -> [JobOutcome] {
+        guard !jobs.isEmpty else { return [] }
+        return try await client.withTransaction(logger: logger) { connection in
+            let tx = JobTransaction(connection: connection, workerID: workerID, logger: logger)
+            var outcomes: [JobOutcome] = []
+            for (index, job) in jobs.enumerated() {
+                guard shouldStart() else {
+                    let rest = Array(jobs[index...])
+                    _ = try await JobQueue.release(rest.map(\.lease), on: connection, logger: logger)
+                    outcomes += rest.map { .released(jobID: $0.id) }
+                    break
+                }
+                outcomes.append(try await process(job, in: tx))
+            }
+            return outcomes
+        }
+    }
+
+    private func process(_ job: Job, in tx: JobTransaction) async throws -> JobOutcome {
+        var logger = self.logger
+        logger[metadataKey: "job_id"] = "\(job.id)"
+        logger[metadataKey: "kind"] = "\(job.kind)"
+        logger[metadataKey: "attempt"] = "\(job.attempts)"
+        logger[metadataKey: "lease"] = "\(job.lease.token)"
+
+        guard let age = try await tx.lock(job.lease) else {
+            logger.warning("lease lost before processing: another worker holds the job now")
+            return .leaseLost(jobID: job.id)
+        }
+        let policy = handlers.policy(for: job.kind)
+        let maxAttempts = job.maxAttempts ?? policy.maxAttempts
+
+        if let maxAge = policy.maxAge, age > maxAge {
+            return try await deadLetter(
+                job, .expired, error: "job is \(Int(age.seconds))s old, over the max age of \(Int(maxAge.seconds))s",
+                attempts: job.attempts - 1, in: tx, logger: logger)
+        }
+        if job.attempts > maxAttempts {
+            // The previous attempt took its worker down or timed out: its lease
+            // expiry is already in the error history.
+            return try await deadLetter(
+                job, .maxAttempts, error: nil, attempts: job.attempts - 1, in: tx, logger: logger)
+        }
+        guard let handler = handlers.handler(for: job.kind) else {
+            return try await deadLetter(
+                job, .invalidEvent, error: "unknown kind '\(job.kind)'", attempts: job.attempts, in: tx, logger: logger)
+        }
+
+        let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
+        let failure: (any Error)?
+        try await tx.savepoint()
+        do {
+            try await handler.handle(job, context: context)
+            try await tx.releaseSavepoint()
+            failure = nil
+        } catch {
+            try await tx.rollbackToSavepoint()
+            failure = error
+        }
+
+        guard let failure else {
+            try await tx.ack(job.lease)
+            logger.debug("job done")
+            return .done(jobID: job.id)
+        }
+        let message = Self.describe(failure)
+        switch failure as? JobError {
+        case .invalidEvent:
+            return try await deadLetter(job, .invalidEvent, error: message, attempts: job.attempts, in: tx, logger: logger)
+        case .nonRetryable:
+            return try await deadLetter(job, .nonRetryable, error: message, attempts: job.attempts, in: tx, logger: logger)
+        case .retryable, nil:
+            guard job.attempts < maxAttempts else {
+                return try await deadLetter(job, .maxAttempts, error: message, attempts: job.attempts, in: tx, logger: logger)
+            }
+            let delay = policy.delay(afterAttempt: job.attempts)
+            try await tx.reschedule(job, after: delay, error: message)
+            logger.warning("job failed, retrying", metadata: ["error": "\(message)", "retry_in_ms": "\(delay.milliseconds)"])
+            return .retried(jobID: job.id, delay: delay)
+        }
+    }
+
+    private func deadLetter(
+        _ job: Job, _ reason: DeadLetterReason, error: String?, attempts: Int, in tx: JobTransaction, logger: Logger
+    ) async throws -> JobOutcome {
+        try await tx.deadLetter(job, reason: reason, error: error, attempts: attempts)
+        logger.error("job dead-lettered", metadata: ["reason": "\(reason.rawValue)", "error": "\(error ?? "-")"])
+        return .deadLettered(jobID: job.id, reason: reason)
+    }
+
+    /// Error text as stored in `last_error`: bounded, so that a handler cannot
+    /// bloat the row with a huge message.
+    static func describe(_ error: any Error) -> String {
+        let text = String(describing: error)
+        return text.count > 2000 ? String(text.prefix(2000)) + "…" : text
+    }
+}
+
+/// What became of one job of a batch.
+public enum JobOutcome: Sendable, Equatable {
+    case done(jobID: Int64)
+    case retried(jobID: Int64, delay: Duration)
+    case deadLettered(jobID: Int64, reason: DeadLetterReason)
+    /// The lease token no longer matched: another worker owns the job.
+    case leaseLost(jobID: Int64)
+    /// Not started because the worker is stopping; the job is ready again.
+    case released(jobID: Int64)
+
+    public var jobID: Int64 {
+        switch self {
+        case .done(let id), .retried(let id, _), .deadLettered(let id, _), .leaseLost(let id), .released(let id): id
+        }
+    }
+}

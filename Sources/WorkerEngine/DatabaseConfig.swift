@@ -1,0 +1,143 @@
+import Foundation
+import NIOSSL
+import PostgresNIO
+
+/// Where the database is, read from `DATABASE_URL` or the libpq `PG*` variables,
+/// so that workerd, workerctl and psql agree on the same environment.
+public struct DatabaseConfig: Sendable, Equatable {
+    public enum SSLMode: String, Sendable, CaseIterable {
+        case disable, allow, prefer, require, verifyCA = "verify-ca", verifyFull = "verify-full"
+    }
+
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+    public var sslMode: SSLMode
+    public var sslRootCert: String?
+
+    public init(
+        host: String = "localhost", port: Int = 5432, user: String = "postgres", password: String? = nil,
+        database: String = "postgres", sslMode: SSLMode = .prefer, sslRootCert: String? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.sslMode = sslMode
+        self.sslRootCert = sslRootCert
+    }
+
+    /// `url` wins over the environment's `DATABASE_URL`, which wins over `PG*` variables.
+    public static func resolve(url: String?, environment: [String: String]) throws -> DatabaseConfig {
+        if let url = url ?? environment["DATABASE_URL"], !url.isEmpty {
+            return try parse(url: url, setting: "--database-url / DATABASE_URL")
+        }
+        let env = environment
+        let user = env["PGUSER"] ?? env["USER"] ?? "postgres"
+        var config = DatabaseConfig(
+            host: env["PGHOST"] ?? "localhost",
+            user: user,
+            password: env["PGPASSWORD"],
+            database: env["PGDATABASE"] ?? user
+        )
+        if let port = env["PGPORT"] {
+            guard let value = Int(port), (1...65535).contains(value) else {
+                throw ConfigurationError(setting: "PGPORT", "'\(port)' is not a port number")
+            }
+            config.port = value
+        }
+        if let mode = env["PGSSLMODE"] {
+            config.sslMode = try sslMode(mode, setting: "PGSSLMODE")
+        }
+        config.sslRootCert = env["PGSSLROOTCERT"]
+        return config
+    }
+
+    /// Parses `postgres://user:password@host:port/database?sslmode=...&sslrootcert=...`.
+    public static func parse(url: String, setting: String = "DATABASE_URL") throws -> DatabaseConfig {
+        guard let components = URLComponents(string: url),
+              let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme)
+        else {
+            throw ConfigurationError(setting: setting, "expected postgres://user:password@host:port/database")
+        }
+        var config = DatabaseConfig()
+        if let host = components.host, !host.isEmpty { config.host = host }
+        if let port = components.port {
+            guard (1...65535).contains(port) else { throw ConfigurationError(setting: setting, "port \(port) is out of range") }
+            config.port = port
+        }
+        if let user = components.user, !user.isEmpty { config.user = user.removingPercentEncoding ?? user }
+        config.password = components.password.map { $0.removingPercentEncoding ?? $0 }
+        let path = components.path.drop(while: { $0 == "/" })
+        config.database = path.isEmpty ? config.user : String(path).removingPercentEncoding ?? String(path)
+        for item in components.queryItems ?? [] {
+            switch item.name {
+            case "sslmode": config.sslMode = try sslMode(item.value ?? "", setting: "\(setting) sslmode")
+            case "sslrootcert": config.sslRootCert = item.value
+            case "host": if let host = item.value, !host.isEmpty { config.host = host }
+            case "application_name", "connect_timeout": break
+            default: throw ConfigurationError(setting: setting, "unsupported parameter '\(item.name)'")
+            }
+        }
+        return config
+    }
+
+    private static func sslMode(_ value: String, setting: String) throws -> SSLMode {
+        guard let mode = SSLMode(rawValue: value) else {
+            let allowed = SSLMode.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ConfigurationError(setting: setting, "'\(value)' is not one of \(allowed)")
+        }
+        return mode
+    }
+
+    /// The same database under another name: tests and scripts create siblings.
+    public func with(database: String) -> DatabaseConfig {
+        var copy = self
+        copy.database = database
+        return copy
+    }
+
+    /// A connection-pool configuration for postgres-nio.
+    public func clientConfiguration(maximumConnections: Int = 20) throws -> PostgresClient.Configuration {
+        var configuration: PostgresClient.Configuration
+        if host.hasPrefix("/") {
+            configuration = .init(
+                unixSocketPath: "\(host)/.s.PGSQL.\(port)", username: user, password: password, database: database)
+        } else {
+            configuration = .init(
+                host: host, port: port, username: user, password: password, database: database, tls: try tls())
+        }
+        configuration.options.maximumConnections = maximumConnections
+        configuration.options.minimumConnections = 0
+        configuration.options.connectTimeout = .seconds(5)
+        return configuration
+    }
+
+    private func tls() throws -> PostgresClient.Configuration.TLS {
+        switch sslMode {
+        case .disable: return .disable
+        case .allow, .prefer:
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.certificateVerification = .none
+            return .prefer(tls)
+        case .require:
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.certificateVerification = sslRootCert == nil ? .none : .noHostnameVerification
+            if let root = sslRootCert { tls.trustRoots = .file(root) }
+            return .require(tls)
+        case .verifyCA, .verifyFull:
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.certificateVerification = sslMode == .verifyFull ? .fullVerification : .noHostnameVerification
+            if let root = sslRootCert { tls.trustRoots = .file(root) }
+            return .require(tls)
+        }
+    }
+
+    /// The URL form, with the password left out, for logs and messages.
+    public var redactedURL: String {
+        "postgres://\(user)@\(host.hasPrefix("/") ? "[\(host)]" : host):\(port)/\(database)?sslmode=\(sslMode.rawValue)"
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// A job in `worker.dead_letters`, as `workerctl dlq` shows it.
+public struct DeadLetter: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var queue: String
+    public var kind: String
+    public var payload: String
+    public var idempotencyKey: String?
+    public var attempts: Int
+    public var redriveCount: Int
+    public var reason: String
+    public var lastError: String?
+    /// The error history as JSON: one object per failed attempt.
+    public var errors: String
+    public var createdAt: Date
+    public var failedAt: Date
+    public var failedBy: String?
+}
+
+/// Which dead letters an operation applies to; `nil` fields match everything.
+public struct DeadLetterFilter: Sendable, Equatable {
+    public var queue: String?
+    public var kind: String?
+    public var reason: String?
+    public var ids: [Int64]?
+    /// Dead-lettered at or after this time.
+    public var since: Date?
+    /// Dead-lettered before this time.
+    public var until: Date?
+
+    public init(
+        queue: String? = nil, kind: String? = nil, reason: String? = nil, ids: [Int64]? = nil,
+        since: Date? = nil, until: Date? = nil
+    ) {
+        self.queue = queue
+        self.kind = kind
+        self.reason = reason
+        self.ids = ids
+        self.since = since
+        self.until = until
+    }
+}
+
+/// A dead letter put back on the queue (or that would be, in a dry run).
+public struct RedrivenJob: Sendable, Equatable, Codable {
+    public var id: Int64
+    public var queue: String
+    public var kind: String
+    public var reason: String
+    public var redriveCount: Int
+}
+
+/// Reading and redriving `worker.dead_letters`.
+public struct DeadLetterQueue: Sendable {
+    public let client: PostgresClient
+    public let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    public func list(_ filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
+        let f = filter
+        let rows = try await client.query(
+            """
+            SELECT id, queue, kind, payload::text, idempotency_key, attempts, redrive_count, reason, last_error,
+                   errors::text, created_at, failed_at, failed_by
+            FROM worker.dead_letters
+            WHERE (\(f.queue)::text IS NULL OR queue = \(f.queue))
+              AND (\(f.kind)::text IS NULL OR kind = \(f.kind))
+              AND (\(f.reason)::text IS NULL OR reason = \(f.reason))
+              AND (\(f.ids)::bigint[] IS NULL OR id = ANY(\(f.ids)::bigint[]))
+              AND (\(f.since)::timestamptz IS NULL OR failed_at >= \(f.since))
+              AND (\(f.until)::timestamptz IS NULL OR failed_at < \(f.until))
+            ORDER BY failed_at DESC, id DESC
+            LIMIT \(limit)
+            """, logger: logger)
+        var letters: [DeadLetter] = []
+        for try await r in rows.decode(
+            (Int64, String, String, String, String?, Int, Int, String, String?, String, Date, Date, String?).self)
+        {
+            letters.append(DeadLetter(
+                id: r.0, queue: r.1, kind: r.2, payload: r.3, idempotencyKey: r.4, attempts: r.5, redriveCount: r.6,
+                reason: r.7, lastError: r.8, errors: r.9, createdAt: r.10, failedAt: r.11, failedBy: r.12))
+        }
+        return letters
+    }
+
+    public func show(id: Int64) async throws -> DeadLetter? {
+        try await list(DeadLetterFilter(ids: [id]), limit: 1).first
+    }
+
+    /// Moves up to `limit` matching dead letters back to the queue in one
+    /// statement: each leaves the dead-letter table and enters `jobs` under its
+    /// old id with attempts reset and `redrive_count + 1`. Rows another redrive
+    /// is moving are skipped, so concurrent redrives never put a job back twice.
+    /// With `dryRun`, returns what would move and changes nothing.
+    public func redrive(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> [RedrivenJob] {
+        let f = filter
+        let rows: PostgresRowSequence
+        if dryRun {
+            rows = try await client.query(
+                """
+                SELECT id, queue, kind, reason, redrive_count + 1 FROM worker.dead_letters
+                WHERE (\(f.queue)::text IS NULL OR queue = \(f.queue))
+                  AND (\(f.kind)::text IS NULL OR kind = \(f.kind))
+                  AND (\(f.reason)::text IS NULL OR reason = \(f.reason))
+                  AND (\(f.ids)::bigint[] IS NULL OR id = ANY(\(f.ids)::bigint[]))
+                  AND (\(f.since)::timestamptz IS NULL OR failed_at >= \(f.since))
+                  AND (\(f.until)::timestamptz IS NULL OR failed_at < \(f.until))
+                ORDER BY id LIMIT \(limit)
+                """, logger: logger)
+        } else {
+            rows = try await client.query(
+                """
+                WITH picked AS (
+                    SELECT id FROM worker.dead_letters
+                    WHERE (\(f.queue)::text IS NULL OR queue = \(f.queue))
+                      AND (\(f.kind)::text IS NULL OR kind = \(f.kind))
+                      AND (\(f.reason)::text IS NULL OR reason = \(f.reason))
+                      AND (\(f.ids)::bigint[] IS NULL OR id = ANY(\(f.ids)::bigint[]))
+                      AND (\(f.since)::timestamptz IS NULL OR failed_at >= \(f.since))
+                      AND (\(f.until)::timestamptz IS NULL OR failed_at < \(f.until))
+                    ORDER BY id LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
+                ), moved AS (
+                    DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING d.*
+                ), inserted AS (
+                    INSERT INTO worker.jobs (id, queue, kind, payload, idempotency_key, priority, attempts,
+                                             max_attempts, visible_at, created_at, last_error, errors, redrive_count)
+                    OVERRIDING SYSTEM VALUE
+                    SELECT id, queue, kind, payload, idempotency_key, priority, 0,
+                           max_attempts, now(), now(), last_error, errors, redrive_count + 1
+                    FROM moved
+                    RETURNING id, redrive_count
+                )
+                SELECT i.id, m.queue, m.kind, m.reason, i.redrive_count
+                FROM inserted AS i JOIN moved AS m ON m.id = i.id
+                ORDER BY i.id
+                """, logger: logger)
+        }
+        var jobs: [RedrivenJob] = []
+        for try await r in rows.decode((Int64, String, String, String, Int).self) {
+            jobs.append(RedrivenJob(id: r.0, queue: r.1, kind: r.2, reason: r.3, redriveCount: r.4))
+        }
+        return jobs
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The queue operations on `worker.jobs`. Each method is one statement (or one
+/// short transaction): the queue's correctness lives in these statements.
+public struct JobQueue: Sendable {
+    public let client: PostgresClient
+    public let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Inserts a job the way a producer's INSERT does, and returns its id.
+    @discardableResult
+    public func enqueue(_ job: NewJob) async throws -> Int64 {
+        let rows = try await client.query(
+            """
+            INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at)
+            VALUES (\(job.queue), \(job.kind), \(job.payload)::jsonb, \(job.idempotencyKey), \(job.priority)::smallint,
+                    \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond')
+            RETURNING id
+            """, logger: logger)
+        for try await id in rows.decode(Int64.self) { return id }
+        throw PostgresWorkerError.unexpected("INSERT returned no id")
+    }
+
+    /// Inserts `count` copies of a job in one statement; returns the range of their ids.
+    public func enqueue(_ job: NewJob, count: Int) async throws -> ClosedRange<Int64> {
+        let rows = try await client.query(
+            """
+            WITH inserted AS (
+                INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at)
+                SELECT \(job.queue), \(job.kind), \(job.payload)::jsonb, \(job.idempotencyKey), \(job.priority)::smallint,
+                       \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond'
+                FROM generate_series(1, \(count))
+                RETURNING id
+            )
+            SELECT min(id), max(id) FROM inserted
+            """, logger: logger)
+        for try await (first, last) in rows.decode((Int64, Int64).self) { return first...last }
+        throw PostgresWorkerError.unexpected("INSERT returned no ids")
+    }
+
+    /// Claims up to `limit` ready jobs of `queue` in its own short transaction.
+    ///
+    /// `FOR UPDATE SKIP LOCKED` lets any number of workers claim at once without
+    /// waiting on each other or ever getting the same row. The statement commits
+    /// `attempts + 1` before any handler runs, so a job that crashes its worker
+    /// still counts its attempts, and a fresh lease token fences out the previous
+    /// holder. A job whose previous lease expired gets that lost attempt written
+    /// into its error history.
+    public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
+        let rows = try await client.query(
+            """
+            WITH ready AS (
+                SELECT id FROM worker.jobs
+                WHERE queue = \(queue) AND visible_at <= now()
+                ORDER BY priority, visible_at, id
+                LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE worker.jobs AS j
+            SET attempts = j.attempts + 1,
+                visible_at = now() + \(visibilityTimeout.milliseconds)::bigint * interval '1 millisecond',
+                lease_token = gen_random_uuid(),
+                leased_by = \(workerID),
+                leased_at = now(),
+                last_error = CASE WHEN j.lease_token IS NULL THEN j.last_error
+                    ELSE 'lease expired: attempt ' || j.attempts || ' by ' || coalesce(j.leased_by, '?') || ' did not finish' END,
+                errors = CASE WHEN j.lease_token IS NULL THEN j.errors
+                    ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempts, 'at', now(), 'error', 'lease expired', 'worker', j.leased_by)) END
+            FROM ready
+            WHERE j.id = ready.id
+            RETURNING j.id, j.queue, j.kind, j.payload::text, j.idempotency_key, j.priority, j.attempts,
+                      j.max_attempts, j.created_at, j.redrive_count, j.lease_token
+            """, logger: logger)
+        var jobs: [Job] = []
+        for try await row in rows.decode(
+            (Int64, String, String, String, String?, Int, Int, Int?, Date, Int, UUID).self)
+        {
+            jobs.append(Job(
+                id: row.0, queue: row.1, kind: row.2, payload: row.3, idempotencyKey: row.4, priority: row.5,
+                attempts: row.6, maxAttempts: row.7, createdAt: row.8, redriveCount: row.9,
+                lease: Lease(jobID: row.0, token: row.10)))
+        }
+        return jobs.sorted { ($0.priority, $0.id) < ($1.priority, $1.id) }
+    }
+
+    /// Pushes the expiry of held leases forward (the heartbeat of long jobs).
+    /// Rows locked by a processing transaction are skipped rather than waited
+    /// for: while locked, nobody else can claim them anyway. Returns the leases
+    /// that were extended; a lease missing from the answer is either being
+    /// processed right now or was lost.
+    @discardableResult
+    public func extend(_ leases: [Lease], visibilityTimeout: Duration) async throws -> Set<Lease> {
+        guard !leases.isEmpty else { return [] }
+        let rows = try await client.query(
+            """
+            WITH held AS (
+                SELECT j.id FROM worker.jobs AS j
+                JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
+                  ON j.id = l.id AND j.lease_token = l.token
+                FOR UPDATE OF j SKIP LOCKED
+            )
+            UPDATE worker.jobs AS j
+            SET visible_at = now() + \(visibilityTimeout.milliseconds)::bigint * interval '1 millisecond'
+            FROM held WHERE j.id = held.id
+            RETURNING j.id, j.lease_token
+            """, logger: logger)
+        var extended: Set<Lease> = []
+        for try await (id, token) in rows.decode((Int64, UUID).self) { extended.insert(Lease(jobID: id, token: token)) }
+        return extended
+    }
+
+    /// Gives back leases that were claimed but not started (shutdown): the jobs
+    /// are ready at once and the attempt is not counted.
+    @discardableResult
+    public func release(_ leases: [Lease]) async throws -> Int {
+        guard !leases.isEmpty else { return 0 }
+        return try await client.withConnection { try await Self.release(leases, on: $0, logger: logger) }
+    }
+
+    static func release(_ leases: [Lease], on connection: PostgresConnection, logger: Logger) async throws -> Int {
+        let rows = try await connection.query(
+            """
+            UPDATE worker.jobs AS j
+            SET visible_at = now(), lease_token = NULL, leased_by = NULL, leased_at = NULL,
+                attempts = greatest(j.attempts - 1, 0)
+            FROM unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
+            WHERE j.id = l.id AND j.lease_token = l.token
+            RETURNING j.id
+            """, logger: logger)
+        var count = 0
+        for try await _ in rows.decode(Int64.self) { count += 1 }
+        return count
+    }
+}
+
+/// A job as a producer describes it.
+public struct NewJob: Sendable {
+    public var queue: String
+    public var kind: String
+    public var payload: String
+    public var idempotencyKey: String?
+    public var priority: Int
+    public var maxAttempts: Int?
+    public var delay: Duration
+
+    public init(
+        queue: String = "default", kind: String, payload: String = "{}", idempotencyKey: String? = nil,
+        priority: Int = 0, maxAttempts: Int? = nil, delay: Duration = .zero
+    ) {
+        self.queue = queue
+        self.kind = kind
+        self.payload = payload
+        self.idempotencyKey = idempotencyKey
+        self.priority = priority
+        self.maxAttempts = maxAttempts
+        self.delay = delay
+    }
+}
+
+/// Failures of the engine itself, as opposed to a job's own failure.
+public enum PostgresWorkerError: Error, CustomStringConvertible, Sendable {
+    case unexpected(String)
+    case schemaOutdated(found: Int, required: Int)
+
+    public var description: String {
+        switch self {
+        case .unexpected(let message): "unexpected database answer: \(message)"
+        case .schemaOutdated(let found, let required):
+            "the database schema is at version \(found) but this build needs \(required): run `workerctl migrate`"
+        }
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The statements of the processing transaction. Every write names the lease
+/// token, and `lock` checks it under a row lock before anything else happens:
+/// a zombie worker whose lease was taken over finds no row and changes nothing.
+struct JobTransaction: Sendable {
+    let connection: PostgresConnection
+    let workerID: String
+    let logger: Logger
+
+    /// Locks the job's row if the lease is still ours; returns the job's age by
+    /// the database clock, or `nil` when the lease was lost.
+    func lock(_ lease: Lease) async throws -> Duration? {
+        let rows = try await connection.query(
+            """
+            SELECT (extract(epoch FROM now() - created_at) * 1000)::bigint
+            FROM worker.jobs WHERE id = \(lease.jobID) AND lease_token = \(lease.token)
+            FOR UPDATE
+            """, logger: logger)
+        for try await ageMS in rows.decode(Int64.self) { return .milliseconds(ageMS) }
+        return nil
+    }
+
+    func savepoint() async throws { try await connection.query("SAVEPOINT handler", logger: logger) }
+    func releaseSavepoint() async throws { try await connection.query("RELEASE SAVEPOINT handler", logger: logger) }
+    func rollbackToSavepoint() async throws {
+        try await connection.query("ROLLBACK TO SAVEPOINT handler", logger: logger)
+        try await connection.query("RELEASE SAVEPOINT handler", logger: logger)
+    }
+
+    func ack(_ lease: Lease) async throws {
+        try await connection.query(
+            "DELETE FROM worker.jobs WHERE id = \(lease.jobID) AND lease_token = \(lease.token)", logger: logger)
+    }
+
+    func reschedule(_ job: Job, after delay: Duration, error: String) async throws {
+        try await connection.query(
+            """
+            UPDATE worker.jobs
+            SET visible_at = now() + \(delay.milliseconds)::bigint * interval '1 millisecond',
+                lease_token = NULL, leased_by = NULL, leased_at = NULL,
+                last_error = \(error),
+                errors = errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', attempts, 'at', now(), 'error', \(error)::text, 'worker', \(workerID)::text))
+            WHERE id = \(job.id) AND lease_token = \(job.lease.token)
+            """, logger: logger)
+    }
+
+    /// Moves the job to the dead-letter table in one statement: the row leaves
+    /// `jobs` and enters `dead_letters` together or not at all.
+    func deadLetter(_ job: Job, reason: DeadLetterReason, error: String?, attempts: Int) async throws {
+        try await connection.query(
+            """
+            WITH moved AS (
+                DELETE FROM worker.jobs WHERE id = \(job.id) AND lease_token = \(job.lease.token) RETURNING *
+            )
+            INSERT INTO worker.dead_letters (
+                id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
+                redrive_count, reason, last_error, errors, failed_by)
+            SELECT id, queue, kind, payload, idempotency_key, priority, \(attempts)::integer, max_attempts, created_at,
+                redrive_count, \(reason.rawValue), coalesce(\(error)::text, last_error),
+                CASE WHEN \(error)::text IS NULL THEN errors
+                     ELSE errors || jsonb_build_array(jsonb_build_object(
+                         'attempt', attempts, 'at', now(), 'error', \(error)::text, 'worker', \(workerID)::text)) END,
+                \(workerID)
+            FROM moved
+            """, logger: logger)
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+
+/// One numbered file of `sql/`, e.g. `001_queue.sql`.
+public struct Migration: Sendable, Equatable {
+    public var version: Int
+    public var name: String
+    public var sql: String
+
+    public init(version: Int, name: String, sql: String) {
+        self.version = version
+        self.name = name
+        self.sql = sql
+    }
+
+    /// Reads every `NNN_name.sql` of `directory`, in version order. Two files
+    /// with one number, or a file named otherwise, is an error rather than a
+    /// silently skipped change.
+    public static func load(from directory: URL) throws -> [Migration] {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        } catch {
+            throw MigrationError.directoryUnreadable(directory.path)
+        }
+        var migrations: [Migration] = []
+        for file in names.sorted() where file.hasSuffix(".sql") {
+            let stem = file.dropLast(4)
+            let digits = stem.prefix(while: \.isNumber)
+            guard !digits.isEmpty, let version = Int(digits), stem.dropFirst(digits.count).first == "_" else {
+                throw MigrationError.badFileName(file)
+            }
+            let sql = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
+            migrations.append(Migration(version: version, name: String(stem), sql: sql))
+        }
+        let versions = migrations.map(\.version)
+        if let duplicate = versions.first(where: { v in versions.filter { $0 == v }.count > 1 }) {
+            throw MigrationError.duplicateVersion(duplicate)
+        }
+        guard !migrations.isEmpty else { throw MigrationError.directoryUnreadable(directory.path) }
+        return migrations
+    }
+
+    /// Where the `sql/` directory is: `explicit` if given, else `WORKER_SQL_DIR`,
+    /// else next to the installed binary (`../share/worker/sql`), else the
+    /// source tree the binary was built from, else `./sql`.
+    public static func locateDirectory(explicit: String?, environment: [String: String]) throws -> URL {
+        if let path = explicit ?? environment["WORKER_SQL_DIR"] {
+            return URL(fileURLWithPath: path)
+        }
+        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+        let binDirectory = executable.deletingLastPathComponent()
+        let candidates = [
+            binDirectory.appendingPathComponent("../share/worker/sql"),
+            binDirectory.appendingPathComponent("../../sql"),          // .build/debug/workerctl
+            binDirectory.appendingPathComponent("../../../sql"),       // .build/x86_64-unknown-linux-gnu/debug
+            URL(fileURLWithPath: FileManager.default.currentDirectoryPath).appendingPathComponent("sql"),
+        ]
+        for candidate in candidates where FileManager.default.fileExists(atPath: candidate.appendingPathComponent("001_queue.sql").path) {
+            return candidate.standardizedFileURL
+        }
+        throw MigrationError.directoryNotFound(candidates.map { $0.standardizedFileURL.path })
+    }
+}
+
+public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable {
+    case directoryNotFound([String])
+    case directoryUnreadable(String)
+    case badFileName(String)
+    case duplicateVersion(Int)
+    case changedAfterApply(version: Int, name: String)
+    case failed(version: Int, name: String, statement: String, error: String)
+
+    public var description: String {
+        switch self {
+        case .directoryNotFound(let tried):
+            "no migrations directory found (tried \(tried.joined(separator: ", "))): pass --sql-dir or set WORKER_SQL_DIR"
+        case .directoryUnreadable(let path): "no migrations can be read from \(path)"
+        case .badFileName(let name): "migration file '\(name)' is not named NNN_name.sql"
+        case .duplicateVersion(let version): "two migration files have version \(version)"
+        case .changedAfterApply(let version, let name):
+            "migration \(version) (\(name)) was changed after it was applied: add a new migration instead"
+        case .failed(let version, let name, let statement, let error):
+            "migration \(version) (\(name)) failed and was rolled back: \(error)\nstatement: \(statement.prefix(500))"
+        }
+    }
+}

@@ -1,0 +1,31 @@
+import Foundation
+import WorkerEngine
+
+/// Kind `demo.task`: the demo's stand-in for real work. Its payload says how
+/// it behaves, so the demo can show retries and dead letters:
+/// `{"work_ms": 20, "fail_rate": 0.2, "poison": false}`.
+public struct DemoHandler: JobHandler {
+    struct Payload: Decodable {
+        var work_ms: Int?
+        var fail_rate: Double?
+        var poison: Bool?
+    }
+
+    public init() {}
+
+    public func handle(_ job: Job, context: JobContext) async throws {
+        let payload: Payload
+        do {
+            payload = try JSONDecoder().decode(Payload.self, from: Data(job.payload.utf8))
+        } catch {
+            throw JobError.invalidEvent("demo.task payload: \(error)")
+        }
+        let work = payload.work_ms ?? 0
+        guard (0...60_000).contains(work) else { throw JobError.invalidEvent("work_ms \(work) is not in 0...60000") }
+        if work > 0 { try await Task.sleep(for: .milliseconds(work)) }
+        if payload.poison == true { throw JobError.nonRetryable("demo.task marked as poison") }
+        if let rate = payload.fail_rate, Double.random(in: 0..<1) < rate {
+            throw JobError.retryable("demo.task failed at random (fail_rate \(rate))")
+        }
+    }
+}

@@ -1,0 +1,7 @@
+import WorkerEngine
+
+/// Kind `noop`: does nothing and succeeds. Measures the queue's own cost.
+public struct NoopHandler: JobHandler {
+    public init() {}
+    public func handle(_ job: Job, context: JobContext) async throws {}
+}

@@ -1,0 +1,11 @@
+import WorkerEngine
+
+extension HandlerRegistry {
+    /// Every handler this build of workerd knows.
+    public static func standard(defaultPolicy: RetryPolicy = .default) -> HandlerRegistry {
+        var registry = HandlerRegistry(defaultPolicy: defaultPolicy)
+        registry.register("noop", NoopHandler())
+        registry.register("demo.task", DemoHandler())
+        return registry
+    }
+}

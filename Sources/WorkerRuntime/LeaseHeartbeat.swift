@@ -1,0 +1,28 @@
+import Logging
+import WorkerEngine
+
+/// Keeps the leases of long batches alive: every heartbeat interval it pushes
+/// `visible_at` of every held lease one visibility timeout ahead. If the worker
+/// hangs or dies, the beats stop and the jobs come back to the fleet.
+struct LeaseHeartbeat: Sendable {
+    let queue: JobQueue
+    let leases: LeaseRegistry
+    let configuration: WorkerConfiguration
+    let logger: Logger
+
+    func run() async {
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: configuration.heartbeatInterval)
+                let held = leases.all
+                guard !held.isEmpty else { continue }
+                let extended = try await queue.extend(held, visibilityTimeout: configuration.visibilityTimeout)
+                logger.trace("leases extended", metadata: ["held": "\(held.count)", "extended": "\(extended.count)"])
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("lease heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+import WorkerEngine
+
+/// The worker of `workerd`: `concurrency` lanes that each claim a batch,
+/// process it in one transaction and claim again; idle lanes sleep until a
+/// NOTIFY or the poll interval wakes them. On graceful shutdown the lanes stop
+/// claiming, finish the job at hand and release the rest of their batch.
+public final class Worker: Service, Sendable {
+    public let configuration: WorkerConfiguration
+    private let client: PostgresClient
+    private let queue: JobQueue
+    private let processor: BatchProcessor
+    private let logger: Logger
+    private let wake = WakeSignal()
+    private let leases = LeaseRegistry()
+    private let counters = WorkerCounters()
+    private let stopping = Atomic<Bool>(false)
+
+    public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(configuration.workerID)"
+        self.configuration = configuration
+        self.client = client
+        self.logger = logger
+        self.queue = JobQueue(client: client, logger: logger)
+        self.processor = BatchProcessor(
+            client: client, handlers: handlers, workerID: configuration.workerID, logger: logger)
+    }
+
+    public var totals: WorkerTotals { counters.snapshot }
+
+    /// Asks the lanes to stop as a graceful shutdown does.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake.close()
+    }
+
+    private var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    public func run() async throws {
+        logger.info("worker starting", metadata: [
+            "queues": "\(configuration.queues.joined(separator: ","))",
+            "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
+        ])
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { background in
+                let listener = NotificationListener(
+                    client: client, queues: Set(configuration.queues), wake: wake, logger: logger)
+                let heartbeat = LeaseHeartbeat(queue: queue, leases: leases, configuration: configuration, logger: logger)
+                background.addTask { await listener.run() }
+                background.addTask { await heartbeat.run() }
+
+                await withTaskGroup(of: Void.self) { lanes in
+                    for lane in 0..<configuration.concurrency {
+                        lanes.addTask { await self.runLane(lane) }
+                    }
+                }
+                // The heartbeat outlives the lanes so that a slow last batch keeps its leases.
+                background.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.stop()
+        }
+        logger.info("worker stopped", metadata: ["totals": "\(counters.snapshot)"])
+    }
+
+    private func runLane(_ lane: Int) async {
+        let queues = configuration.queues
+        var turn = lane % queues.count
+        var backoff = Backoff()
+        while !isStopping {
+            let generation = wake.generation
+            var claimedAny = false
+            do {
+                for step in 0..<queues.count where !isStopping {
+                    let name = queues[(turn + step) % queues.count]
+                    if try await runBatch(from: name) { claimedAny = true }
+                }
+                turn = (turn + 1) % queues.count
+                backoff.reset()
+            } catch {
+                counters.batchFailed()
+                let delay = backoff.next()
+                logger.error("batch failed; its jobs return when their leases expire", metadata: [
+                    "lane": "\(lane)", "error": "\(String(reflecting: error))", "retry_in_ms": "\(delay.milliseconds)",
+                ])
+                try? await Task.sleep(for: delay)
+                continue
+            }
+            if !claimedAny {
+                await wake.wait(since: generation, upTo: configuration.pollInterval)
+            }
+        }
+    }
+
+    /// Claims and processes one batch; returns whether it found any job.
+    private func runBatch(from name: String) async throws -> Bool {
+        let jobs = try await queue.claim(
+            queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
+            workerID: configuration.workerID)
+        guard !jobs.isEmpty else { return false }
+        counters.claimed(jobs.count)
+        let held = jobs.map(\.lease)
+        leases.add(held)
+        defer { leases.remove(held) }
+        let outcomes = try await processor.process(jobs, shouldStart: { !self.isStopping })
+        counters.record(outcomes)
+        return true
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import WorkerEngine
+
+/// How one `workerd` process works its queues.
+public struct WorkerConfiguration: Sendable {
+    /// Queues this worker claims from, served in turn.
+    public var queues: [String]
+    /// Batches processed at once; each holds one database connection.
+    public var concurrency: Int
+    /// Jobs claimed per batch and committed together.
+    public var batchSize: Int
+    /// How long a claimed job stays invisible to other workers before it is
+    /// considered lost; the heartbeat extends it while the worker is alive.
+    public var visibilityTimeout: Duration
+    /// Idle workers look for due jobs this often even without a notification
+    /// (retries and scheduled jobs become due without an INSERT).
+    public var pollInterval: Duration
+    /// How long a stopping worker may take to finish its current jobs.
+    public var stopTimeout: Duration
+    /// Written to `leased_by`: who holds a lease.
+    public var workerID: String
+
+    public init(
+        queues: [String] = ["default"], concurrency: Int = 10, batchSize: Int = 10,
+        visibilityTimeout: Duration = .seconds(30), pollInterval: Duration = .seconds(1),
+        stopTimeout: Duration = .seconds(25), workerID: String = WorkerConfiguration.defaultWorkerID()
+    ) {
+        self.queues = queues
+        self.concurrency = concurrency
+        self.batchSize = batchSize
+        self.visibilityTimeout = visibilityTimeout
+        self.pollInterval = pollInterval
+        self.stopTimeout = stopTimeout
+        self.workerID = workerID
+    }
+
+    /// Heartbeats run three times per visibility timeout, so a lease survives
+    /// two missed beats.
+    public var heartbeatInterval: Duration { visibilityTimeout / 3 }
+
+    /// Connections the worker needs: one per lane, one for LISTEN, one for heartbeats.
+    public var connectionsNeeded: Int { concurrency + 2 }
+
+    public static func defaultWorkerID() -> String {
+        "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+    }
+
+    /// Rejects settings that cannot work, naming the setting.
+    public func validate() throws {
+        guard !queues.isEmpty, queues.allSatisfy({ !$0.isEmpty && $0.count <= 128 }) else {
+            throw ConfigurationError(setting: "--queues / WORKERD_QUEUES", "give one or more queue names of 1 to 128 characters")
+        }
+        guard (1...1000).contains(concurrency) else {
+            throw ConfigurationError(setting: "--concurrency / WORKERD_CONCURRENCY", "\(concurrency) is not in 1...1000")
+        }
+        guard (1...1000).contains(batchSize) else {
+            throw ConfigurationError(setting: "--batch-size / WORKERD_BATCH_SIZE", "\(batchSize) is not in 1...1000")
+        }
+        guard visibilityTimeout >= .seconds(1) else {
+            throw ConfigurationError(
+                setting: "--visibility-timeout / WORKERD_VISIBILITY_TIMEOUT", "must be at least 1s")
+        }
+        guard pollInterval >= .milliseconds(10) else {
+            throw ConfigurationError(setting: "--poll-interval / WORKERD_POLL_INTERVAL", "must be at least 10ms")
+        }
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Synchronization
+import WorkerEngine
+
+/// A handler whose behaviour a test scripts: it records every call, then runs `body`.
+public final class RecordingHandler: JobHandler {
+    public typealias Body = @Sendable (Job, JobContext) async throws -> Void
+    private let body: Body
+    private let calls = Mutex<[Job]>([])
+
+    public init(_ body: @escaping Body = { _, _ in }) { self.body = body }
+
+    public func handle(_ job: Job, context: JobContext) async throws {
+        calls.withLock { $0.append(job) }
+        try await body(job, context)
+    }
+
+    public var invocations: [Job] { calls.withLock { $0 } }
+    public func invocations(of id: Int64) -> Int { calls.withLock { $0.filter { $0.id == id }.count } }
+}
+
+extension HandlerRegistry {
+    /// A registry that sends `kinds` to one handler, with a fast retry policy
+    /// so that tests do not wait on real backoff.
+    public static func testing(
+        _ handler: any JobHandler, kinds: [String] = ["test"],
+        policy: RetryPolicy = RetryPolicy(base: .milliseconds(10), rate: 2, cap: .milliseconds(50), maxAttempts: 3, maxAge: nil)
+    ) -> HandlerRegistry {
+        var registry = HandlerRegistry(defaultPolicy: policy)
+        for kind in kinds { registry.register(kind, handler) }
+        return registry
+    }
+}
+
+/// Waits for a condition the system reaches by itself (a queue drained, a
+/// process started), checking every 20 ms, and fails after `timeout`.
+public func eventually(
+    timeout: Duration = .seconds(30), _ what: String, _ condition: @Sendable () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TimeoutError(what: what, timeout: timeout)
+}
+
+public struct TimeoutError: Error, CustomStringConvertible {
+    public var what: String
+    public var timeout: Duration
+    public var description: String { "timed out after \(timeout) waiting for \(what)" }
+}

@@ -1,0 +1,6 @@
+import WorkerCLI
+
+@main
+enum WorkerctlMain {
+    static func main() async { await WorkerctlCommand.main() }
+}

@@ -1,0 +1,6 @@
+import WorkerCLI
+
+@main
+enum WorkerdMain {
+    static func main() async { await WorkerdCommand.main() }
+}

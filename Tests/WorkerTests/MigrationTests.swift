@@ -1,0 +1,122 @@
+import Foundation
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+@Suite struct MigrationTests {
+    let migrations = try! Migration.load(from: sqlDirectory)
+
+    @Test func migratesAnEmptyDatabaseOnceAndASecondRunChangesNothing() async throws {
+        try await withEmptyTestDatabase { db in
+            let migrator = Migrator(client: db.client, logger: db.logger)
+            #expect(try await migrator.currentVersion() == 0)
+            let first = try await migrator.migrate(migrations)
+            #expect(first.map(\.version) == migrations.map(\.version))
+            let before = try await schemaFingerprint(db)
+            let second = try await migrator.migrate(migrations)
+            #expect(second.isEmpty)
+            #expect(try await schemaFingerprint(db) == before)
+            #expect(try await migrator.currentVersion() == Migrator.requiredVersion)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schema_migrations") == migrations.count)
+        }
+    }
+
+    @Test func concurrentMigrationsFromManyHostsApplyEachFileOnce() async throws {
+        try await withEmptyTestDatabase { db in
+            let applied = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        try await withPostgresClient(try db.config.clientConfiguration(maximumConnections: 1), logger: db.logger) {
+                            try await Migrator(client: $0, logger: db.logger).migrate(migrations).count
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(applied == migrations.count)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schema_migrations") == migrations.count)
+        }
+    }
+
+    @Test func aMigrationEditedAfterItWasAppliedIsRefused() async throws {
+        try await withTestDatabase { db in
+            var edited = migrations
+            edited[0].sql += "\n-- edited\n"
+            await #expect(throws: MigrationError.changedAfterApply(version: edited[0].version, name: edited[0].name)) {
+                try await Migrator(client: db.client, logger: db.logger).migrate(edited)
+            }
+        }
+    }
+
+    @Test func aFailingMigrationRollsBackWhole() async throws {
+        try await withTestDatabase { db in
+            let broken = migrations + [Migration(version: 999, name: "999_broken", sql: "CREATE TABLE worker.half (id int); SELECT 1/0;")]
+            await #expect(throws: MigrationError.self) {
+                try await Migrator(client: db.client, logger: db.logger).migrate(broken)
+            }
+            let halfTables = try await db.int("SELECT count(*)::int FROM pg_tables WHERE schemaname = 'worker' AND tablename = 'half'")
+            let version = try await Migrator(client: db.client, logger: db.logger).currentVersion()
+            #expect(halfTables == 0)
+            #expect(version == Migrator.requiredVersion)
+        }
+    }
+
+    @Test func workerdRequiresTheSchema() async throws {
+        try await withEmptyTestDatabase { db in
+            await #expect(throws: PostgresWorkerError.self) {
+                try await Migrator(client: db.client, logger: db.logger).checkSchema()
+            }
+        }
+    }
+
+    @Test func theRequiredVersionIsTheNewestFile() {
+        #expect(migrations.last?.version == Migrator.requiredVersion)
+    }
+
+    @Test func theSplitterKeepsFunctionBodiesQuotesAndCommentsWhole() {
+        let sql = """
+            -- a comment; with a semicolon
+            CREATE TABLE t (a text DEFAULT 'x;y''z');
+            /* block; comment */
+            CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $body$ BEGIN RETURN 1; END $body$;
+            SELECT $1, "we;ird", $$a;b$$
+            """
+        let statements = SQLScript.statements(in: sql)
+        #expect(statements.count == 3)
+        #expect(statements[0].hasSuffix("DEFAULT 'x;y''z')"))
+        #expect(statements[1].contains("BEGIN RETURN 1; END $body$"))
+        #expect(statements[2] == #"SELECT $1, "we;ird", $$a;b$$"#)
+    }
+
+    @Test func badlyNamedOrDuplicateFilesAreErrors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mig-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "SELECT 1".write(to: dir.appendingPathComponent("001_a.sql"), atomically: true, encoding: .utf8)
+        try "SELECT 1".write(to: dir.appendingPathComponent("001_b.sql"), atomically: true, encoding: .utf8)
+        #expect(throws: MigrationError.duplicateVersion(1)) { try Migration.load(from: dir) }
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("001_b.sql"))
+        try "SELECT 1".write(to: dir.appendingPathComponent("two.sql"), atomically: true, encoding: .utf8)
+        #expect(throws: MigrationError.badFileName("two.sql")) { try Migration.load(from: dir) }
+    }
+}
+
+/// Tables, columns, indexes, functions and triggers of the worker schema, as text.
+func schemaFingerprint(_ db: TestDatabase) async throws -> String {
+    let rows = try await db.client.query(
+        """
+        SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
+            SELECT table_name || '.' || column_name || ':' || data_type || ':' || coalesce(column_default, '') AS x
+            FROM information_schema.columns WHERE table_schema = 'worker'
+            UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'worker'
+            UNION ALL SELECT p.proname || ':' || md5(p.prosrc) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = 'worker'
+            UNION ALL SELECT tgname FROM pg_trigger WHERE NOT tgisinternal
+        ) s
+        """, logger: db.logger)
+    for try await text in rows.decode(String.self) { return text }
+    return ""
+}
+
+let sqlDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../sql").standardizedFileURL
