@@ -51,6 +51,14 @@ public struct RedrivenJob: Sendable, Equatable, Codable {
     public var kind: String
     public var reason: String
     public var redriveCount: Int
+
+    public init(id: Int64, queue: String, kind: String, reason: String, redriveCount: Int) {
+        self.id = id
+        self.queue = queue
+        self.kind = kind
+        self.reason = reason
+        self.redriveCount = redriveCount
+    }
 }
 
 /// Reading and redriving `worker.dead_letters`.

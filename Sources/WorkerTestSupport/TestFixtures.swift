@@ -35,7 +35,7 @@ extension HandlerRegistry {
 /// Waits for a condition the system reaches by itself (a queue drained, a
 /// process started), checking every 20 ms, and fails after `timeout`.
 public func eventually(
-    timeout: Duration = .seconds(30), _ what: String, _ condition: @Sendable () async throws -> Bool
+    timeout: Duration = .seconds(30), _ what: String, _ condition: () async throws -> Bool
 ) async throws {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {

@@ -1,0 +1,124 @@
+import Foundation
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+@Suite struct ClaimTests {
+    @Test func aClaimCommitsTheAttemptALeaseAndTheWorker() async throws {
+        try await withTestDatabase { db in
+            let id = try await db.queue.enqueue(NewJob(kind: "noop"))
+            let jobs = try await db.queue.claim(queue: "default", limit: 5, visibilityTimeout: .seconds(30), workerID: "w1")
+            #expect(jobs.map(\.id) == [id])
+            let job = try #require(jobs.first)
+            #expect(job.attempts == 1)
+            let rows = try await db.client.query(
+                """
+                SELECT attempts, lease_token, leased_by,
+                       visible_at BETWEEN now() + interval '29 seconds' AND now() + interval '31 seconds'
+                FROM worker.jobs WHERE id = \(id)
+                """, logger: db.logger)
+            for try await (attempts, token, worker, leaseLength) in rows.decode((Int, UUID, String, Bool).self) {
+                #expect(attempts == 1)
+                #expect(token == job.lease.token)
+                #expect(worker == "w1")
+                #expect(leaseLength)
+            }
+            // Leased: no other claim sees it.
+            #expect(try await db.queue.claim(queue: "default", limit: 5, visibilityTimeout: .seconds(30), workerID: "w2").isEmpty)
+        }
+    }
+
+    @Test func concurrentWorkersNeverGetTheSameJob() async throws {
+        try await withTestDatabase(connections: 12) { db in
+            _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 2000)
+            let claimed = try await withThrowingTaskGroup(of: [Int64].self) { group in
+                for worker in 0..<10 {
+                    group.addTask {
+                        var mine: [Int64] = []
+                        while true {
+                            let jobs = try await db.queue.claim(
+                                queue: "default", limit: 7, visibilityTimeout: .seconds(60), workerID: "w\(worker)")
+                            if jobs.isEmpty { return mine }
+                            mine += jobs.map(\.id)
+                        }
+                    }
+                }
+                return try await group.reduce(into: [Int64]()) { $0 += $1 }
+            }
+            #expect(claimed.count == 2000)
+            #expect(Set(claimed).count == 2000)
+        }
+    }
+
+    @Test func lowerPriorityRunsFirstThenOldestFirst() async throws {
+        try await withTestDatabase { db in
+            let late = try await db.queue.enqueue(NewJob(kind: "noop", priority: 5))
+            let first = try await db.queue.enqueue(NewJob(kind: "noop", priority: 0))
+            let second = try await db.queue.enqueue(NewJob(kind: "noop", priority: 0))
+            let urgent = try await db.queue.enqueue(NewJob(kind: "noop", priority: -1))
+            var order: [Int64] = []
+            for _ in 0..<4 {
+                order += try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(30), workerID: "w").map(\.id)
+            }
+            #expect(order == [urgent, first, second, late])
+        }
+    }
+
+    @Test func claimsOnlyTheNamedQueue() async throws {
+        try await withTestDatabase { db in
+            try await db.queue.enqueue(NewJob(queue: "a", kind: "noop"))
+            let b = try await db.queue.enqueue(NewJob(queue: "b", kind: "noop"))
+            let jobs = try await db.queue.claim(queue: "b", limit: 10, visibilityTimeout: .seconds(30), workerID: "w")
+            #expect(jobs.map(\.id) == [b])
+        }
+    }
+
+    @Test func aCrashedWorkersJobComesBackAfterTheVisibilityTimeoutAndNotBefore() async throws {
+        try await withTestDatabase { db in
+            let id = try await db.queue.enqueue(NewJob(kind: "noop"))
+            // The "crashed" worker claims and never acks.
+            let lost = try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .milliseconds(800), workerID: "crashed")
+            #expect(lost.map(\.id) == [id])
+            #expect(try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(30), workerID: "w2").isEmpty)
+
+            var again: [Job] = []
+            try await eventually(timeout: .seconds(10), "the lease to expire") {
+                again = try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(30), workerID: "w2")
+                return !again.isEmpty
+            }
+            let job = try #require(again.first)
+            #expect(job.id == id)
+            #expect(job.attempts == 2)
+            #expect(job.lease.token != lost[0].lease.token)
+            // The lost attempt is in the error history.
+            let history = try await db.int(
+                "SELECT jsonb_array_length(errors)::int FROM worker.jobs WHERE id = \(id) AND last_error LIKE 'lease expired%'")
+            #expect(history == 1)
+        }
+    }
+
+    @Test func theHeartbeatExtendsOnlyLeasesStillHeld() async throws {
+        try await withTestDatabase { db in
+            _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 2)
+            let jobs = try await db.queue.claim(queue: "default", limit: 2, visibilityTimeout: .seconds(2), workerID: "w")
+            let stolen = Lease(jobID: jobs[1].id, token: UUID())
+            let extended = try await db.queue.extend([jobs[0].lease, stolen], visibilityTimeout: .seconds(600))
+            #expect(extended == [jobs[0].lease])
+            let farOut = try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE visible_at > now() + interval '500 seconds'")
+            #expect(farOut == 1)
+        }
+    }
+
+    @Test func releasingGivesTheAttemptBack() async throws {
+        try await withTestDatabase { db in
+            let id = try await db.queue.enqueue(NewJob(kind: "noop"))
+            let jobs = try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(60), workerID: "w")
+            #expect(try await db.queue.release(jobs.map(\.lease)) == 1)
+            let again = try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(60), workerID: "w")
+            #expect(again.map(\.id) == [id])
+            #expect(again.first?.attempts == 1)
+        }
+    }
+}

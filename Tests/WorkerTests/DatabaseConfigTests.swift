@@ -1,0 +1,39 @@
+import Testing
+import WorkerEngine
+
+@Suite struct DatabaseConfigTests {
+    @Test func aURLGivesEveryPart() throws {
+        let config = try DatabaseConfig.parse(url: "postgres://app:p%40ss@db.internal:6543/jobs?sslmode=verify-full&sslrootcert=/etc/ca.pem")
+        #expect(config == DatabaseConfig(
+            host: "db.internal", port: 6543, user: "app", password: "p@ss", database: "jobs",
+            sslMode: .verifyFull, sslRootCert: "/etc/ca.pem"))
+        #expect(!config.redactedURL.contains("p@ss"))
+    }
+
+    @Test func theURLWinsOverPGVariablesWhichFillInOtherwise() throws {
+        let env = ["PGHOST": "/run/postgresql", "PGPORT": "5433", "PGUSER": "worker", "PGDATABASE": "q", "PGSSLMODE": "disable"]
+        let fromEnv = try DatabaseConfig.resolve(url: nil, environment: env)
+        #expect(fromEnv == DatabaseConfig(host: "/run/postgresql", port: 5433, user: "worker", database: "q", sslMode: .disable))
+        let fromURL = try DatabaseConfig.resolve(url: nil, environment: env.merging(["DATABASE_URL": "postgresql://u@h/d"]) { $1 })
+        #expect(fromURL.host == "h" && fromURL.user == "u" && fromURL.database == "d" && fromURL.port == 5432)
+        let fromFlag = try DatabaseConfig.resolve(url: "postgres://f@flag/x", environment: ["DATABASE_URL": "postgres://u@h/d"])
+        #expect(fromFlag.host == "flag")
+    }
+
+    @Test func badValuesNameTheSetting() {
+        let cases: [(String?, [String: String], String)] = [
+            ("mysql://x", [:], "DATABASE_URL"),
+            ("postgres://h/d?sslmode=sometimes", [:], "sslmode"),
+            ("postgres://h/d?colour=red", [:], "unsupported parameter 'colour'"),
+            (nil, ["PGPORT": "http"], "PGPORT"),
+            (nil, ["PGSSLMODE": "maybe"], "PGSSLMODE"),
+        ]
+        for (url, env, fragment) in cases {
+            #expect {
+                try DatabaseConfig.resolve(url: url, environment: env)
+            } throws: { error in
+                (error as? ConfigurationError).map { "\($0)".contains(fragment) } ?? false
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+@Suite struct ProcessingTests {
+    func claimAll(_ db: TestDatabase, limit: Int = 50, worker: String = "w") async throws -> [Job] {
+        try await db.queue.claim(queue: "default", limit: limit, visibilityTimeout: .seconds(30), workerID: worker)
+    }
+
+    func processor(_ db: TestDatabase, _ handlers: HandlerRegistry, worker: String = "w") -> BatchProcessor {
+        BatchProcessor(client: db.client, handlers: handlers, workerID: worker, logger: db.logger)
+    }
+
+    @Test func eachJobOfABatchIsAckedOrFailedOnItsOwn() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+            let handler = RecordingHandler { job, context in
+                try await context.connection.query("INSERT INTO effects VALUES (\(job.id))", logger: context.logger)
+                if job.payload.contains("fail") { throw JobError.retryable("boom") }
+            }
+            for payload in [#"{"ok":1}"#, #"{"fail":1}"#, #"{"ok":2}"#, #"{"fail":2}"#, #"{"ok":3}"#] {
+                try await db.queue.enqueue(NewJob(kind: "test", payload: payload))
+            }
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes.filter { if case .done = $0 { true } else { false } }.count == 3)
+            #expect(outcomes.filter { if case .retried = $0 { true } else { false } }.count == 2)
+            // Acked jobs are gone with their effects committed; failed ones stay, their effects rolled back.
+            #expect(try await db.jobCount() == 2)
+            #expect(try await db.int("SELECT count(*)::int FROM effects") == 3)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE payload ? 'fail' AND last_error = 'boom' AND lease_token IS NULL") == 2)
+        }
+    }
+
+    @Test func aZombieWhoseLeaseWasTakenOverCannotAckOrApplyEffects() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("CREATE TABLE effects (job_id bigint, worker text)")
+            let handler = RecordingHandler { job, context in
+                try await context.connection.query(
+                    "INSERT INTO effects VALUES (\(job.id), \(context.workerID))", logger: context.logger)
+            }
+            let id = try await db.queue.enqueue(NewJob(kind: "test"))
+            // Worker A claims, then pauses past its lease.
+            let zombieBatch = try await claimAll(db, worker: "A")
+            try await db.makeAllDue()
+            // Worker B claims the expired job and finishes it.
+            let batchB = try await claimAll(db, worker: "B")
+            #expect(batchB.map(\.id) == [id])
+            #expect(try await processor(db, .testing(handler), worker: "B").process(batchB) == [.done(jobID: id)])
+            // A wakes up and tries to finish with its old token.
+            #expect(try await processor(db, .testing(handler), worker: "A").process(zombieBatch) == [.leaseLost(jobID: id)])
+            #expect(handler.invocations(of: id) == 1)
+            let workers = try await db.int("SELECT count(*)::int FROM effects WHERE worker = 'B'")
+            let all = try await db.int("SELECT count(*)::int FROM effects")
+            #expect(workers == 1 && all == 1)
+        }
+    }
+
+    @Test func aZombieCannotAckAJobReclaimedBeforeItProcesses() async throws {
+        // Same race, the other order: B holds the new lease but has not finished.
+        try await withTestDatabase { db in
+            let handler = RecordingHandler()
+            let id = try await db.queue.enqueue(NewJob(kind: "test"))
+            let zombieBatch = try await claimAll(db, worker: "A")
+            try await db.makeAllDue()
+            let batchB = try await claimAll(db, worker: "B")
+            #expect(try await processor(db, .testing(handler), worker: "A").process(zombieBatch) == [.leaseLost(jobID: id)])
+            #expect(try await db.jobCount() == 1)
+            #expect(try await processor(db, .testing(handler), worker: "B").process(batchB) == [.done(jobID: id)])
+            #expect(try await db.jobCount() == 0)
+        }
+    }
+
+    @Test func aJobReachesTheDeadLetterTableAfterExactlyMaxAttempts() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler { _, _ in throw JobError.retryable("still down") }
+            let id = try await db.queue.enqueue(NewJob(kind: "test", maxAttempts: 4))
+            for attempt in 1...4 {
+                try await db.makeAllDue()
+                let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+                if attempt < 4 {
+                    guard case .retried = outcomes.first else { Issue.record("attempt \(attempt): \(outcomes)"); return }
+                } else {
+                    #expect(outcomes == [.deadLettered(jobID: id, reason: .maxAttempts)])
+                }
+            }
+            #expect(handler.invocations(of: id) == 4)
+            #expect(try await db.jobCount() == 0)
+            let letter = try #require(try await db.deadLetters.show(id: id))
+            #expect(letter.reason == "max_attempts")
+            #expect(letter.attempts == 4)
+            #expect(letter.lastError == "still down")
+            #expect(try await db.int("SELECT jsonb_array_length(errors)::int FROM worker.dead_letters WHERE id = \(id)") == 4)
+        }
+    }
+
+    @Test func aJobThatCrashesItsWorkerEveryTimeStillReachesTheDeadLetterTable() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler()
+            let id = try await db.queue.enqueue(NewJob(kind: "test", maxAttempts: 3))
+            // Three claims whose workers die before finishing: only the claim's attempt count survives.
+            for _ in 1...3 {
+                try await db.makeAllDue()
+                #expect(try await claimAll(db).count == 1)
+            }
+            try await db.makeAllDue()
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes == [.deadLettered(jobID: id, reason: .maxAttempts)])
+            #expect(handler.invocations.isEmpty)
+            let letter = try #require(try await db.deadLetters.show(id: id))
+            #expect(letter.attempts == 3)
+            #expect(letter.lastError?.hasPrefix("lease expired") == true)
+        }
+    }
+
+    @Test func nonRetryableErrorsAndInvalidEventsAreDeadLetteredAtOnce() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler { job, _ in
+                if job.payload.contains("declined") { throw JobError.nonRetryable("card declined") }
+                throw JobError.invalidEvent("amount must be positive")
+            }
+            let declined = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"declined":true}"#))
+            let invalid = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"amount":-1}"#))
+            let unknown = try await db.queue.enqueue(NewJob(kind: "no.such.kind"))
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(Set(outcomes.map { "\($0)" }) == Set([
+                JobOutcome.deadLettered(jobID: declined, reason: .nonRetryable),
+                .deadLettered(jobID: invalid, reason: .invalidEvent),
+                .deadLettered(jobID: unknown, reason: .invalidEvent),
+            ].map { "\($0)" }))
+            #expect(try await db.deadLetters.show(id: unknown)?.lastError == "unknown kind 'no.such.kind'")
+            #expect(try await db.deadLetters.show(id: invalid)?.lastError == "amount must be positive")
+            #expect(try await db.deadLetters.show(id: declined)?.attempts == 1)
+        }
+    }
+
+    @Test func anyOtherErrorIsRetryable() async throws {
+        struct Unexpected: Error {}
+        try await withTestDatabase { db in
+            let id = try await db.queue.enqueue(NewJob(kind: "test"))
+            let outcomes = try await processor(db, .testing(RecordingHandler { _, _ in throw Unexpected() }))
+                .process(try await claimAll(db))
+            guard case .retried(id, _) = outcomes.first else { Issue.record("\(outcomes)"); return }
+        }
+    }
+
+    @Test func aHandlerErrorThatAbortsTheTransactionFailsOnlyItsJob() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler { job, context in
+                if job.payload.contains("bad") {
+                    try await context.connection.query("SELECT 1/0", logger: context.logger)
+                }
+            }
+            try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"bad":1}"#))
+            let good = try await db.queue.enqueue(NewJob(kind: "test"))
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes.last == .done(jobID: good))
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE last_error LIKE '%division by zero%' OR last_error LIKE '%PSQLError%'") == 1)
+        }
+    }
+
+    @Test func jobsOlderThanTheMaxAgeExpireIntoTheDeadLetterTable() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler()
+            let old = try await db.queue.enqueue(NewJob(kind: "test"))
+            let fresh = try await db.queue.enqueue(NewJob(kind: "test"))
+            try await db.execute("UPDATE worker.jobs SET created_at = now() - interval '2 hours' WHERE id = \(old)")
+            let policy = RetryPolicy(base: .seconds(1), rate: 2, cap: .seconds(2), maxAttempts: 3, maxAge: .seconds(3600))
+            let outcomes = try await processor(db, .testing(handler, policy: policy)).process(try await claimAll(db))
+            #expect(outcomes == [.deadLettered(jobID: old, reason: .expired), .done(jobID: fresh)])
+            #expect(handler.invocations.map(\.id) == [fresh])
+        }
+    }
+
+    @Test func jobsNotStartedWhenTheWorkerStopsAreReleased() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler()
+            let first = try await db.queue.enqueue(NewJob(kind: "test"))
+            let second = try await db.queue.enqueue(NewJob(kind: "test"))
+            let started = Counter()
+            let outcomes = try await processor(db, .testing(handler)).process(
+                try await claimAll(db), shouldStart: { started.increment() <= 1 })
+            #expect(outcomes == [.done(jobID: first), .released(jobID: second)])
+            let again = try await claimAll(db)
+            #expect(again.map(\.id) == [second])
+            #expect(again.first?.attempts == 1)
+        }
+    }
+
+    @Test func retriesWaitAJitteredDelayWithinThePolicyCeiling() async throws {
+        try await withTestDatabase { db in
+            let policy = RetryPolicy(base: .seconds(10), rate: 3, cap: .seconds(60), maxAttempts: 10, maxAge: nil)
+            let handler = RecordingHandler { _, _ in throw JobError.retryable("again") }
+            _ = try await db.queue.enqueue(NewJob(kind: "test"), count: 40)
+            // Attempt 2: ceiling 10s * 3 = 30s, measured from the failure's own timestamp.
+            try await db.execute("UPDATE worker.jobs SET attempts = 1")
+            _ = try await processor(db, .testing(handler, policy: policy)).process(try await claimAll(db))
+            let rows = try await db.client.query(
+                "SELECT extract(epoch FROM visible_at - (errors->-1->>'at')::timestamptz)::float8 FROM worker.jobs", logger: db.logger)
+            var delays: [Double] = []
+            for try await delay in rows.decode(Double.self) { delays.append(delay) }
+            #expect(delays.count == 40)
+            #expect(delays.allSatisfy { $0 >= 0 && $0 <= 30 }, "\(delays.sorted())")
+            #expect(Set(delays.map { Int($0) }).count > 5, "delays are jittered, not all equal")
+        }
+    }
+}
+
+/// A thread-safe counter for closures that must be `@Sendable`.
+final class Counter: Sendable {
+    private let value = Mutex(0)
+    func increment() -> Int { value.withLock { $0 += 1; return $0 } }
+    var current: Int { value.withLock { $0 } }
+}
+
+import Synchronization
