@@ -91,8 +91,10 @@ public struct WorkerdCommand: AsyncParsableCommand {
                 try defaultPolicy.overridden(by: String(entry[entry.index(after: colon)...]), setting: setting),
                 for: kind)
         }
+        var database = try DatabaseConfig.resolve(url: databaseURL, environment: environment)
+        if database.applicationName == nil { database.applicationName = "workerd \(worker.workerID)" }
         return Settings(
-            database: try DatabaseConfig.resolve(url: databaseURL, environment: environment),
+            database: database,
             worker: worker, handlers: handlers,
             logLevel: read.string(logLevel, "log-level", env: "WORKERD_LOG_LEVEL", default: "info"))
     }

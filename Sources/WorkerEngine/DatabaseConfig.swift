@@ -16,6 +16,8 @@ public struct DatabaseConfig: Sendable, Equatable {
     public var database: String
     public var sslMode: SSLMode
     public var sslRootCert: String?
+    /// Shown in `pg_stat_activity`, so an operator can tell which worker holds a session.
+    public var applicationName: String?
 
     public init(
         host: String = "localhost", port: Int = 5432, user: String = "postgres", password: String? = nil,
@@ -53,6 +55,7 @@ public struct DatabaseConfig: Sendable, Equatable {
             config.sslMode = try sslMode(mode, setting: "PGSSLMODE")
         }
         config.sslRootCert = env["PGSSLROOTCERT"]
+        config.applicationName = env["PGAPPNAME"]
         return config
     }
 
@@ -78,7 +81,8 @@ public struct DatabaseConfig: Sendable, Equatable {
             case "sslmode": config.sslMode = try sslMode(item.value ?? "", setting: "\(setting) sslmode")
             case "sslrootcert": config.sslRootCert = item.value
             case "host": if let host = item.value, !host.isEmpty { config.host = host }
-            case "application_name", "connect_timeout": break
+            case "application_name": config.applicationName = item.value
+            case "connect_timeout": break
             default: throw ConfigurationError(setting: setting, "unsupported parameter '\(item.name)'")
             }
         }
@@ -113,6 +117,7 @@ public struct DatabaseConfig: Sendable, Equatable {
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
         configuration.options.connectTimeout = .seconds(5)
+        if let applicationName { configuration.options.additionalStartupParameters = [("application_name", applicationName)] }
         return configuration
     }
 

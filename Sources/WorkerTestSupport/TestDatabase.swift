@@ -40,6 +40,9 @@ public struct TestDatabase: Sendable {
     public func deadCount() async throws -> Int { try await int("SELECT count(*)::int FROM worker.dead_letters") }
 }
 
+/// The repository's `sql/`, for tests that run `workerctl migrate`.
+public var repositorySQLDirectory: URL { TestServer.sqlDirectory }
+
 /// Quiet unless `WORKER_TEST_LOG` names a level: failing jobs are what many tests are about.
 public func makeTestLogger(_ label: String = "test") -> Logger {
     var logger = Logger(label: label)

@@ -50,3 +50,30 @@ public struct TimeoutError: Error, CustomStringConvertible {
     public var timeout: Duration
     public var description: String { "timed out after \(timeout) waiting for \(what)" }
 }
+
+/// A one-shot event a test can wait for and another task can fire: a handler
+/// signals "I started", the test opens the gate when it is ready.
+public final class Gate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    public init() {}
+
+    public func open() {
+        let waiters = state.withLock { state in
+            state.open = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+
+    public func wait() async {
+        await withCheckedContinuation { continuation in
+            let isOpen = state.withLock { state in
+                if !state.open { state.waiters.append(continuation) }
+                return state.open
+            }
+            if isOpen { continuation.resume() }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerRuntime
+import WorkerTestSupport
+
+@Suite struct WorkerServiceTests {
+    /// Runs a worker for the duration of `body`, then stops it and waits for it.
+    func withWorker(
+        _ db: TestDatabase, _ handlers: HandlerRegistry, _ configuration: WorkerConfiguration,
+        _ body: (Worker) async throws -> Void
+    ) async throws {
+        let worker = Worker(client: db.client, configuration: configuration, handlers: handlers, logger: db.logger)
+        let running = Task { try await worker.run() }
+        do {
+            try await body(worker)
+        } catch {
+            worker.stop()
+            _ = try? await running.value
+            throw error
+        }
+        worker.stop()
+        try await running.value
+    }
+
+    @Test func aWorkerDrainsItsQueuesRunningEveryJobOnce() async throws {
+        try await withTestDatabase(connections: 12) { db in
+            let handler = RecordingHandler()
+            _ = try await db.queue.enqueue(NewJob(queue: "a", kind: "test"), count: 300)
+            _ = try await db.queue.enqueue(NewJob(queue: "b", kind: "test"), count: 200)
+            let config = WorkerConfiguration(queues: ["a", "b"], concurrency: 4, batchSize: 10, workerID: "w")
+            try await withWorker(db, .testing(handler), config) { worker in
+                try await eventually("the queues to drain") { try await db.jobCount() == 0 }
+                #expect(worker.totals.done == 500)
+            }
+            #expect(handler.invocations.count == 500)
+            #expect(Set(handler.invocations.map(\.id)).count == 500)
+        }
+    }
+
+    @Test func aNotificationWakesAnIdleWorkerLongBeforeThePollInterval() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler()
+            let config = WorkerConfiguration(concurrency: 2, pollInterval: .seconds(3600), workerID: "w")
+            try await withWorker(db, .testing(handler), config) { _ in
+                // Let the lanes go idle first: their first claims find nothing.
+                try await eventually("the listener to connect") {
+                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
+                }
+                let started = ContinuousClock.now
+                try await db.queue.enqueue(NewJob(kind: "test"))
+                try await eventually(timeout: .seconds(20), "the notified worker to run the job") { try await db.jobCount() == 0 }
+                #expect(ContinuousClock.now - started < .seconds(20))
+            }
+            #expect(handler.invocations.count == 1)
+        }
+    }
+
+    @Test func theHeartbeatKeepsLeasesOfALongBatch() async throws {
+        try await withTestDatabase(connections: 12) { db in
+            // The first job outlasts the visibility timeout three times over; the
+            // second waits behind it in the same batch. Without heartbeats, worker
+            // B would claim the second job again after one timeout.
+            let handler = RecordingHandler { job, _ in
+                if job.payload.contains("slow") { try await Task.sleep(for: .seconds(3)) }
+            }
+            try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"slow":true}"#))
+            let second = try await db.queue.enqueue(NewJob(kind: "test"))
+            var configA = WorkerConfiguration(concurrency: 1, batchSize: 2, visibilityTimeout: .seconds(1), workerID: "A")
+            configA.pollInterval = .milliseconds(50)
+            try await withWorker(db, .testing(handler), configA) { _ in
+                try await eventually("A to claim both jobs") {
+                    try await db.int("SELECT count(*)::int FROM worker.jobs WHERE leased_by = 'A'") == 2
+                }
+                var configB = configA
+                configB.workerID = "B"
+                try await withWorker(db, .testing(handler), configB) { _ in
+                    try await eventually("both jobs to finish") { try await db.jobCount() == 0 }
+                }
+            }
+            #expect(handler.invocations(of: second) == 1)
+            #expect(handler.invocations.first { $0.id == second }?.attempts == 1)
+        }
+    }
+
+    @Test func aWorkerSurvivesItsConnectionsBeingKilled() async throws {
+        try await withTestDatabase { db in
+            // The worker gets a pool of its own, named so that only its sessions are cut.
+            var workerDatabase = db.config
+            workerDatabase.applicationName = "worker under test"
+            try await withPostgresClient(try workerDatabase.clientConfiguration(maximumConnections: 4), logger: db.logger) { client in
+                let handler = RecordingHandler()
+                let config = WorkerConfiguration(concurrency: 2, pollInterval: .milliseconds(100), workerID: "w")
+                let worker = Worker(client: client, configuration: config, handlers: .testing(handler), logger: db.logger)
+                let running = Task { try await worker.run() }
+                defer { worker.stop() }
+                try await db.queue.enqueue(NewJob(kind: "test"))
+                try await eventually("the first job") { try await db.jobCount() == 0 }
+                // As a PostgreSQL restart or a network cut would.
+                let cut = try await db.int(
+                    "SELECT count(pg_terminate_backend(pid))::int FROM pg_stat_activity WHERE application_name = 'worker under test'")
+                #expect(cut > 0)
+                _ = try await db.queue.enqueue(NewJob(kind: "test"), count: 20)
+                try await eventually("jobs after the cut") { try await db.jobCount() == 0 }
+                worker.stop()
+                try await running.value
+                #expect(handler.invocations.count == 21)
+            }
+        }
+    }
+
+    @Test func stoppingFinishesTheJobAtHandAndReleasesTheRest() async throws {
+        try await withTestDatabase { db in
+            let started = Gate()
+            let finish = Gate()
+            let handler = RecordingHandler { job, _ in
+                if job.payload.contains("first") {
+                    started.open()
+                    await finish.wait()
+                }
+            }
+            let first = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"first":true}"#, priority: -1))
+            _ = try await db.queue.enqueue(NewJob(kind: "test"), count: 4)
+            let config = WorkerConfiguration(concurrency: 1, batchSize: 5, workerID: "w")
+            let worker = Worker(client: db.client, configuration: config, handlers: .testing(handler), logger: db.logger)
+            let running = Task { try await worker.run() }
+            await started.wait()
+            worker.stop()
+            finish.open()
+            try await running.value
+            #expect(handler.invocations.map(\.id) == [first])
+            #expect(worker.totals.done == 1 && worker.totals.released == 4)
+            let ready = try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE attempts = 0 AND lease_token IS NULL AND visible_at <= now()")
+            #expect(ready == 4)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+/// `workerctl` as an operator runs it: the real binary against a real database.
+@Suite(.timeLimit(.minutes(2))) struct WorkerctlTests {
+    @Test func everyCommandHasHelp() async throws {
+        for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["redrive"]] {
+            let result = try await runTool("workerctl", command + ["--help"])
+            #expect(result.status == 0, "\(command): \(result)")
+            #expect(result.stdout.contains("USAGE: workerctl"), "\(command): \(result)")
+        }
+    }
+
+    @Test func migrateAppliesOnceAndASecondRunChangesNothing() async throws {
+        try await withEmptyTestDatabase { db in
+            let env = ["WORKER_SQL_DIR": repositorySQLDirectory.path]
+            let first = try await runTool("workerctl", ["migrate"], database: db, environment: env)
+            #expect(first.status == 0, "\(first)")
+            #expect(first.stdout.contains("applied 001_queue"))
+            let second = try await runTool("workerctl", ["migrate"], database: db, environment: env)
+            #expect(second.status == 0, "\(second)")
+            #expect(second.stdout.contains("schema is up to date at version \(Migrator.requiredVersion)"))
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schema_migrations") == Migrator.requiredVersion)
+        }
+    }
+
+    @Test func enqueuedJobsShowInStatsAsJSONAndAsATable() async throws {
+        try await withTestDatabase { db in
+            let now = try await runTool("workerctl", ["enqueue", "--queue", "mail", "--kind", "noop", "--count", "3"], database: db)
+            #expect(now.status == 0 && now.stdout.contains("enqueued 3 jobs"), "\(now)")
+            let later = try await runTool("workerctl", ["enqueue", "--queue", "mail", "--kind", "noop", "--delay", "1h"], database: db)
+            #expect(later.status == 0 && later.stdout.contains("enqueued job"), "\(later)")
+
+            let json = try await runTool("workerctl", ["stats", "--json"], database: db)
+            #expect(json.status == 0, "\(json)")
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            let stats = try decoder.decode([QueueStats].self, from: Data(json.stdout.utf8))
+            let mail = try #require(stats.first { $0.queue == "mail" })
+            #expect(mail.ready == 3 && mail.delayed == 1 && mail.inFlight == 0 && mail.dead == 0)
+
+            let table = try await runTool("workerctl", ["stats", "--queue", "mail"], database: db)
+            #expect(table.status == 0)
+            let row = try #require(table.stdout.split(separator: "\n").first { $0.hasPrefix("mail") })
+            #expect(row.split(separator: " ").prefix(5) == ["mail", "3", "0", "1", "0"])
+        }
+    }
+
+    @Test func badArgumentsSayWhatIsWrongExitNonZeroAndChangeNothing() async throws {
+        try await withTestDatabase { db in
+            _ = try await db.queue.enqueue(NewJob(kind: "test"))
+            let claimed = try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(30), workerID: "w")
+            let failing = HandlerRegistry.testing(RecordingHandler { _, _ in throw JobError.nonRetryable("no") })
+            _ = try await BatchProcessor(client: db.client, handlers: failing, workerID: "w", logger: db.logger).process(claimed)
+            #expect(try await db.deadCount() == 1)
+
+            let cases: [([String], String)] = [
+                (["enqueue", "--kind", "noop", "--payload", "{not json"], "--payload is not valid JSON"),
+                (["enqueue", "--kind", "noop", "--count", "0"], "--count"),
+                (["enqueue", "--kind", "noop", "--priority", "40000"], "--priority"),
+                (["enqueue", "--kind", "noop", "--delay", "soon"], "--delay"),
+                (["enqueue", "--payload", "{}"], "--kind"),
+                (["redrive"], "give a filter"),
+                (["redrive", "--all", "--limit", "0"], "--limit"),
+                (["redrive", "--since", "last tuesday"], "--since"),
+                (["dlq", "list", "--limit", "0"], "--limit"),
+                (["dlq", "show", "abc"], "id"),
+                (["dlq", "show", "999999"], "no dead letter with id 999999"),
+                (["stats", "--colour"], "--colour"),
+                (["frobnicate"], "frobnicate"),
+                (["stats", "--database-url", "mysql://db/x"], "DATABASE_URL"),
+            ]
+            for (arguments, fragment) in cases {
+                let result = try await runTool("workerctl", arguments, database: db)
+                #expect(result.status != 0, "\(arguments): \(result)")
+                #expect(result.stderr.contains(fragment), "\(arguments) should say \(fragment): \(result)")
+            }
+            #expect(try await db.jobCount() == 0)
+            #expect(try await db.deadCount() == 1)
+        }
+    }
+
+    @Test func deadLettersAreListedShownAndRedrivenWithDryRunFirst() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler { job, _ in throw JobError.nonRetryable("card declined for \(job.id)") }
+            let ids = try await db.queue.enqueue(NewJob(queue: "billing", kind: "test", payload: #"{"n":1}"#), count: 2)
+            let claimed = try await db.queue.claim(queue: "billing", limit: 10, visibilityTimeout: .seconds(30), workerID: "w")
+            _ = try await BatchProcessor(client: db.client, handlers: .testing(handler), workerID: "w", logger: db.logger).process(claimed)
+
+            let list = try await runTool("workerctl", ["dlq", "list", "--queue", "billing"], database: db)
+            #expect(list.status == 0, "\(list)")
+            for id in ids { #expect(list.stdout.contains("card declined for \(id)")) }
+
+            let show = try await runTool("workerctl", ["dlq", "show", "\(ids.lowerBound)"], database: db)
+            #expect(show.status == 0, "\(show)")
+            #expect(show.stdout.contains("reason:          non_retryable"))
+            #expect(show.stdout.contains(#"payload:         {"n": 1}"#))
+
+            let dryRun = try await runTool("workerctl", ["redrive", "--queue", "billing", "--dry-run"], database: db)
+            #expect(dryRun.status == 0 && dryRun.stdout.contains("would redrive 2 jobs"), "\(dryRun)")
+            #expect(try await db.deadCount() == 2)
+            #expect(try await db.jobCount() == 0)
+
+            let one = try await runTool("workerctl", ["redrive", "--id", "\(ids.lowerBound)"], database: db)
+            #expect(one.stdout.contains("redrove job \(ids.lowerBound) queue=billing kind=test reason=non_retryable redrive_count=1"), "\(one)")
+            let rest = try await runTool("workerctl", ["redrive", "--all", "--json"], database: db)
+            let moved = try JSONSerialization.jsonObject(with: Data(rest.stdout.utf8)) as? [[String: Any]]
+            #expect(moved?.compactMap { $0["id"] as? Int } == [Int(ids.upperBound)], "\(rest)")
+            #expect(try await db.deadCount() == 0)
+            #expect(try await db.jobCount() == 2)
+        }
+    }
+
+    @Test func quotesAndSQLInArgumentsArePlainValues() async throws {
+        try await withTestDatabase { db in
+            let hostile = "q'; DROP TABLE worker.jobs; --"
+            let enqueue = try await runTool("workerctl", ["enqueue", "--queue", hostile, "--kind", "x\"y", "--payload", #"{"s":"'); DELETE FROM worker.jobs; --"}"#], database: db)
+            #expect(enqueue.status == 0, "\(enqueue)")
+            let stats = try await runTool("workerctl", ["stats", "--json", "--queue", hostile], database: db)
+            #expect(stats.stdout.contains(#""ready" : 1"#), "\(stats)")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE queue = \(hostile) AND kind = 'x\"y'") == 1)
+        }
+    }
+}

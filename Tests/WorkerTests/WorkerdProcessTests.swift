@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+/// `workerd` as systemd runs it: the real binary, real signals, a real database.
+@Suite(.timeLimit(.minutes(2))) struct WorkerdProcessTests {
+    @Test func invalidConfigurationStopsStartupNamingTheSetting() async throws {
+        let cases: [([String], [String: String], String)] = [
+            (["--concurrency", "0"], [:], "--concurrency"),
+            (["--visibility-timeout", "banana"], [:], "--visibility-timeout"),
+            ([], ["WORKERD_BATCH_SIZE", "-3"].pairs, "WORKERD_BATCH_SIZE"),
+            ([], ["DATABASE_URL": "mysql://db/jobs"], "DATABASE_URL"),
+            (["--retry", "refund.requested:rate=0.5"], [:], "--retry"),
+            (["--log-level", "loud"], [:], "--log-level"),
+        ]
+        for (arguments, environment, setting) in cases {
+            let result = try await runTool("workerd", arguments, environment: environment)
+            #expect(result.status == 78, "\(arguments) \(environment): \(result)")
+            #expect(result.stderr.contains(setting), "\(arguments) \(environment) should name \(setting): \(result)")
+        }
+        let unknown = try await runTool("workerd", ["--colour", "blue"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("--colour"), "\(unknown)")
+    }
+
+    @Test func processesDemoEventsThenDrainsOnSIGTERMAndExitsZero() async throws {
+        try await withTestDatabase { db in
+            // One lane, one batch of five: the first job is mid-work when SIGTERM comes.
+            let slow = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 1500}"#, priority: -1))
+            _ = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 0}"#), count: 5)
+            let workerd = try ToolProcess("workerd", [
+                "--concurrency", "1", "--batch-size", "5", "--stop-timeout", "20s", "--worker-id", "drain-test",
+                "--log-level", "info",
+            ], environment: ["DATABASE_URL": db.url])
+            try await eventually("workerd to claim the slow job") {
+                try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(slow) AND leased_by = 'drain-test'") == 1
+            }
+            let signalled = ContinuousClock.now
+            workerd.send(SIGTERM)
+            let result = await workerd.result()
+            #expect(result.status == 0, "\(result)")
+            #expect(ContinuousClock.now - signalled < .seconds(20))
+            #expect(result.stderr.contains("worker stopped"), "\(result)")
+
+            // The job at hand finished; the rest of its batch is back in the queue as if never claimed.
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(slow)") == 0)
+            #expect(try await db.jobCount() == 5)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE lease_token IS NOT NULL OR attempts <> 0") == 0)
+            #expect(try await db.deadCount() == 0)
+        }
+    }
+
+    @Test func refusesToStartOnADatabaseWithoutTheSchemaUnlessToldToMigrate() async throws {
+        try await withEmptyTestDatabase { db in
+            let refused = try await runTool("workerd", ["--worker-id", "m"], environment: ["DATABASE_URL": db.url])
+            #expect(refused.status != 0 && refused.stderr.contains("run `workerctl migrate`"), "\(refused)")
+
+            let run = try ToolProcess("workerd", ["--worker-id", "m", "--migrate", "--sql-dir", repositorySQLDirectory.path],
+                                      environment: ["DATABASE_URL": db.url])
+            try await eventually("workerd to migrate the database") {
+                (try? await db.int("SELECT count(*)::int FROM worker.schema_migrations")) == Migrator.requiredVersion
+            }
+            _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 3)
+            try await eventually("workerd to run the jobs") { try await db.jobCount() == 0 }
+            run.send(SIGINT)
+            let result = await run.result()
+            #expect(result.status == 0, "\(result)")
+        }
+    }
+}
+
+extension Array where Element == String {
+    /// `["A", "1"].pairs` is `["A": "1"]`: keeps case tables on one line.
+    fileprivate var pairs: [String: String] { [self[0]: self[1]] }
+}
