@@ -22,23 +22,23 @@ public struct BatchProcessor: Sendable {
     /// that says no (shutdown), the jobs not started are released in the same
     /// transaction. The outcomes are known to be committed when this returns.
     public func process(
-        _ jobs: [Job], shouldStart: @Sendable () -> Bool = { true }
+        _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
-        return try await client.withTransaction(logger: logger) { connection in
-            let tx = JobTransaction(connection: connection, workerID: workerID, logger: logger)
+        return try await client.withLiveConnection { connection in try await connection.withTransaction(logger: self.logger) { connection in
+            let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
             var outcomes: [JobOutcome] = []
             for (index, job) in jobs.enumerated() {
                 guard shouldStart() else {
                     let rest = Array(jobs[index...])
-                    _ = try await JobQueue.release(rest.map(\.lease), on: connection, logger: logger)
+                    _ = try await JobQueue.release(rest.map(\.lease), on: connection, logger: self.logger)
                     outcomes += rest.map { .released(jobID: $0.id) }
                     break
                 }
-                outcomes.append(try await process(job, in: tx))
+                outcomes.append(try await self.process(job, in: tx))
             }
             return outcomes
-        }
+        } }
     }
 
     private func process(_ job: Job, in tx: JobTransaction) async throws -> JobOutcome {

@@ -16,7 +16,9 @@ public struct JobQueue: Sendable {
     /// Inserts a job the way a producer's INSERT does, and returns its id.
     @discardableResult
     public func enqueue(_ job: NewJob) async throws -> Int64 {
-        let rows = try await client.query(
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+        let rows = try await connection.query(
             """
             INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at)
             VALUES (\(job.queue), \(job.kind), \(job.payload)::jsonb, \(job.idempotencyKey), \(job.priority)::smallint,
@@ -25,11 +27,14 @@ public struct JobQueue: Sendable {
             """, logger: logger)
         for try await id in rows.decode(Int64.self) { return id }
         throw PostgresWorkerError.unexpected("INSERT returned no id")
+        }
     }
 
     /// Inserts `count` copies of a job in one statement; returns the range of their ids.
     public func enqueue(_ job: NewJob, count: Int) async throws -> ClosedRange<Int64> {
-        let rows = try await client.query(
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+        let rows = try await connection.query(
             """
             WITH inserted AS (
                 INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at)
@@ -42,6 +47,7 @@ public struct JobQueue: Sendable {
             """, logger: logger)
         for try await (first, last) in rows.decode((Int64, Int64).self) { return first...last }
         throw PostgresWorkerError.unexpected("INSERT returned no ids")
+        }
     }
 
     /// Claims up to `limit` ready jobs of `queue` in its own short transaction.
@@ -53,7 +59,9 @@ public struct JobQueue: Sendable {
     /// holder. A job whose previous lease expired gets that lost attempt written
     /// into its error history.
     public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
-        let rows = try await client.query(
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+        let rows = try await connection.query(
             """
             WITH ready AS (
                 SELECT id FROM worker.jobs
@@ -88,6 +96,7 @@ public struct JobQueue: Sendable {
                 lease: Lease(jobID: row.0, token: row.10)))
         }
         return jobs.sorted { ($0.priority, $0.id) < ($1.priority, $1.id) }
+        }
     }
 
     /// Pushes the expiry of held leases forward (the heartbeat of long jobs).
@@ -98,7 +107,9 @@ public struct JobQueue: Sendable {
     @discardableResult
     public func extend(_ leases: [Lease], visibilityTimeout: Duration) async throws -> Set<Lease> {
         guard !leases.isEmpty else { return [] }
-        let rows = try await client.query(
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+        let rows = try await connection.query(
             """
             WITH held AS (
                 SELECT j.id FROM worker.jobs AS j
@@ -114,6 +125,7 @@ public struct JobQueue: Sendable {
         var extended: Set<Lease> = []
         for try await (id, token) in rows.decode((Int64, UUID).self) { extended.insert(Lease(jobID: id, token: token)) }
         return extended
+        }
     }
 
     /// Gives back leases that were claimed but not started (shutdown): the jobs
@@ -121,7 +133,8 @@ public struct JobQueue: Sendable {
     @discardableResult
     public func release(_ leases: [Lease]) async throws -> Int {
         guard !leases.isEmpty else { return 0 }
-        return try await client.withConnection { try await Self.release(leases, on: $0, logger: logger) }
+        let logger = logger
+        return try await client.withLiveConnection { try await Self.release(leases, on: $0, logger: logger) }
     }
 
     static func release(_ leases: [Lease], on connection: PostgresConnection, logger: Logger) async throws -> Int {

@@ -4,7 +4,7 @@ import Testing
 import WorkerEngine
 import WorkerTestSupport
 
-@Suite struct ClaimTests {
+@Suite(.timeLimit(.minutes(2))) struct ClaimTests {
     @Test func aClaimCommitsTheAttemptALeaseAndTheWorker() async throws {
         try await withTestDatabase { db in
             let id = try await db.queue.enqueue(NewJob(kind: "noop"))

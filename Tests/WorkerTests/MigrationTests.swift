@@ -4,7 +4,7 @@ import Testing
 import WorkerEngine
 import WorkerTestSupport
 
-@Suite struct MigrationTests {
+@Suite(.timeLimit(.minutes(2))) struct MigrationTests {
     let migrations = try! Migration.load(from: sqlDirectory)
 
     @Test func migratesAnEmptyDatabaseOnceAndASecondRunChangesNothing() async throws {

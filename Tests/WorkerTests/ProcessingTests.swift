@@ -4,7 +4,7 @@ import Testing
 import WorkerEngine
 import WorkerTestSupport
 
-@Suite struct ProcessingTests {
+@Suite(.timeLimit(.minutes(2))) struct ProcessingTests {
     func claimAll(_ db: TestDatabase, limit: Int = 50, worker: String = "w") async throws -> [Job] {
         try await db.queue.claim(queue: "default", limit: limit, visibilityTimeout: .seconds(30), workerID: worker)
     }

@@ -5,7 +5,7 @@ import WorkerEngine
 import WorkerTestSupport
 
 /// The SQL the README gives producers works as written.
-@Suite struct ProducerSQLTests {
+@Suite(.timeLimit(.minutes(2))) struct ProducerSQLTests {
     @Test func aBareInsertOfQueueKindAndPayloadIsAValidJob() async throws {
         try await withTestDatabase { db in
             try await db.execute("INSERT INTO worker.jobs (queue, kind, payload) VALUES ('default', 'noop', '{\"n\": 1}')")

@@ -4,7 +4,7 @@ import Testing
 import WorkerEngine
 import WorkerTestSupport
 
-@Suite struct RedriveTests {
+@Suite(.timeLimit(.minutes(2))) struct RedriveTests {
     /// Dead-letters one job per (queue, kind, reason) given, through the real processing path.
     func deadLetter(_ db: TestDatabase, _ jobs: [(queue: String, kind: String, error: JobError)]) async throws -> [Int64] {
         var ids: [Int64] = []

@@ -1,0 +1,72 @@
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+extension PostgresClient {
+    /// `withConnection`, except that `body` fails as soon as the connection
+    /// closes.
+    ///
+    /// Why: postgres-nio 1.33 can lend a connection the server has just closed
+    /// (a restart, `pg_terminate_backend`, a network cut); a query written to
+    /// it is dropped and its `await` never returns, so a worker lane would hang
+    /// for good. Racing the body against the connection's close turns that
+    /// into an error the lane retries. A body that loses the race can only
+    /// have been using the dead session, whose transaction PostgreSQL rolls
+    /// back, so giving up on it changes nothing in the database.
+    public func withLiveConnection<T: Sendable>(
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        try await withConnection { connection in
+            try await connection.failingOnClose(body)
+        }
+    }
+}
+
+extension PostgresConnection {
+    func failingOnClose<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let outcome = FirstOutcome<T>()
+        let work = Task { outcome.finish(await Result(catching: { try await body(self) })) }
+        self.closeFuture.whenComplete { _ in outcome.finish(.failure(ConnectionClosedError())) }
+        return try await withTaskCancellationHandler {
+            try await outcome.value()
+        } onCancel: {
+            work.cancel()
+        }
+    }
+}
+
+/// The connection closed while a statement was in flight.
+public struct ConnectionClosedError: Error, CustomStringConvertible {
+    public var description: String { "the database connection closed while a statement was in flight" }
+}
+
+/// The first of several racing results; later ones are dropped.
+private final class FirstOutcome<T: Sendable>: Sendable {
+    private let state = Mutex<(result: Result<T, any Error>?, waiter: CheckedContinuation<T, any Error>?)>((nil, nil))
+
+    func finish(_ result: Result<T, any Error>) {
+        let waiter = state.withLock { state -> CheckedContinuation<T, any Error>? in
+            guard state.result == nil else { return nil }
+            state.result = result
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume(with: result)
+    }
+
+    func value() async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready = state.withLock { state -> Result<T, any Error>? in
+                if state.result == nil { state.waiter = continuation }
+                return state.result
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
