@@ -137,5 +137,6 @@ final class TestServer: Sendable {
 
 public struct DatabaseTestError: Error, CustomStringConvertible {
     public var detail: String
+    public init(detail: String) { self.detail = detail }
     public var description: String { detail }
 }

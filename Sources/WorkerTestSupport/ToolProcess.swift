@@ -11,13 +11,18 @@ public final class ToolProcess: Sendable {
     private let exit = ExitStatus()
     private let outputDirectory: URL
 
-    /// Starts `tool` with `arguments`. The child inherits no database or worker
-    /// settings from the test's environment, only those in `environment`.
-    public init(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    /// Starts the package's executable `tool` with `arguments`.
+    public convenience init(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         let executable = try Self.binaryDirectory().appendingPathComponent(tool)
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw DatabaseTestError(detail: "\(executable.path) is missing: run `swift build --build-tests` first")
         }
+        try self.init(executable: executable, arguments, environment: environment)
+    }
+
+    /// Starts `executable` with `arguments`. The child inherits no database or
+    /// worker settings from the test's environment, only those in `environment`.
+    public init(executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws {
         outputDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("tool-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         let stdout = outputDirectory.appendingPathComponent("stdout")
@@ -91,6 +96,14 @@ public struct ToolResult: Sendable, CustomStringConvertible {
     public var stderr: String
 
     public var description: String { "exit \(status)\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
+}
+
+/// The repository's `scripts/` directory.
+public var repositoryScripts: URL { repositorySQLDirectory.deletingLastPathComponent().appendingPathComponent("scripts") }
+
+/// Runs one of the repository's scripts to completion.
+public func runScript(_ name: String, _ arguments: [String]) async throws -> ToolResult {
+    try await ToolProcess(executable: repositoryScripts.appendingPathComponent(name), arguments).result()
 }
 
 /// Runs `tool` to completion against `database`.

@@ -1,0 +1,99 @@
+import Foundation
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+/// PostgreSQL restarts under a running `workerd`. The server is a private
+/// cluster of this test (restarting the shared one would disturb other tests).
+@Suite(.timeLimit(.minutes(3))) struct RestartTests {
+    @Test func workerdCarriesOnThroughFastAndImmediateRestartsAndLosesNoJob() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("worker-restart-\(UUID().uuidString.prefix(8))").path
+        let started = try await runScript("pg", ["start", dir, "--fast"])
+        try #require(started.status == 0, "\(started)")
+        let url = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            try await runThroughRestarts(url: url, dir: dir)
+        } catch {
+            _ = try? await runScript("pg", ["stop", dir])
+            throw error
+        }
+        _ = try await runScript("pg", ["stop", dir])
+    }
+
+    /// Enqueues with a fresh workerctl, whose connection no restart has cut; returns the ids.
+    static func enqueue(_ count: Int, env: [String: String]) async throws -> ClosedRange<Int64> {
+        let result = try await runTool("workerctl", [
+            "enqueue", "--kind", "demo.task", "--payload", #"{"work_ms": 10}"#, "--count", "\(count)",
+        ], environment: env)
+        // "enqueued 400 jobs, ids 1 to 400"
+        let words = result.stdout.split(whereSeparator: \.isWhitespace)
+        guard result.status == 0, words.count == 7, let first = Int64(words[4]), let last = Int64(words[6]) else {
+            throw DatabaseTestError(detail: "enqueue failed: \(result)")
+        }
+        return first...last
+    }
+
+    func runThroughRestarts(url: String, dir: String) async throws {
+        let env = ["DATABASE_URL": url]
+        let workerd = try ToolProcess("workerd", [
+            "--migrate", "--sql-dir", repositorySQLDirectory.path, "--worker-id", "restart", "--concurrency", "4",
+            "--batch-size", "10", "--visibility-timeout", "2s", "--poll-interval", "200ms", "--log-level", "debug",
+        ], environment: env)
+        let config = try DatabaseConfig.parse(url: url)
+        let enqueued = try await withPostgresClient(try config.clientConfiguration(maximumConnections: 2), logger: makeTestLogger()) { client in
+            var enqueued: [ClosedRange<Int64>] = []
+            let queue = JobQueue(client: client, logger: makeTestLogger())
+            // Errors while the server is down count as "not yet".
+            func waiting() async -> Int? { try? await queue.waitingCount() }
+
+            try await eventually("workerd to migrate") {
+                (try? await Migrator(client: client, logger: makeTestLogger()).currentVersion()) == Migrator.requiredVersion
+            }
+            enqueued.append(try await Self.enqueue(400, env: env))
+            try await eventually("work to start") { (await waiting() ?? 400) < 350 }
+            let fast = try await runScript("pg", ["restart", dir, "fast"])
+            #expect(fast.status == 0, "\(fast)")
+
+            enqueued.append(try await Self.enqueue(200, env: env))
+            try await eventually("work to go on after the fast restart") { (await waiting() ?? 600) < 150 }
+            let immediate = try await runScript("pg", ["restart", dir, "immediate"])
+            #expect(immediate.status == 0, "\(immediate)")
+
+            enqueued.append(try await Self.enqueue(100, env: env))
+            try await eventually(timeout: .seconds(60), "every job to be done") { await waiting() == 0 }
+            #expect(try await queue.deadLetterCount() == 0)
+            return enqueued
+        }
+
+        workerd.send(SIGTERM)
+        let result = await workerd.result()
+        #expect(result.status == 0, "\(result.stderr.suffix(2000))")
+        // Every job was acked at least once; one whose commit a restart cut ran again.
+        let done = Set(result.stderr.split(separator: "\n").filter { $0.hasSuffix("job done") }.compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("job_id=") }.flatMap { Int64($0.dropFirst(7)) }
+        })
+        let lost = enqueued.flatMap { Array($0) }.filter { !done.contains($0) }
+        #expect(enqueued.map(\.count).reduce(0, +) == 700)
+        #expect(lost.isEmpty, "jobs never done: \(lost.prefix(20))")
+    }
+}
+
+extension JobQueue {
+    fileprivate func waitingCount() async throws -> Int {
+        try await client.withLiveConnection { connection in
+            for try await count in try await connection.query("SELECT count(*)::int FROM worker.jobs", logger: logger).decode(Int.self) {
+                return count
+            }
+            return -1
+        }
+    }
+
+    fileprivate func deadLetterCount() async throws -> Int {
+        try await client.withLiveConnection { connection in
+            for try await count in try await connection.query("SELECT count(*)::int FROM worker.dead_letters", logger: logger).decode(Int.self) {
+                return count
+            }
+            return -1
+        }
+    }
+}
