@@ -36,7 +36,11 @@ let package = Package(
         // Domain handlers: what a job of each kind does.
         .target(
             name: "WorkerHandlers",
-            dependencies: ["WorkerEngine"],
+            dependencies: [
+                "WorkerEngine",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         // The long-running worker: lanes, wake-ups, heartbeats, shutdown.

@@ -72,27 +72,56 @@ public struct BatchProcessor: Sendable {
         }
 
         let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
-        let failure: (any Error)?
-        try await tx.savepoint()
+        let failure: any Error
+        try await tx.savepoint(.job)
         do {
-            try await handler.handle(job, context: context)
-            try await tx.releaseSavepoint()
-            failure = nil
+            var key: String?
+            if let ttl = handlers.idempotencyTTL(for: job.kind) {
+                switch try await tx.claimIdempotencyKey(job, key: job.idempotencyKey ?? handler.idempotencyKey(for: job), ttl: ttl) {
+                case .owned(let owned):
+                    key = owned
+                case .duplicate(let duplicate, let original, let status):
+                    try await tx.releaseSavepoint(.job)
+                    try await tx.ack(job.lease)
+                    logger.info("duplicate event acked with the first one's result", metadata: [
+                        "idempotency_key": "\(duplicate)", "original_job_id": "\(original)", "status": "\(status)",
+                    ])
+                    return .duplicate(jobID: job.id, of: original)
+                case .conflict(let conflicting, let original):
+                    try await tx.rollbackToSavepoint(.job)
+                    return try await deadLetter(
+                        job, .idempotencyConflict,
+                        error: "idempotency key '\(conflicting)' is held by job \(original) with a different payload",
+                        attempts: job.attempts, in: tx, logger: logger)
+                }
+            }
+            let outcome: JobOutcome
+            try await tx.savepoint(.handler)
+            do {
+                let result = try await handler.handle(job, context: context)
+                try await tx.releaseSavepoint(.handler)
+                if let key { try await tx.completeIdempotencyKey(key, result: result) }
+                outcome = .done(jobID: job.id)
+            } catch JobError.rejected(let reason) {
+                try await tx.rollbackToSavepoint(.handler)
+                if let key { try await tx.rejectIdempotencyKey(key, reason: reason) }
+                logger.info("event rejected", metadata: ["reason": "\(reason)"])
+                outcome = .rejected(jobID: job.id)
+            }
+            try await tx.releaseSavepoint(.job)
+            try await tx.ack(job.lease)
+            if case .done = outcome { logger.debug("job done") }
+            return outcome
         } catch {
-            try await tx.rollbackToSavepoint()
+            try await tx.rollbackToSavepoint(.job)
             failure = error
         }
 
-        guard let failure else {
-            try await tx.ack(job.lease)
-            logger.debug("job done")
-            return .done(jobID: job.id)
-        }
         let message = Self.describe(failure)
         switch failure as? JobError {
         case .invalidEvent:
             return try await deadLetter(job, .invalidEvent, error: message, attempts: job.attempts, in: tx, logger: logger)
-        case .nonRetryable:
+        case .nonRetryable, .rejected:  // a rejection is only caught around the handler; elsewhere it is final
             return try await deadLetter(job, .nonRetryable, error: message, attempts: job.attempts, in: tx, logger: logger)
         case .retryable, nil:
             guard job.attempts < maxAttempts else {
@@ -130,10 +159,15 @@ public enum JobOutcome: Sendable, Equatable {
     case leaseLost(jobID: Int64)
     /// Not started because the worker is stopping; the job is ready again.
     case released(jobID: Int64)
+    /// The same event was processed already (by job `of`): acked, nothing applied.
+    case duplicate(jobID: Int64, of: Int64)
+    /// A business rejection: recorded as the event's result and acked.
+    case rejected(jobID: Int64)
 
     public var jobID: Int64 {
         switch self {
-        case .done(let id), .retried(let id, _), .deadLettered(let id, _), .leaseLost(let id), .released(let id): id
+        case .done(let id), .retried(let id, _), .deadLettered(let id, _), .leaseLost(let id), .released(let id),
+             .duplicate(let id, _), .rejected(let id): id
         }
     }
 }

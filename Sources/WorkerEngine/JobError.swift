@@ -8,10 +8,15 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The payload is not a valid event of its kind: dead-lettered at once with
     /// reason `invalid_event`, never retried.
     case invalidEvent(String)
+    /// A valid event the business refuses (a refund beyond what was paid, an
+    /// unknown payment): its effects are rolled back, the refusal is stored as
+    /// the event's result and the job is acked. Not retried, not dead-lettered.
+    case rejected(String)
 
     public var description: String {
         switch self {
-        case .retryable(let message), .nonRetryable(let message), .invalidEvent(let message): message
+        case .retryable(let message), .nonRetryable(let message), .invalidEvent(let message), .rejected(let message):
+            message
         }
     }
 }
@@ -26,4 +31,6 @@ public enum DeadLetterReason: String, Sendable, CaseIterable {
     case expired
     /// Its payload or kind is not a valid event.
     case invalidEvent = "invalid_event"
+    /// Its idempotency key is live with another payload: a reused key.
+    case idempotencyConflict = "idempotency_conflict"
 }

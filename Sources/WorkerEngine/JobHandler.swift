@@ -6,9 +6,32 @@ import PostgresNIO
 /// The handler runs inside the batch's processing transaction, after the job's
 /// row is locked and its lease token checked: whatever it writes through
 /// `context.connection` commits together with the job's ack, or not at all. It
-/// throws ``JobError`` to say whether a failure is worth retrying.
+/// throws ``JobError`` to say whether a failure is worth retrying, or that the
+/// event is a business rejection.
 public protocol JobHandler: Sendable {
-    func handle(_ job: Job, context: JobContext) async throws
+    /// Does the job's work and returns its result (stored with the idempotency
+    /// key and given back to duplicates).
+    func handle(_ job: Job, context: JobContext) async throws -> JobResult
+
+    /// The event's business id, used as its idempotency key when the producer
+    /// gave none (`nil`: the key is the kind and a hash of the payload).
+    func idempotencyKey(for job: Job) -> String?
+
+    /// How long a processed event's key stays live; `nil` for kinds without
+    /// effects to protect, which then skip the idempotency table.
+    var idempotencyTTL: Duration? { get }
+}
+
+extension JobHandler {
+    public func idempotencyKey(for job: Job) -> String? { nil }
+    public var idempotencyTTL: Duration? { .seconds(24 * 3600) }
+}
+
+/// What a handler produced, as JSON text.
+public struct JobResult: Sendable, Equatable {
+    public var json: String
+    public init(json: String) { self.json = json }
+    public static let empty = JobResult(json: "{}")
 }
 
 /// What a handler may use while it runs.
@@ -24,6 +47,7 @@ public struct JobContext: Sendable {
 public struct HandlerRegistry: Sendable {
     private var handlers: [String: any JobHandler] = [:]
     private var policies: [String: RetryPolicy] = [:]
+    private var ttls: [String: Duration] = [:]
     public var defaultPolicy: RetryPolicy
 
     public init(defaultPolicy: RetryPolicy = .default) {
@@ -39,7 +63,18 @@ public struct HandlerRegistry: Sendable {
         policies[kind] = policy
     }
 
+    /// Overrides the handler's own key lifetime (`workerd --idempotency-ttl`).
+    public mutating func setIdempotencyTTL(_ ttl: Duration, for kind: String) {
+        ttls[kind] = ttl
+    }
+
     public func handler(for kind: String) -> (any JobHandler)? { handlers[kind] }
+
+    /// How long keys of `kind` live; `nil` when the kind skips idempotency.
+    public func idempotencyTTL(for kind: String) -> Duration? {
+        guard let handler = handlers[kind], let own = handler.idempotencyTTL else { return nil }
+        return ttls[kind] ?? own
+    }
 
     public func policy(for kind: String) -> RetryPolicy { policies[kind] ?? defaultPolicy }
 

@@ -23,11 +23,25 @@ struct JobTransaction: Sendable {
         return nil
     }
 
-    func savepoint() async throws { try await connection.query("SAVEPOINT handler", logger: logger) }
-    func releaseSavepoint() async throws { try await connection.query("RELEASE SAVEPOINT handler", logger: logger) }
-    func rollbackToSavepoint() async throws {
-        try await connection.query("ROLLBACK TO SAVEPOINT handler", logger: logger)
-        try await connection.query("RELEASE SAVEPOINT handler", logger: logger)
+    func savepoint(_ name: Savepoint) async throws {
+        try await connection.query(PostgresQuery(unsafeSQL: "SAVEPOINT \(name.rawValue)"), logger: logger)
+    }
+
+    func releaseSavepoint(_ name: Savepoint) async throws {
+        try await connection.query(PostgresQuery(unsafeSQL: "RELEASE SAVEPOINT \(name.rawValue)"), logger: logger)
+    }
+
+    /// Undoes everything since the savepoint, also after an error aborted the transaction.
+    func rollbackToSavepoint(_ name: Savepoint) async throws {
+        try await connection.query(PostgresQuery(unsafeSQL: "ROLLBACK TO SAVEPOINT \(name.rawValue)"), logger: logger)
+        try await connection.query(PostgresQuery(unsafeSQL: "RELEASE SAVEPOINT \(name.rawValue)"), logger: logger)
+    }
+
+    /// The savepoints of a job: `job` spans its idempotency key and effects (a
+    /// failure undoes both, so a retry can claim the key again); `handler`
+    /// spans the effects only (a business rejection undoes them and keeps the key).
+    enum Savepoint: String {
+        case job = "job", handler = "handler"
     }
 
     func ack(_ lease: Lease) async throws {

@@ -13,7 +13,10 @@ public struct DemoHandler: JobHandler {
 
     public init() {}
 
-    public func handle(_ job: Job, context: JobContext) async throws {
+    /// Demo events have no effects, and the demo sends identical payloads on purpose.
+    public var idempotencyTTL: Duration? { nil }
+
+    public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
         let payload: Payload
         do {
             payload = try JSONDecoder().decode(Payload.self, from: Data(job.payload.utf8))
@@ -27,5 +30,6 @@ public struct DemoHandler: JobHandler {
         if let rate = payload.fail_rate, Double.random(in: 0..<1) < rate {
             throw JobError.retryable("demo.task failed at random (fail_rate \(rate))")
         }
+        return .empty
     }
 }

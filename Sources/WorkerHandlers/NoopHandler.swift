@@ -3,5 +3,6 @@ import WorkerEngine
 /// Kind `noop`: does nothing and succeeds. Measures the queue's own cost.
 public struct NoopHandler: JobHandler {
     public init() {}
-    public func handle(_ job: Job, context: JobContext) async throws {}
+    public var idempotencyTTL: Duration? { nil }  // no effects to protect
+    public func handle(_ job: Job, context: JobContext) async throws -> JobResult { .empty }
 }

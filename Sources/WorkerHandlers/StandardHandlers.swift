@@ -6,6 +6,7 @@ extension HandlerRegistry {
         var registry = HandlerRegistry(defaultPolicy: defaultPolicy)
         registry.register("noop", NoopHandler())
         registry.register("demo.task", DemoHandler())
+        registry.register("refund.requested", RefundHandler())
         return registry
     }
 }

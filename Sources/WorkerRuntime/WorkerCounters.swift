@@ -9,6 +9,8 @@ public struct WorkerTotals: Sendable, Equatable {
     public var deadLettered = 0
     public var leaseLost = 0
     public var released = 0
+    public var duplicates = 0
+    public var rejected = 0
     public var batchErrors = 0
 }
 
@@ -29,6 +31,8 @@ final class WorkerCounters: Sendable {
                 case .deadLettered: totals.deadLettered += 1
                 case .leaseLost: totals.leaseLost += 1
                 case .released: totals.released += 1
+                case .duplicate: totals.duplicates += 1
+                case .rejected: totals.rejected += 1
                 }
             }
         }

@@ -27,6 +27,12 @@ public struct TestDatabase: Sendable {
         throw PostgresWorkerError.unexpected("no row for \(query.sql)")
     }
 
+    /// The first column of the first row of `query` as text.
+    public func string(_ query: PostgresQuery) async throws -> String {
+        for try await value in try await client.query(query, logger: logger).decode(String.self) { return value }
+        throw PostgresWorkerError.unexpected("no row for \(query.sql)")
+    }
+
     public func execute(_ query: PostgresQuery) async throws {
         try await client.query(query, logger: logger)
     }

@@ -8,11 +8,25 @@ public final class RecordingHandler: JobHandler {
     private let body: Body
     private let calls = Mutex<[Job]>([])
 
-    public init(_ body: @escaping Body = { _, _ in }) { self.body = body }
+    public init(_ body: @escaping Body = { _, _ in }) {
+        self.body = body
+        self.ttl = nil
+    }
 
-    public func handle(_ job: Job, context: JobContext) async throws {
+    /// Tests opt in to idempotency; most test other things and send identical payloads.
+    private let ttl: Duration?
+
+    public init(idempotencyTTL: Duration?, _ body: @escaping Body = { _, _ in }) {
+        self.body = body
+        self.ttl = idempotencyTTL
+    }
+
+    public var idempotencyTTL: Duration? { ttl }
+
+    public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
         calls.withLock { $0.append(job) }
         try await body(job, context)
+        return .empty
     }
 
     public var invocations: [Job] { calls.withLock { $0 } }

@@ -1,0 +1,113 @@
+import Foundation
+import PostgresNIO
+import WorkerEngine
+
+/// Kind `refund.requested`: refunds part or all of a captured payment.
+///
+/// `{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}`
+///
+/// The refund applies with one conditional update that can never take a
+/// payment beyond what was paid, and the refund reference is unique, so the
+/// same refund twice applies once. A refund over the remaining amount, in
+/// another currency, or of an unknown payment is a business rejection.
+public struct RefundHandler: JobHandler {
+    struct Event: Decodable {
+        var refund_id: String
+        var payment_id: String
+        var amount_cents: Int64
+        var currency: String
+    }
+
+    public init() {}
+
+    public func idempotencyKey(for job: Job) -> String? {
+        (try? JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))).map { "refund:\($0.refund_id)" }
+    }
+
+    public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
+        let event: Event
+        do {
+            event = try JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))
+        } catch {
+            throw JobError.invalidEvent("refund.requested payload: \(error)")
+        }
+        guard event.amount_cents > 0 else { throw JobError.invalidEvent("amount_cents must be positive") }
+
+        let db = context.connection
+        let rows = try await db.query(
+            """
+            WITH refund AS (
+                INSERT INTO app.refunds (refund_id, payment_id, amount_cents, currency, job_id)
+                SELECT \(event.refund_id), p.id, \(event.amount_cents), \(event.currency), \(job.id)
+                FROM app.payments AS p WHERE p.id = \(event.payment_id)
+                ON CONFLICT (refund_id) DO NOTHING
+                RETURNING refund_id
+            ), paid AS (
+                UPDATE app.payments
+                SET refunded_cents = refunded_cents + \(event.amount_cents),
+                    status = CASE WHEN refunded_cents + \(event.amount_cents) = amount_cents
+                                  THEN 'refunded' ELSE 'partially_refunded' END,
+                    updated_at = now()
+                WHERE id = \(event.payment_id) AND currency = \(event.currency)
+                  AND refunded_cents + \(event.amount_cents) <= amount_cents
+                  AND EXISTS (SELECT 1 FROM refund)
+                RETURNING refunded_cents
+            )
+            SELECT EXISTS (SELECT 1 FROM refund), (SELECT refunded_cents FROM paid)
+            """, logger: context.logger)
+        var inserted = false
+        var refundedTotal: Int64?
+        for try await (wasInserted, total) in rows.decode((Bool, Int64?).self) {
+            (inserted, refundedTotal) = (wasInserted, total)
+        }
+        if let refundedTotal {
+            return result(event, refundedTotal: refundedTotal)
+        }
+        if inserted {
+            // The payment exists but refused the amount; the handler's savepoint undoes the refund row.
+            throw JobError.rejected(try await whyRefused(event, db: db, logger: context.logger))
+        }
+        return try await earlierRefund(event, db: db, logger: context.logger)
+    }
+
+    /// The refund reference exists already (sent again under another
+    /// idempotency key), or the payment does not.
+    private func earlierRefund(_ event: Event, db: PostgresConnection, logger: Logger) async throws -> JobResult {
+        let rows = try await db.query(
+            """
+            SELECT r.payment_id, r.amount_cents, r.currency, p.refunded_cents
+            FROM app.refunds AS r JOIN app.payments AS p ON p.id = r.payment_id
+            WHERE r.refund_id = \(event.refund_id)
+            """, logger: logger)
+        for try await (payment, amount, currency, total) in rows.decode((String, Int64, String, Int64).self) {
+            guard payment == event.payment_id, amount == event.amount_cents, currency == event.currency else {
+                throw JobError.rejected(
+                    "refund \(event.refund_id) exists already for \(amount) \(currency) of payment \(payment)")
+            }
+            return result(event, refundedTotal: total)
+        }
+        throw JobError.rejected("unknown payment \(event.payment_id)")
+    }
+
+    private func whyRefused(_ event: Event, db: PostgresConnection, logger: Logger) async throws -> String {
+        let rows = try await db.query(
+            "SELECT amount_cents, refunded_cents, currency FROM app.payments WHERE id = \(event.payment_id)",
+            logger: logger)
+        for try await (amount, refunded, currency) in rows.decode((Int64, Int64, String).self) {
+            if currency != event.currency {
+                return "payment \(event.payment_id) is in \(currency), not \(event.currency)"
+            }
+            return "refund of \(event.amount_cents) exceeds the \(amount - refunded) left of payment \(event.payment_id)"
+        }
+        return "unknown payment \(event.payment_id)"
+    }
+
+    private func result(_ event: Event, refundedTotal: Int64) -> JobResult {
+        let object: [String: Any] = [
+            "refund_id": event.refund_id, "payment_id": event.payment_id, "amount_cents": event.amount_cents,
+            "currency": event.currency, "refunded_total_cents": refundedTotal, "status": "applied",
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return JobResult(json: String(decoding: data, as: UTF8.self))
+    }
+}
