@@ -41,6 +41,8 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            // The published event schemas, compiled into the binary: nothing to install beside it.
+            resources: [.embedInCode("Schemas/refund.requested.schema.json")],
             swiftSettings: strict
         ),
         // The long-running worker: lanes, wake-ups, heartbeats, shutdown.

@@ -71,6 +71,10 @@ public struct BatchProcessor: Sendable {
                 job, .invalidEvent, error: "unknown kind '\(job.kind)'", attempts: job.attempts, in: tx, logger: logger)
         }
 
+        if let problem = invalidity(of: job, handler: handler) {
+            return try await deadLetter(job, .invalidEvent, error: problem, attempts: job.attempts, in: tx, logger: logger)
+        }
+
         let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
         let failure: any Error
         try await tx.savepoint(.job)
@@ -132,6 +136,15 @@ public struct BatchProcessor: Sendable {
             logger.warning("job failed, retrying", metadata: ["error": "\(message)", "retry_in_ms": "\(delay.milliseconds)"])
             return .retried(jobID: job.id, delay: delay)
         }
+    }
+
+    /// Why the payload is not a valid event of its kind, checked before any effect.
+    private func invalidity(of job: Job, handler: any JobHandler) -> String? {
+        let size = job.payload.utf8.count
+        if size > handlers.maxPayloadBytes {
+            return "payload is \(size) bytes, over the limit of \(handlers.maxPayloadBytes)"
+        }
+        return handler.schema?.violation(in: job.payload).map { "\(job.kind): \($0)" }
     }
 
     private func deadLetter(

@@ -20,11 +20,16 @@ public protocol JobHandler: Sendable {
     /// How long a processed event's key stays live; `nil` for kinds without
     /// effects to protect, which then skip the idempotency table.
     var idempotencyTTL: Duration? { get }
+
+    /// The contract of the kind's payloads, checked before any effect; an
+    /// event that breaks it is dead-lettered as `invalid_event`.
+    var schema: EventSchema? { get }
 }
 
 extension JobHandler {
     public func idempotencyKey(for job: Job) -> String? { nil }
     public var idempotencyTTL: Duration? { .seconds(24 * 3600) }
+    public var schema: EventSchema? { nil }
 }
 
 /// What a handler produced, as JSON text.
@@ -49,6 +54,8 @@ public struct HandlerRegistry: Sendable {
     private var policies: [String: RetryPolicy] = [:]
     private var ttls: [String: Duration] = [:]
     public var defaultPolicy: RetryPolicy
+    /// Larger payloads are invalid events: a queue is not a blob store.
+    public var maxPayloadBytes = 64 * 1024
 
     public init(defaultPolicy: RetryPolicy = .default) {
         self.defaultPolicy = defaultPolicy

@@ -20,6 +20,13 @@ public struct RefundHandler: JobHandler {
 
     public init() {}
 
+    public var schema: EventSchema? { Self.published }
+
+    // Compiled in, so it cannot be missing; EventValidationTests proves it loads.
+    static let published = try! EventSchema(
+        json: String(decoding: PackageResources.refund_requested_schema_json, as: UTF8.self),
+        source: "refund.requested.schema.json")
+
     public func idempotencyKey(for job: Job) -> String? {
         (try? JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))).map { "refund:\($0.refund_id)" }
     }

@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+import WorkerEngine
+import WorkerHandlers
+import WorkerTestSupport
+
+/// Payloads are checked against their kind's published schema before any effect.
+@Suite(.timeLimit(.minutes(2))) struct EventValidationTests {
+    var refund: EventSchema {
+        get throws { try #require(HandlerRegistry.standard().handler(for: "refund.requested")?.schema) }
+    }
+
+    static let invalidRefunds: [(payload: String, message: String)] = [
+        (#"["rf_1", "pay_1", 500, "EUR"]"#, "$: expected object, got an array of 4"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "currency": "EUR"}"#, "$.amount_cents: missing"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": "500", "currency": "EUR"}"#, #"$.amount_cents: expected integer, got "500""#),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 5.5, "currency": "EUR"}"#, "$.amount_cents: expected integer, got 5.5"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": -500, "currency": "EUR"}"#, "$.amount_cents: -500 is below the minimum 1"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 900000000000000, "currency": "EUR"}"#, "is above the maximum 100000000000"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "euro"}"#, "$.currency: does not match"),
+        (#"{"refund_id": "rf'; DROP TABLE app.payments; --", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: does not match"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR", "extra": 1}"#, "$.extra: unknown field"),
+        (#"{"refund_id": null, "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: expected string, got null"),
+    ]
+
+    @Test func thePublishedRefundSchemaNamesEachProblem() throws {
+        for (payload, message) in Self.invalidRefunds {
+            let problem = try refund.violation(in: payload)
+            #expect(problem?.contains(message) == true, "\(payload): \(problem ?? "accepted")")
+        }
+        #expect(try refund.violation(in: #"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#) == nil)
+    }
+
+    @Test func aSchemaWithAKeywordThatIsNotCheckedDoesNotLoad() {
+        #expect(throws: EventSchemaError.self) {
+            try EventSchema(json: #"{"type": "object", "oneOf": []}"#, source: "test")
+        }
+        #expect(throws: EventSchemaError.self) {
+            try EventSchema(json: #"{"properties": {"a": {"format": "email"}}}"#, source: "test")
+        }
+    }
+
+    @Test func invalidEventsAreDeadLetteredAtOnceBeforeAnyEffectAndGoodOnesFlowAround() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("INSERT INTO app.payments (id, amount_cents, currency) VALUES ('pay_1', 10000, 'EUR')")
+            var invalid: [Int64: String] = [:]
+            for (payload, message) in Self.invalidRefunds {
+                invalid[try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: payload))] = message
+            }
+            let huge = #"{"refund_id": "rf_huge", "payment_id": "pay_1", "amount_cents": 1, "currency": "EUR", "reason": ""#
+                + String(repeating: "x", count: 70_000) + #""}"#
+            invalid[try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: huge))] = "over the limit of 65536"
+            invalid[try await db.queue.enqueue(NewJob(kind: "refund.reqested", payload: "{}"))] = "unknown kind 'refund.reqested'"
+            let good = try await db.queue.enqueue(NewJob(
+                kind: "refund.requested", payload: #"{"refund_id": "rf_ok", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#))
+
+            let processor = BatchProcessor(client: db.client, handlers: .standard(), workerID: "w", logger: db.logger)
+            let outcomes = try await processor.process(
+                try await db.queue.claim(queue: "default", limit: 100, visibilityTimeout: .seconds(30), workerID: "w"))
+            #expect(outcomes.count == invalid.count + 1)
+            #expect(outcomes.contains(.done(jobID: good)))
+
+            #expect(try await db.jobCount() == 0)
+            #expect(try await db.int("SELECT refunded_cents::int FROM app.payments") == 500)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys") == 1)
+            for (id, message) in invalid {
+                let letter = try #require(try await db.deadLetters.show(id: id))
+                #expect(letter.reason == "invalid_event" && letter.attempts == 1)
+                #expect(letter.lastError?.contains(message) == true, "job \(id): \(letter.lastError ?? "-")")
+            }
+        }
+    }
+}
