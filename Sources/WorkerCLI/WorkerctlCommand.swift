@@ -12,6 +12,7 @@ public struct WorkerctlCommand: AsyncParsableCommand {
         discussion: "The database comes from --database-url, DATABASE_URL, or the PG* variables, as with psql.",
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, DLQCommand.self, RedriveCommand.self,
+            SweepCommand.self,
         ])
 
     public init() {}
@@ -148,5 +149,32 @@ struct EnqueueCommand: AsyncParsableCommand {
             try await JobQueue(client: client, logger: logger).enqueue(job, count: count)
         }
         print(count == 1 ? "enqueued job \(ids.lowerBound)" : "enqueued \(count) jobs, ids \(ids.lowerBound) to \(ids.upperBound)")
+    }
+}
+
+struct SweepCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sweep",
+        abstract: "Delete expired idempotency keys now, in small batches (workerd also does this every --sweep-interval).")
+
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Keys deleted per transaction.") var batchSize = 1000
+    @Option(help: "Stop after this many batches.") var maxBatches: Int?
+
+    func validate() throws {
+        guard (1...100_000).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...100000") }
+        if let maxBatches, maxBatches < 1 { throw ValidationError("--max-batches must be at least 1") }
+    }
+
+    func run() async throws {
+        let (batchSize, maxBatches) = (self.batchSize, self.maxBatches ?? .max)
+        let report = try await database.withClient { client, logger in
+            try await IdempotencySweeper(client: client, logger: logger, batchSize: batchSize).sweep(maxBatches: maxBatches)
+        }
+        if report.skipped && report.deleted == 0 {
+            print("another sweep is running; nothing deleted")
+        } else {
+            print("deleted \(report.deleted) expired idempotency key\(report.deleted == 1 ? "" : "s")")
+        }
     }
 }

@@ -17,7 +17,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
             unit configures it: DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE, \
             WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
             WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
-            WORKERD_DEFAULT_RETRY, WORKERD_RETRY (several KIND:POLICY separated by ';').
+            WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY (several KIND:POLICY separated by ';').
 
             A retry policy is base=DURATION,rate=NUMBER,cap=DURATION,max-attempts=N,max-age=DURATION|none, \
             each key optional; the default is base=1s,rate=2,cap=300s,max-attempts=10,max-age=none.
@@ -39,6 +39,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var stopTimeout: String?
     @Option(help: "Name written to leased_by (env WORKERD_WORKER_ID, default HOST:PID).")
     var workerID: String?
+    @Option(help: "Sweep expired idempotency keys this often, or 'off' (env WORKERD_SWEEP_INTERVAL, default 5m).")
+    var sweepInterval: String?
     @Option(help: "Retry policy of every kind without its own (env WORKERD_DEFAULT_RETRY).")
     var defaultRetry: String?
     @Option(help: "KIND:POLICY, the retry policy of one kind; repeatable (env WORKERD_RETRY).")
@@ -71,6 +73,9 @@ public struct WorkerdCommand: AsyncParsableCommand {
         worker.pollInterval = try read.duration(pollInterval, "poll-interval", env: "WORKERD_POLL_INTERVAL", default: "1s")
         worker.stopTimeout = try read.duration(stopTimeout, "stop-timeout", env: "WORKERD_STOP_TIMEOUT", default: "25s")
         worker.workerID = read.string(workerID, "worker-id", env: "WORKERD_WORKER_ID", default: worker.workerID)
+        let sweep = read.string(sweepInterval, "sweep-interval", env: "WORKERD_SWEEP_INTERVAL", default: "5m")
+        worker.sweepInterval = sweep == "off"
+            ? nil : try read.duration(sweep, "sweep-interval", env: "WORKERD_SWEEP_INTERVAL", default: "5m")
         try worker.validate()
 
         let defaultPolicy = try RetryPolicy.default.overridden(

@@ -52,6 +52,11 @@ public final class Worker: Service, Sendable {
                 let heartbeat = LeaseHeartbeat(queue: queue, leases: leases, configuration: configuration, logger: logger)
                 background.addTask { await listener.run() }
                 background.addTask { await heartbeat.run() }
+                if let interval = configuration.sweepInterval {
+                    let sweep = IdempotencySweepLoop(
+                        sweeper: IdempotencySweeper(client: client, logger: logger), interval: interval, logger: logger)
+                    background.addTask { await sweep.run() }
+                }
 
                 await withTaskGroup(of: Void.self) { lanes in
                     for lane in 0..<configuration.concurrency {

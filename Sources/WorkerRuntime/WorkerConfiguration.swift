@@ -19,6 +19,9 @@ public struct WorkerConfiguration: Sendable {
     public var stopTimeout: Duration
     /// Written to `leased_by`: who holds a lease.
     public var workerID: String
+    /// How often this worker sweeps expired idempotency keys (one sweep runs
+    /// at a time across the fleet); `nil` leaves it to `workerctl sweep`.
+    public var sweepInterval: Duration? = .seconds(300)
 
     public init(
         queues: [String] = ["default"], concurrency: Int = 10, batchSize: Int = 10,
@@ -38,8 +41,8 @@ public struct WorkerConfiguration: Sendable {
     /// two missed beats.
     public var heartbeatInterval: Duration { visibilityTimeout / 3 }
 
-    /// Connections the worker needs: one per lane, one for LISTEN, one for heartbeats.
-    public var connectionsNeeded: Int { concurrency + 2 }
+    /// Connections the worker needs: one per lane, one for LISTEN, one for heartbeats, one for sweeps.
+    public var connectionsNeeded: Int { concurrency + 3 }
 
     public static func defaultWorkerID() -> String {
         "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
@@ -55,6 +58,9 @@ public struct WorkerConfiguration: Sendable {
         }
         guard (1...1000).contains(batchSize) else {
             throw ConfigurationError(setting: "--batch-size / WORKERD_BATCH_SIZE", "\(batchSize) is not in 1...1000")
+        }
+        if let sweepInterval, sweepInterval < .seconds(1) {
+            throw ConfigurationError(setting: "--sweep-interval / WORKERD_SWEEP_INTERVAL", "must be at least 1s, or off")
         }
         guard visibilityTimeout >= .seconds(1) else {
             throw ConfigurationError(
