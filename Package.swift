@@ -42,7 +42,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             // The published event schemas, compiled into the binary: nothing to install beside it.
-            resources: [.embedInCode("Schemas/refund.requested.schema.json")],
+            resources: [
+                .embedInCode("Schemas/refund.requested.schema.json"),
+                .embedInCode("Schemas/booking.requested.schema.json"),
+            ],
             swiftSettings: strict
         ),
         // The long-running worker: lanes, wake-ups, heartbeats, shutdown.

@@ -111,6 +111,11 @@ public struct BatchProcessor: Sendable {
                 if let key { try await tx.rejectIdempotencyKey(key, reason: reason) }
                 logger.info("event rejected", metadata: ["reason": "\(reason)"])
                 outcome = .rejected(jobID: job.id)
+            } catch JobError.compensated(let reason, let message) {
+                try await tx.releaseSavepoint(.handler)
+                if let key { try await tx.rejectIdempotencyKey(key, reason: message) }
+                try await tx.releaseSavepoint(.job)
+                return try await deadLetter(job, reason, error: message, attempts: job.attempts, in: tx, logger: logger)
             }
             try await tx.releaseSavepoint(.job)
             try await tx.ack(job.lease)
@@ -125,7 +130,7 @@ public struct BatchProcessor: Sendable {
         switch failure as? JobError {
         case .invalidEvent:
             return try await deadLetter(job, .invalidEvent, error: message, attempts: job.attempts, in: tx, logger: logger)
-        case .nonRetryable, .rejected:  // a rejection is only caught around the handler; elsewhere it is final
+        case .nonRetryable, .rejected, .compensated:  // the last two are caught around the handler; elsewhere final
             return try await deadLetter(job, .nonRetryable, error: message, attempts: job.attempts, in: tx, logger: logger)
         case .retryable, nil:
             guard job.attempts < maxAttempts else {

@@ -8,6 +8,10 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The payload is not a valid event of its kind: dead-lettered at once with
     /// reason `invalid_event`, never retried.
     case invalidEvent(String)
+    /// The handler failed for good and has already compensated what it had
+    /// done: its writes (the compensations) are kept and the job is
+    /// dead-lettered with `reason` (a saga's `booking_failed`).
+    case compensated(reason: DeadLetterReason, String)
     /// A valid event the business refuses (a refund beyond what was paid, an
     /// unknown payment): its effects are rolled back, the refusal is stored as
     /// the event's result and the job is acked. Not retried, not dead-lettered.
@@ -15,22 +19,28 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .retryable(let message), .nonRetryable(let message), .invalidEvent(let message), .rejected(let message):
+        case .retryable(let message), .nonRetryable(let message), .invalidEvent(let message), .rejected(let message),
+             .compensated(_, let message):
             message
         }
     }
 }
 
-/// Why a job is in the dead-letter table.
-public enum DeadLetterReason: String, Sendable, CaseIterable {
+/// Why a job is in the dead-letter table. The engine's own reasons are below;
+/// handlers add theirs (`booking_failed`).
+public struct DeadLetterReason: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
     /// It failed on every one of its attempts.
-    case maxAttempts = "max_attempts"
+    public static let maxAttempts = Self(rawValue: "max_attempts")
     /// Its handler reported a failure that retrying cannot fix.
-    case nonRetryable = "non_retryable"
+    public static let nonRetryable = Self(rawValue: "non_retryable")
     /// It waited longer than its kind's maximum event age.
-    case expired
+    public static let expired = Self(rawValue: "expired")
     /// Its payload or kind is not a valid event.
-    case invalidEvent = "invalid_event"
+    public static let invalidEvent = Self(rawValue: "invalid_event")
     /// Its idempotency key is live with another payload: a reused key.
-    case idempotencyConflict = "idempotency_conflict"
+    public static let idempotencyConflict = Self(rawValue: "idempotency_conflict")
 }

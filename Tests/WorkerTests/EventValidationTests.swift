@@ -31,6 +31,22 @@ import WorkerTestSupport
         #expect(try refund.violation(in: #"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#) == nil)
     }
 
+    @Test func thePublishedBookingSchemaNamesEachProblem() throws {
+        let booking = try #require(HandlerRegistry.standard().handler(for: "booking.requested")?.schema)
+        let cases: [(String, String)] = [
+            (#"{"request_id": "b", "flight_id": "LH400", "seats": 0, "amount_cents": 100, "currency": "EUR"}"#, "$.seats: 0 is below the minimum 1"),
+            (#"{"request_id": "b", "flight_id": "LH400", "seats": 40, "amount_cents": 100, "currency": "EUR"}"#, "$.seats: 40 is above the maximum 9"),
+            (#"{"request_id": "b", "flight_id": "LH400", "seats": "2", "amount_cents": 100, "currency": "EUR"}"#, "$.seats: expected integer"),
+            (#"{"request_id": "b", "seats": 1, "amount_cents": 100, "currency": "EUR"}"#, "$.flight_id: missing"),
+            (#"{"request_id": "b", "flight_id": "LH400", "seats": 1, "amount_cents": -1, "currency": "EUR"}"#, "$.amount_cents: -1 is below the minimum 1"),
+        ]
+        for (payload, message) in cases {
+            let problem = booking.violation(in: payload)
+            #expect(problem?.contains(message) == true, "\(payload): \(problem ?? "accepted")")
+        }
+        #expect(booking.violation(in: #"{"request_id": "b", "flight_id": "LH400", "seats": 2, "amount_cents": 100, "currency": "EUR"}"#) == nil)
+    }
+
     @Test func aSchemaWithAKeywordThatIsNotCheckedDoesNotLoad() {
         #expect(throws: EventSchemaError.self) {
             try EventSchema(json: #"{"type": "object", "oneOf": []}"#, source: "test")

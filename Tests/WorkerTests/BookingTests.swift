@@ -1,0 +1,188 @@
+import Foundation
+import Synchronization
+import Testing
+import WorkerEngine
+import WorkerHandlers
+import WorkerRuntime
+import WorkerTestSupport
+
+/// The booking saga: seats never oversold, failures compensated, payments once.
+@Suite(.timeLimit(.minutes(2))) struct BookingTests {
+    func booking(_ id: String, flight: String = "LH400", seats: Int = 1, cents: Int = 10_000) -> String {
+        #"{"request_id": "\#(id)", "flight_id": "\#(flight)", "seats": \#(seats), "amount_cents": \#(cents), "currency": "EUR"}"#
+    }
+
+    func flight(_ db: TestDatabase, _ id: String = "LH400", seats: Int) async throws {
+        try await db.execute("INSERT INTO app.flights (id, seats_total, seats_available) VALUES (\(id), \(seats), \(seats))")
+    }
+
+    func seatsLeft(_ db: TestDatabase, _ id: String = "LH400") async throws -> Int {
+        try await db.int("SELECT seats_available FROM app.flights WHERE id = \(id)")
+    }
+
+    func status(_ db: TestDatabase, _ request: String) async throws -> String {
+        try await db.string("SELECT status FROM app.bookings WHERE request_id = \(request)")
+    }
+
+    /// Claims and processes every ready job one at a time, making retries due at once.
+    @discardableResult
+    func processAll(_ db: TestDatabase, _ handlers: HandlerRegistry) async throws -> [JobOutcome] {
+        let processor = BatchProcessor(client: db.client, handlers: handlers, workerID: "w", logger: db.logger)
+        var outcomes: [JobOutcome] = []
+        while try await db.jobCount() > 0 {
+            try await db.makeAllDue()
+            outcomes += try await processor.process(
+                try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(30), workerID: "w"))
+        }
+        return outcomes
+    }
+
+    @Test func aHundredConcurrentBookingsForTenSeatsConfirmExactlyTen() async throws {
+        try await withTestDatabase(connections: 24) { db in
+            try await flight(db, seats: 10)
+            _ = try await db.execute("""
+                INSERT INTO worker.jobs (kind, payload)
+                SELECT 'booking.requested', jsonb_build_object('request_id', 'bk_' || n, 'flight_id', 'LH400',
+                       'seats', 1, 'amount_cents', 10000, 'currency', 'EUR')
+                FROM generate_series(1, 100) AS n
+                """)
+            let workers = (0..<4).map { n in
+                Worker(client: db.client, configuration: WorkerConfiguration(concurrency: 4, batchSize: 3, workerID: "w\(n)"),
+                       handlers: .standard(), logger: db.logger)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in workers { group.addTask { try await worker.run() } }
+                try await eventually("every booking to be handled") { try await db.jobCount() == 0 }
+                workers.forEach { $0.stop() }
+                try await group.waitForAll()
+            }
+            #expect(try await seatsLeft(db) == 0)
+            #expect(try await db.int("SELECT count(*)::int FROM app.bookings WHERE status = 'confirmed'") == 10)
+            #expect(try await db.int("SELECT count(*)::int FROM app.bookings WHERE status = 'cancelled'") == 90)
+            #expect(try await db.int("SELECT count(*)::int FROM app.payments WHERE status = 'captured'") == 10)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters WHERE reason = 'booking_failed'") == 90)
+        }
+    }
+
+    @Test func aDeclinedPaymentReleasesTheSeatAndLeavesOneDeadLetter() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            let gateway = ScriptedGateway([.declined])
+            let id = try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking("bk_1", seats: 2)))
+            try await processAll(db, .standard(gateway: gateway))
+            #expect(try await seatsLeft(db) == 10)
+            #expect(try await status(db, "bk_1") == "cancelled")
+            #expect(try await db.deadCount() == 1)
+            let letter = try #require(try await db.deadLetters.show(id: id))
+            #expect(letter.reason == "booking_failed")
+            #expect(letter.lastError?.contains("failed at collect_payment: declined: card declined") == true, "\(letter.lastError ?? "-")")
+            #expect(letter.lastError?.contains("released 2 seats, cancelled booking") == true)
+            #expect(gateway.charges.isEmpty)
+        }
+    }
+
+    @Test func anUnavailableGatewayIsRetriedAndThePaymentCollectedOnce() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            let gateway = ScriptedGateway([.unavailable, .unavailable, .ok])
+            try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking("bk_1")))
+            let outcomes = try await processAll(db, .standard(gateway: gateway))
+            #expect(outcomes.map { if case .retried = $0 { "retried" } else if case .done = $0 { "done" } else { "\($0)" } }
+                == ["retried", "retried", "done"])
+            #expect(try await status(db, "bk_1") == "confirmed")
+            #expect(try await seatsLeft(db) == 9)
+            #expect(gateway.charges.count == 1)
+        }
+    }
+
+    @Test func aCrashAfterTheChargeResumesWithoutChargingAgain() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            // The gateway takes the money, then the worker dies before its commit.
+            let gateway = ScriptedGateway([.crashAfterCharge, .ok])
+            try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking("bk_1")))
+            try await processAll(db, .standard(gateway: gateway))
+            #expect(try await status(db, "bk_1") == "confirmed")
+            #expect(gateway.calls == 2)
+            #expect(gateway.charges.count == 1)
+            #expect(gateway.refunds.isEmpty)
+            #expect(try await seatsLeft(db) == 9)
+        }
+    }
+
+    @Test func aFailureAfterPaymentRefundsItReleasesTheSeatAndCancels() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            // The flight is cancelled while the saga runs: confirm fails after the payment.
+            let gateway = ScriptedGateway([.ok], onCharge: { context in
+                try await context.connection.query("UPDATE app.flights SET status = 'cancelled'", logger: context.logger)
+            })
+            let id = try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking("bk_1")))
+            try await processAll(db, .standard(gateway: gateway))
+            #expect(gateway.refunds == Array(gateway.charges.values))
+            #expect(try await seatsLeft(db) == 10)
+            #expect(try await status(db, "bk_1") == "cancelled")
+            let failures = try await db.string("SELECT failures::text FROM app.bookings WHERE request_id = 'bk_1'")
+            #expect(failures.contains("flight LH400 is cancelled"))
+            let letter = try #require(try await db.deadLetters.show(id: id))
+            #expect(letter.reason == "booking_failed")
+            #expect(letter.lastError?.contains("refunded payment") == true, "\(letter.lastError ?? "-")")
+        }
+    }
+
+    @Test func duplicateBookingRequestsBookOnce() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            for key in [nil, nil, "other-key"] {
+                try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking("bk_1", seats: 3), idempotencyKey: key))
+            }
+            let outcomes = try await processAll(db, .standard())
+            #expect(outcomes.filter { if case .done = $0 { true } else { false } }.count == 2)  // the first and the other key
+            #expect(outcomes.filter { if case .duplicate = $0 { true } else { false } }.count == 1)
+            #expect(try await seatsLeft(db) == 7)
+            #expect(try await db.int("SELECT count(*)::int FROM app.payments") == 1)
+        }
+    }
+}
+
+/// A payment gateway outside the database, scripted per charge call. What it
+/// records survives the job transaction's rollback, as a real gateway's would.
+final class ScriptedGateway: PaymentGateway {
+    enum Step: Sendable { case ok, unavailable, declined, crashAfterCharge }
+    struct SimulatedCrash: Error {}
+
+    private let state: Mutex<(script: [Step], calls: Int, charges: [String: String], refunds: [String])>
+    private let onCharge: (@Sendable (JobContext) async throws -> Void)?
+
+    init(_ script: [Step], onCharge: (@Sendable (JobContext) async throws -> Void)? = nil) {
+        state = Mutex((script, 0, [:], []))
+        self.onCharge = onCharge
+    }
+
+    var calls: Int { state.withLock { $0.calls } }
+    var charges: [String: String] { state.withLock { $0.charges } }
+    var refunds: [String] { state.withLock { $0.refunds } }
+
+    func charge(key: String, amountCents: Int64, currency: String, context: JobContext) async throws -> String {
+        let (step, reference) = state.withLock { state -> (Step, String) in
+            state.calls += 1
+            let step = state.script.isEmpty ? .ok : state.script.removeFirst()
+            guard step == .ok || step == .crashAfterCharge else { return (step, "") }
+            let reference = state.charges[key] ?? "ch_\(state.charges.count + 1)"
+            state.charges[key] = reference
+            return (step, reference)
+        }
+        switch step {
+        case .unavailable: throw PaymentError.unavailable("timeout")
+        case .declined: throw PaymentError.declined("card declined")
+        case .crashAfterCharge: throw SimulatedCrash()
+        case .ok:
+            try await onCharge?(context)
+            return reference
+        }
+    }
+
+    func refund(reference: String, context: JobContext) async throws {
+        state.withLock { $0.refunds.append(reference) }
+    }
+}
