@@ -90,7 +90,9 @@ struct MigrateCommand: AsyncParsableCommand {
 
 struct StatsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stats", abstract: "Show each queue's ready, in-flight, delayed and dead jobs and its oldest job's age.")
+        commandName: "stats",
+        abstract: "Show each queue's ready, in-flight, delayed and dead jobs and its oldest job's age.",
+        discussion: "Then, per kind, the events applied and rejected while their idempotency keys live (24h by default).")
 
     @OptionGroup var database: DatabaseOptions
     @Flag(help: "Print JSON instead of a table.")
@@ -98,17 +100,31 @@ struct StatsCommand: AsyncParsableCommand {
     @Option(help: "Only this queue.")
     var queue: String?
 
+    /// The `--json` document.
+    struct Report: Encodable {
+        var queues: [QueueStats]
+        var kinds: [KindOutcomes]
+    }
+
     func run() async throws {
-        var stats = try await database.withClient { client, logger in try await QueueStats.read(client: client, logger: logger) }
-        if let queue { stats = stats.filter { $0.queue == queue } }
-        if json { return try JSONOutput.print(stats) }
+        var report = try await database.withClient { client, logger in
+            Report(queues: try await QueueStats.read(client: client, logger: logger),
+                   kinds: try await KindOutcomes.read(client: client, logger: logger))
+        }
+        if let queue { report.queues = report.queues.filter { $0.queue == queue } }
+        if json { return try JSONOutput.print(report) }
         let header = ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY", "RETRYING", "MAX_ATTEMPTS"]
-        let rows = stats.map {
+        let rows = report.queues.map {
             [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.dead)",
              String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.retrying)", "\($0.maxAttempts)"]
         }
         print(Table.render(header: header, rows: rows))
-        if stats.isEmpty { print("(no jobs and no dead letters)") }
+        if report.queues.isEmpty { print("(no jobs and no dead letters)") }
+        guard !report.kinds.isEmpty, queue == nil else { return }
+        print("")
+        print(Table.render(
+            header: ["KIND", "COMPLETED", "REJECTED", "EXPIRED_KEYS"],
+            rows: report.kinds.map { [$0.kind, "\($0.completed)", "\($0.rejected)", "\($0.expiredKeys)"] }))
     }
 }
 

@@ -17,7 +17,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
             unit configures it: DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE, \
             WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
             WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
-            WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY (several KIND:POLICY separated by ';').
+            WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY and \
+            WORKERD_IDEMPOTENCY_TTL (these two take several KIND:VALUE separated by ';').
 
             A retry policy is base=DURATION,rate=NUMBER,cap=DURATION,max-attempts=N,max-age=DURATION|none, \
             each key optional; the default is base=1s,rate=2,cap=300s,max-attempts=10,max-age=none.
@@ -43,6 +44,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var sweepInterval: String?
     @Option(help: "Retry policy of every kind without its own (env WORKERD_DEFAULT_RETRY).")
     var defaultRetry: String?
+    @Option(help: "KIND:DURATION, how long processed events of a kind stay deduplicated; repeatable (env WORKERD_IDEMPOTENCY_TTL, default 24h).")
+    var idempotencyTTL: [String] = []
     @Option(help: "KIND:POLICY, the retry policy of one kind; repeatable (env WORKERD_RETRY).")
     var retry: [String] = []
     @Option(help: "trace, debug, info, notice, warning, error or critical (env WORKERD_LOG_LEVEL, default info).")
@@ -82,19 +85,16 @@ public struct WorkerdCommand: AsyncParsableCommand {
             by: read.string(defaultRetry, "default-retry", env: "WORKERD_DEFAULT_RETRY", default: ""),
             setting: "--default-retry / WORKERD_DEFAULT_RETRY")
         var handlers = HandlerRegistry.standard(defaultPolicy: defaultPolicy)
-        let kindPolicies = retry.isEmpty
-            ? (environment["WORKERD_RETRY"] ?? "").split(separator: ";").map(String.init)
-            : retry
-        for entry in kindPolicies where !entry.trimmingCharacters(in: .whitespaces).isEmpty {
-            let setting = "--retry / WORKERD_RETRY"
-            guard let colon = entry.firstIndex(of: ":") else {
-                throw ConfigurationError(setting: setting, "'\(entry)' is not KIND:POLICY")
-            }
-            let kind = entry[..<colon].trimmingCharacters(in: .whitespaces)
-            guard !kind.isEmpty else { throw ConfigurationError(setting: setting, "'\(entry)' names no kind") }
-            handlers.setPolicy(
-                try defaultPolicy.overridden(by: String(entry[entry.index(after: colon)...]), setting: setting),
-                for: kind)
+        for (kind, policy) in try Self.perKind(retry, env: "WORKERD_RETRY", flag: "retry", environment: environment) {
+            handlers.setPolicy(try defaultPolicy.overridden(by: policy, setting: "--retry / WORKERD_RETRY"), for: kind)
+        }
+        for (kind, ttl) in try Self.perKind(
+            idempotencyTTL, env: "WORKERD_IDEMPOTENCY_TTL", flag: "idempotency-ttl", environment: environment)
+        {
+            let setting = "--idempotency-ttl / WORKERD_IDEMPOTENCY_TTL"
+            let duration = try DurationParser.parse(ttl, setting: setting)
+            guard duration >= .seconds(1) else { throw ConfigurationError(setting: setting, "\(kind): must be at least 1s") }
+            handlers.setIdempotencyTTL(duration, for: kind)
         }
         var database = try DatabaseConfig.resolve(url: databaseURL, environment: environment)
         if database.applicationName == nil { database.applicationName = "workerd \(worker.workerID)" }
@@ -102,6 +102,22 @@ public struct WorkerdCommand: AsyncParsableCommand {
             database: database,
             worker: worker, handlers: handlers,
             logLevel: read.string(logLevel, "log-level", env: "WORKERD_LOG_LEVEL", default: "info"))
+    }
+
+    /// `KIND:VALUE` entries from a repeatable flag, else from `env` separated by `;`.
+    static func perKind(
+        _ flags: [String], env: String, flag: String, environment: [String: String]
+    ) throws -> [(kind: String, value: String)] {
+        let entries = flags.isEmpty ? (environment[env] ?? "").split(separator: ";").map(String.init) : flags
+        return try entries.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }.map { entry in
+            let setting = "--\(flag) / \(env)"
+            guard let colon = entry.firstIndex(of: ":") else {
+                throw ConfigurationError(setting: setting, "'\(entry)' is not KIND:VALUE")
+            }
+            let kind = entry[..<colon].trimmingCharacters(in: .whitespaces)
+            guard !kind.isEmpty else { throw ConfigurationError(setting: setting, "'\(entry)' names no kind") }
+            return (kind, String(entry[entry.index(after: colon)...]))
+        }
     }
 
     public func run() async throws {

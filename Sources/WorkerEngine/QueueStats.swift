@@ -52,3 +52,29 @@ public struct QueueStats: Sendable, Equatable, Codable {
         return stats
     }
 }
+
+/// What became of the events of one kind whose idempotency keys are still
+/// live (by default the last 24 hours): applied, or rejected by the business.
+public struct KindOutcomes: Sendable, Equatable, Codable {
+    public var kind: String
+    public var completed: Int
+    public var rejected: Int
+    /// Keys past their expiry that the sweeper has not deleted yet.
+    public var expiredKeys: Int
+
+    public static func read(client: PostgresClient, logger: Logger) async throws -> [KindOutcomes] {
+        let rows = try await client.query(
+            """
+            SELECT kind,
+                   count(*) FILTER (WHERE status = 'completed' AND expires_at > now())::int,
+                   count(*) FILTER (WHERE status = 'rejected' AND expires_at > now())::int,
+                   count(*) FILTER (WHERE expires_at <= now())::int
+            FROM worker.idempotency_keys GROUP BY kind ORDER BY kind
+            """, logger: logger)
+        var outcomes: [KindOutcomes] = []
+        for try await r in rows.decode((String, Int, Int, Int).self) {
+            outcomes.append(KindOutcomes(kind: r.0, completed: r.1, rejected: r.2, expiredKeys: r.3))
+        }
+        return outcomes
+    }
+}

@@ -110,6 +110,10 @@ import WorkerTestSupport
                 let result = try await db.string("SELECT status || ' ' || result::text FROM worker.idempotency_keys WHERE key = \("refund:\(id)")")
                 #expect(result.contains(expected), "\(id): \(result)")
             }
+            // Rejections are visible to operators.
+            let stats = try await runTool("workerctl", ["stats"], database: db)
+            let row = stats.stdout.split(separator: "\n").first { $0.hasPrefix("refund.requested") }
+            #expect(row?.split(separator: " ") == ["refund.requested", "1", "3", "0"], "\(stats)")
         }
     }
 

@@ -37,8 +37,9 @@ import WorkerTestSupport
             #expect(json.status == 0, "\(json)")
             let decoder = JSONDecoder()
             decoder.keyDecodingStrategy = .convertFromSnakeCase
-            let stats = try decoder.decode([QueueStats].self, from: Data(json.stdout.utf8))
-            let mail = try #require(stats.first { $0.queue == "mail" })
+            struct Report: Decodable { var queues: [QueueStats]; var kinds: [KindOutcomes] }
+            let stats = try decoder.decode(Report.self, from: Data(json.stdout.utf8))
+            let mail = try #require(stats.queues.first { $0.queue == "mail" })
             #expect(mail.ready == 3 && mail.delayed == 1 && mail.inFlight == 0 && mail.dead == 0)
 
             let table = try await runTool("workerctl", ["stats", "--queue", "mail"], database: db)

@@ -1,0 +1,35 @@
+import Testing
+import WorkerEngine
+@testable import WorkerCLI
+
+/// How workerd turns flags and environment into its settings.
+@Suite struct WorkerdSettingsTests {
+    func settings(_ arguments: [String], _ environment: [String: String] = [:]) throws -> WorkerdCommand.Settings {
+        try WorkerdCommand.parse(arguments).settings(environment: environment)
+    }
+
+    @Test func idempotencyLifetimesComePerKindFromFlagsOrTheEnvironment() throws {
+        let defaults = try settings([]).handlers
+        #expect(defaults.idempotencyTTL(for: "refund.requested") == .seconds(24 * 3600))
+        #expect(defaults.idempotencyTTL(for: "noop") == nil)
+
+        let flags = try settings(["--idempotency-ttl", "refund.requested:2h"]).handlers
+        #expect(flags.idempotencyTTL(for: "refund.requested") == .seconds(7200))
+        #expect(flags.idempotencyTTL(for: "booking.requested") == .seconds(24 * 3600))
+
+        let env = try settings([], ["WORKERD_IDEMPOTENCY_TTL": "refund.requested:1h; booking.requested:30m"]).handlers
+        #expect(env.idempotencyTTL(for: "refund.requested") == .seconds(3600))
+        #expect(env.idempotencyTTL(for: "booking.requested") == .seconds(1800))
+    }
+
+    @Test func badPerKindSettingsNameTheSetting() {
+        for arguments in [["--idempotency-ttl", "refund.requested:0s"], ["--idempotency-ttl", "2h"], ["--retry", ":base=1s"]] {
+            #expect {
+                try settings(arguments)
+            } throws: { error in
+                guard let error = error as? ConfigurationError else { return false }
+                return error.setting.contains(arguments[0])
+            }
+        }
+    }
+}
