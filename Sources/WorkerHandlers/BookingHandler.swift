@@ -44,22 +44,14 @@ public struct BookingHandler: JobHandler {
 
     public var schema: EventSchema? { Self.published }
 
-    // Compiled in, so it cannot be missing; EventValidationTests proves it loads.
-    static let published = try! EventSchema(
-        json: String(decoding: PackageResources.booking_requested_schema_json, as: UTF8.self),
-        source: "booking.requested.schema.json")
+    static let published = EventSchema.compiledIn(PackageResources.booking_requested_schema_json, name: "booking.requested.schema.json")
 
     public func idempotencyKey(for job: Job) -> String? {
-        (try? JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))).map { "booking:\($0.request_id)" }
+        (try? job.decode(Event.self)).map { "booking:\($0.request_id)" }
     }
 
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
-        let event: Event
-        do {
-            event = try JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))
-        } catch {
-            throw JobError.invalidEvent("booking.requested payload: \(error)")
-        }
+        let event = try job.decode(Event.self)
         let saga = Saga(event: event, jobID: job.id, context: context, gateway: gateway)
         var status = try await saga.load()
         var paymentRef: String?
@@ -200,12 +192,10 @@ private struct Saga {
     func result(paymentRef: String?) async throws -> JobResult {
         let reference: String
         if let paymentRef { reference = paymentRef } else { reference = try await paymentReference() }
-        let object: [String: Any] = [
+        return .object([
             "request_id": event.request_id, "flight_id": event.flight_id, "seats": event.seats,
             "payment_ref": reference, "status": "confirmed",
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return JobResult(json: String(decoding: data, as: UTF8.self))
+        ])
     }
 
     private func paymentReference() async throws -> String {

@@ -17,12 +17,7 @@ public struct DemoHandler: JobHandler {
     public var idempotencyTTL: Duration? { nil }
 
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
-        let payload: Payload
-        do {
-            payload = try JSONDecoder().decode(Payload.self, from: Data(job.payload.utf8))
-        } catch {
-            throw JobError.invalidEvent("demo.task payload: \(error)")
-        }
+        let payload = try job.decode(Payload.self)
         let work = payload.work_ms ?? 0
         guard (0...60_000).contains(work) else { throw JobError.invalidEvent("work_ms \(work) is not in 0...60000") }
         if work > 0 { try await Task.sleep(for: .milliseconds(work)) }

@@ -22,22 +22,14 @@ public struct RefundHandler: JobHandler {
 
     public var schema: EventSchema? { Self.published }
 
-    // Compiled in, so it cannot be missing; EventValidationTests proves it loads.
-    static let published = try! EventSchema(
-        json: String(decoding: PackageResources.refund_requested_schema_json, as: UTF8.self),
-        source: "refund.requested.schema.json")
+    static let published = EventSchema.compiledIn(PackageResources.refund_requested_schema_json, name: "refund.requested.schema.json")
 
     public func idempotencyKey(for job: Job) -> String? {
-        (try? JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))).map { "refund:\($0.refund_id)" }
+        (try? job.decode(Event.self)).map { "refund:\($0.refund_id)" }
     }
 
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
-        let event: Event
-        do {
-            event = try JSONDecoder().decode(Event.self, from: Data(job.payload.utf8))
-        } catch {
-            throw JobError.invalidEvent("refund.requested payload: \(error)")
-        }
+        let event = try job.decode(Event.self)
         guard event.amount_cents > 0 else { throw JobError.invalidEvent("amount_cents must be positive") }
 
         let db = context.connection
@@ -110,11 +102,9 @@ public struct RefundHandler: JobHandler {
     }
 
     private func result(_ event: Event, refundedTotal: Int64) -> JobResult {
-        let object: [String: Any] = [
+        .object([
             "refund_id": event.refund_id, "payment_id": event.payment_id, "amount_cents": event.amount_cents,
             "currency": event.currency, "refunded_total_cents": refundedTotal, "status": "applied",
-        ]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return JobResult(json: String(decoding: data, as: UTF8.self))
+        ])
     }
 }
