@@ -141,7 +141,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
         let worker = Worker(
             client: client, configuration: settings.worker, handlers: settings.handlers, logger: logger)
         let startup = WorkerStartup(
-            client: client, worker: worker, sqlDirectory: sqlDirectory, database: settings.database, logger: logger)
+            client: client, worker: worker, sqlDirectory: sqlDirectory, database: settings.database,
+            notifier: SystemdNotifier(environment: ProcessInfo.processInfo.environment), logger: logger)
 
         var group = ServiceGroupConfiguration(
             services: [.init(service: client), .init(service: startup)],
@@ -159,6 +160,7 @@ struct WorkerStartup: Service {
     let worker: Worker
     let sqlDirectory: URL?
     let database: DatabaseConfig
+    let notifier: SystemdNotifier
     let logger: Logger
 
     func run() async throws {
@@ -185,6 +187,18 @@ struct WorkerStartup: Service {
             }
         }
         logger.info("connected, schema checked", metadata: ["database": "\(database.redactedURL)"])
-        try await worker.run()
+        notifier.send("READY=1\nSTATUS=working queues \(worker.configuration.queues.joined(separator: ","))")
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                if notifier.isEnabled {
+                    let watchdog = SystemdWatchdog(notifier: notifier, worker: worker, logger: logger)
+                    group.addTask { await watchdog.run() }
+                }
+                try await worker.run()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            notifier.send("STOPPING=1\nSTATUS=draining in-flight jobs")
+        }
     }
 }

@@ -18,6 +18,7 @@ public final class Worker: Service, Sendable {
     private let leases = LeaseRegistry()
     private let counters = WorkerCounters()
     private let stopping = Atomic<Bool>(false)
+    private let monitor = LaneMonitor()
 
     public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
         var logger = logger
@@ -31,6 +32,10 @@ public final class Worker: Service, Sendable {
     }
 
     public var totals: WorkerTotals { counters.snapshot }
+
+    /// Lanes whose claim statement has run longer than `limit`: a stuck claim
+    /// loop, for the systemd watchdog.
+    public func stuckLanes(after limit: Duration) -> [Int] { monitor.stuck(after: limit) }
 
     /// Asks the lanes to stop as a graceful shutdown does.
     public func stop() {
@@ -82,7 +87,7 @@ public final class Worker: Service, Sendable {
             do {
                 for step in 0..<queues.count where !isStopping {
                     let name = queues[(turn + step) % queues.count]
-                    if try await runBatch(from: name) { claimedAny = true }
+                    if try await runBatch(from: name, lane: lane) { claimedAny = true }
                 }
                 turn = (turn + 1) % queues.count
                 backoff.reset()
@@ -102,10 +107,13 @@ public final class Worker: Service, Sendable {
     }
 
     /// Claims and processes one batch; returns whether it found any job.
-    private func runBatch(from name: String) async throws -> Bool {
+    private func runBatch(from name: String, lane: Int) async throws -> Bool {
+        monitor.claiming(lane)
+        defer { monitor.claimed(lane) }
         let jobs = try await queue.claim(
             queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
             workerID: configuration.workerID)
+        monitor.claimed(lane)
         guard !jobs.isEmpty else { return false }
         counters.claimed(jobs.count)
         let held = jobs.map(\.lease)

@@ -12,6 +12,9 @@ public struct WorkerTotals: Sendable, Equatable {
     public var duplicates = 0
     public var rejected = 0
     public var batchErrors = 0
+
+    /// Jobs that left the queue one way or another.
+    public var finished: Int { done + duplicates + rejected + deadLettered }
 }
 
 final class WorkerCounters: Sendable {
