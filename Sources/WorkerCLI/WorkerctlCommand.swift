@@ -12,7 +12,7 @@ public struct WorkerctlCommand: AsyncParsableCommand {
         discussion: "The database comes from --database-url, DATABASE_URL, or the PG* variables, as with psql.",
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, DLQCommand.self, RedriveCommand.self,
-            SweepCommand.self,
+            PauseCommand.self, ResumeCommand.self, SweepCommand.self,
         ])
 
     public init() {}
@@ -40,14 +40,19 @@ struct DatabaseOptions: ParsableArguments {
     }
 }
 
-/// Writes values as JSON on stdout, for scripts.
+/// Writes values as JSON on stdout, for scripts: pretty, or one line per
+/// value for streams (`stats --watch --json`).
 enum JSONOutput {
     static func print<T: Encodable>(_ value: T) throws {
+        Swift.print(try encode(value, compact: false))
+    }
+
+    static func encode<T: Encodable>(_ value: T, compact: Bool) throws -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = compact ? [.sortedKeys] : [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        Swift.print(String(decoding: try encoder.encode(value), as: UTF8.self))
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 }
 
@@ -85,46 +90,6 @@ struct MigrateCommand: AsyncParsableCommand {
         }
         for migration in applied { print("applied \(migration.name)") }
         print(applied.isEmpty ? "schema is up to date at version \(version)" : "schema is now at version \(version)")
-    }
-}
-
-struct StatsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "stats",
-        abstract: "Show each queue's ready, in-flight, delayed and dead jobs and its oldest job's age.",
-        discussion: "Then, per kind, the events applied and rejected while their idempotency keys live (24h by default).")
-
-    @OptionGroup var database: DatabaseOptions
-    @Flag(help: "Print JSON instead of a table.")
-    var json = false
-    @Option(help: "Only this queue.")
-    var queue: String?
-
-    /// The `--json` document.
-    struct Report: Encodable {
-        var queues: [QueueStats]
-        var kinds: [KindOutcomes]
-    }
-
-    func run() async throws {
-        var report = try await database.withClient { client, logger in
-            Report(queues: try await QueueStats.read(client: client, logger: logger),
-                   kinds: try await KindOutcomes.read(client: client, logger: logger))
-        }
-        if let queue { report.queues = report.queues.filter { $0.queue == queue } }
-        if json { return try JSONOutput.print(report) }
-        let header = ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY", "RETRYING", "MAX_ATTEMPTS"]
-        let rows = report.queues.map {
-            [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.dead)",
-             String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.retrying)", "\($0.maxAttempts)"]
-        }
-        print(Table.render(header: header, rows: rows))
-        if report.queues.isEmpty { print("(no jobs and no dead letters)") }
-        guard !report.kinds.isEmpty, queue == nil else { return }
-        print("")
-        print(Table.render(
-            header: ["KIND", "COMPLETED", "REJECTED", "EXPIRED_KEYS"],
-            rows: report.kinds.map { [$0.kind, "\($0.completed)", "\($0.rejected)", "\($0.expiredKeys)"] }))
     }
 }
 

@@ -57,7 +57,7 @@ public struct JobQueue: Sendable {
     /// `attempts + 1` before any handler runs, so a job that crashes its worker
     /// still counts its attempts, and a fresh lease token fences out the previous
     /// holder. A job whose previous lease expired gets that lost attempt written
-    /// into its error history.
+    /// into its error history. A paused queue yields nothing.
     public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
         let logger = logger
         return try await client.withLiveConnection { connection in
@@ -66,6 +66,7 @@ public struct JobQueue: Sendable {
             WITH ready AS (
                 SELECT id FROM worker.jobs
                 WHERE queue = \(queue) AND visible_at <= now()
+                  AND NOT EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = \(queue))
                 ORDER BY priority, visible_at, id
                 LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED

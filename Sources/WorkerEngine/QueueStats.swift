@@ -18,9 +18,13 @@ public struct QueueStats: Sendable, Equatable, Codable {
     /// Jobs in the queue that have failed at least once.
     public var retrying: Int
     /// The highest attempt count among queued jobs.
-    public var maxAttempts: Int
+    public var highestAttempt: Int
+    /// Jobs that left the queue (done, duplicate, rejected or dead-lettered)
+    /// in the last minute, as the workers report it every 10 seconds.
+    public var finishedLastMinute: Int
+    public var paused: Bool
 
-    /// Reads the stats of every queue that has jobs or dead letters.
+    /// Reads every queue that has jobs, dead letters, recent throughput or a pause.
     public static func read(client: PostgresClient, logger: Logger) async throws -> [QueueStats] {
         let rows = try await client.query(
             """
@@ -32,31 +36,45 @@ public struct QueueStats: Sendable, Equatable, Codable {
                        coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE visible_at <= now())), 0)::float8
                            AS oldest_ready_age,
                        count(*) FILTER (WHERE errors <> '[]'::jsonb) AS retrying,
-                       coalesce(max(attempts), 0) AS max_attempts
+                       coalesce(max(attempts), 0) AS highest_attempt
                 FROM worker.jobs GROUP BY queue
             ), d AS (
                 SELECT queue, count(*) AS dead FROM worker.dead_letters GROUP BY queue
+            ), t AS (
+                SELECT queue, sum(done + duplicates + rejected + dead_lettered) AS finished
+                FROM worker.throughput WHERE bucket > now() - interval '1 minute' GROUP BY queue
+            ), names AS (
+                SELECT queue FROM q UNION SELECT queue FROM d UNION SELECT queue FROM t
+                UNION SELECT queue FROM worker.queue_pauses
             )
-            SELECT coalesce(q.queue, d.queue), coalesce(q.ready, 0), coalesce(q.in_flight, 0), coalesce(q.delayed, 0),
+            SELECT n.queue, coalesce(q.ready, 0), coalesce(q.in_flight, 0), coalesce(q.delayed, 0),
                    coalesce(d.dead, 0), coalesce(q.oldest_ready_age, 0), coalesce(q.retrying, 0),
-                   coalesce(q.max_attempts, 0)
-            FROM q FULL JOIN d ON d.queue = q.queue
+                   coalesce(q.highest_attempt, 0), coalesce(t.finished, 0)::int8,
+                   EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = n.queue)
+            FROM names AS n
+            LEFT JOIN q ON q.queue = n.queue LEFT JOIN d ON d.queue = n.queue LEFT JOIN t ON t.queue = n.queue
             ORDER BY 1
             """, logger: logger)
         var stats: [QueueStats] = []
-        for try await r in rows.decode((String, Int, Int, Int, Int, Double, Int, Int).self) {
+        for try await r in rows.decode((String, Int, Int, Int, Int, Double, Int, Int, Int, Bool).self) {
             stats.append(QueueStats(
                 queue: r.0, ready: r.1, inFlight: r.2, delayed: r.3, dead: r.4, oldestReadyAgeSeconds: r.5,
-                retrying: r.6, maxAttempts: r.7))
+                retrying: r.6, highestAttempt: r.7, finishedLastMinute: r.8, paused: r.9))
         }
         return stats
     }
 }
 
-/// What became of the events of one kind whose idempotency keys are still
-/// live (by default the last 24 hours): applied, or rejected by the business.
+/// One kind: its throughput over the last minute, and what became of its
+/// events whose idempotency keys are still live (by default the last 24
+/// hours): applied, or rejected by the business.
 public struct KindOutcomes: Sendable, Equatable, Codable {
     public var kind: String
+    /// Done, duplicate or rejected in the last minute.
+    public var doneLastMinute: Int
+    public var retriedLastMinute: Int
+    public var deadLetteredLastMinute: Int
+    /// Live idempotency keys by outcome.
     public var completed: Int
     public var rejected: Int
     /// Keys past their expiry that the sweeper has not deleted yet.
@@ -65,16 +83,49 @@ public struct KindOutcomes: Sendable, Equatable, Codable {
     public static func read(client: PostgresClient, logger: Logger) async throws -> [KindOutcomes] {
         let rows = try await client.query(
             """
-            SELECT kind,
-                   count(*) FILTER (WHERE status = 'completed' AND expires_at > now())::int,
-                   count(*) FILTER (WHERE status = 'rejected' AND expires_at > now())::int,
-                   count(*) FILTER (WHERE expires_at <= now())::int
-            FROM worker.idempotency_keys GROUP BY kind ORDER BY kind
+            WITH k AS (
+                SELECT kind,
+                       count(*) FILTER (WHERE status = 'completed' AND expires_at > now()) AS completed,
+                       count(*) FILTER (WHERE status = 'rejected' AND expires_at > now()) AS rejected,
+                       count(*) FILTER (WHERE expires_at <= now()) AS expired
+                FROM worker.idempotency_keys GROUP BY kind
+            ), t AS (
+                SELECT kind, sum(done + duplicates + rejected) AS done, sum(retried) AS retried,
+                       sum(dead_lettered) AS dead
+                FROM worker.throughput WHERE bucket > now() - interval '1 minute' GROUP BY kind
+            )
+            SELECT coalesce(k.kind, t.kind), coalesce(t.done, 0)::int8, coalesce(t.retried, 0)::int8,
+                   coalesce(t.dead, 0)::int8, coalesce(k.completed, 0), coalesce(k.rejected, 0), coalesce(k.expired, 0)
+            FROM k FULL JOIN t ON t.kind = k.kind
+            ORDER BY 1
             """, logger: logger)
         var outcomes: [KindOutcomes] = []
-        for try await r in rows.decode((String, Int, Int, Int).self) {
-            outcomes.append(KindOutcomes(kind: r.0, completed: r.1, rejected: r.2, expiredKeys: r.3))
+        for try await r in rows.decode((String, Int, Int, Int, Int, Int, Int).self) {
+            outcomes.append(KindOutcomes(
+                kind: r.0, doneLastMinute: r.1, retriedLastMinute: r.2, deadLetteredLastMinute: r.3,
+                completed: r.4, rejected: r.5, expiredKeys: r.6))
         }
         return outcomes
+    }
+}
+
+/// Dead letters of one queue and reason: what an operator redrives or fixes.
+public struct DeadLetterCount: Sendable, Equatable, Codable {
+    public var queue: String
+    public var reason: String
+    public var count: Int
+    public var newest: Date
+
+    public static func read(client: PostgresClient, logger: Logger) async throws -> [DeadLetterCount] {
+        let rows = try await client.query(
+            """
+            SELECT queue, reason, count(*)::int, max(failed_at)
+            FROM worker.dead_letters GROUP BY queue, reason ORDER BY queue, count(*) DESC, reason
+            """, logger: logger)
+        var counts: [DeadLetterCount] = []
+        for try await r in rows.decode((String, String, Int, Date).self) {
+            counts.append(DeadLetterCount(queue: r.0, reason: r.1, count: r.2, newest: r.3))
+        }
+        return counts
     }
 }

@@ -57,6 +57,10 @@ public final class Worker: Service, Sendable {
                 let heartbeat = LeaseHeartbeat(queue: queue, leases: leases, configuration: configuration, logger: logger)
                 background.addTask { await listener.run() }
                 background.addTask { await heartbeat.run() }
+                let reporter = ThroughputReporter(
+                    throughput: Throughput(client: client, logger: logger), counters: counters,
+                    workerID: configuration.workerID, interval: .seconds(10), logger: logger)
+                background.addTask { await reporter.run() }
                 if let interval = configuration.sweepInterval {
                     let sweep = IdempotencySweepLoop(
                         sweeper: IdempotencySweeper(client: client, logger: logger), interval: interval, logger: logger)
@@ -70,6 +74,7 @@ public final class Worker: Service, Sendable {
                 }
                 // The heartbeat outlives the lanes so that a slow last batch keeps its leases.
                 background.cancelAll()
+                await reporter.flush()
             }
         } onGracefulShutdown: {
             self.stop()
@@ -120,7 +125,7 @@ public final class Worker: Service, Sendable {
         leases.add(held)
         defer { leases.remove(held) }
         let outcomes = try await processor.process(jobs, shouldStart: { !self.isStopping })
-        counters.record(outcomes)
+        counters.record(outcomes, of: jobs)
         return true
     }
 }

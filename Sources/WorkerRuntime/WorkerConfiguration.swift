@@ -41,8 +41,8 @@ public struct WorkerConfiguration: Sendable {
     /// two missed beats.
     public var heartbeatInterval: Duration { visibilityTimeout / 3 }
 
-    /// Connections the worker needs: one per lane, one for LISTEN, one for heartbeats, one for sweeps.
-    public var connectionsNeeded: Int { concurrency + 3 }
+    /// Connections the worker needs: one per lane, one each for LISTEN, heartbeats, sweeps and throughput.
+    public var connectionsNeeded: Int { concurrency + 4 }
 
     public static func defaultWorkerID() -> String {
         "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"

@@ -18,25 +18,56 @@ public struct WorkerTotals: Sendable, Equatable {
 }
 
 final class WorkerCounters: Sendable {
-    private let totals = Mutex(WorkerTotals())
+    private struct State {
+        var totals = WorkerTotals()
+        /// Outcomes by queue and kind since the last `takeTallies()`.
+        var tallies: [Throughput.Key: ThroughputTally] = [:]
+    }
 
-    var snapshot: WorkerTotals { totals.withLock { $0 } }
+    private let state = Mutex(State())
 
-    func claimed(_ count: Int) { totals.withLock { $0.claimed += count } }
-    func batchFailed() { totals.withLock { $0.batchErrors += 1 } }
+    var snapshot: WorkerTotals { state.withLock { $0.totals } }
 
-    func record(_ outcomes: [JobOutcome]) {
-        totals.withLock { totals in
+    func claimed(_ count: Int) { state.withLock { $0.totals.claimed += count } }
+    func batchFailed() { state.withLock { $0.totals.batchErrors += 1 } }
+
+    /// Hands over the tallies gathered since the last call.
+    func takeTallies() -> [Throughput.Key: ThroughputTally] {
+        state.withLock { state in
+            defer { state.tallies = [:] }
+            return state.tallies
+        }
+    }
+
+    /// Puts back tallies that could not be written, to try again with the next ones.
+    func restore(_ tallies: [Throughput.Key: ThroughputTally]) {
+        state.withLock { state in
+            for (key, tally) in tallies {
+                var merged = state.tallies[key, default: ThroughputTally()]
+                merged.done += tally.done
+                merged.duplicates += tally.duplicates
+                merged.rejected += tally.rejected
+                merged.retried += tally.retried
+                merged.deadLettered += tally.deadLettered
+                state.tallies[key] = merged
+            }
+        }
+    }
+
+    func record(_ outcomes: [JobOutcome], of jobs: [Job]) {
+        let kinds = Dictionary(jobs.map { ($0.id, Throughput.Key(queue: $0.queue, kind: $0.kind)) }, uniquingKeysWith: { a, _ in a })
+        state.withLock { state in
             for outcome in outcomes {
                 switch outcome {
-                case .done: totals.done += 1
-                case .retried: totals.retried += 1
-                case .deadLettered: totals.deadLettered += 1
-                case .leaseLost: totals.leaseLost += 1
-                case .released: totals.released += 1
-                case .duplicate: totals.duplicates += 1
-                case .rejected: totals.rejected += 1
+                case .done: state.totals.done += 1
+                case .retried: state.totals.retried += 1
+                case .deadLettered: state.totals.deadLettered += 1
+                case .leaseLost: state.totals.leaseLost += 1
+                case .released: state.totals.released += 1
+                case .duplicate: state.totals.duplicates += 1
+                case .rejected: state.totals.rejected += 1
                 }
+                if let key = kinds[outcome.jobID] { state.tallies[key, default: ThroughputTally()].add(outcome) }
             }
         }
     }

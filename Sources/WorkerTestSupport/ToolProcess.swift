@@ -50,14 +50,18 @@ public final class ToolProcess: Sendable {
     /// Sends `signal` (SIGTERM, SIGKILL, ...) to the child.
     public func send(_ signal: Int32) { kill(pid, signal) }
 
+    /// What the child has printed on stdout so far, while it runs.
+    public var stdoutSoFar: String { read("stdout") }
+
     /// Waits for the child to exit and returns what it printed.
     public func result() async -> ToolResult {
         let status = await exit.wait()
         defer { try? FileManager.default.removeItem(at: outputDirectory) }
-        func read(_ name: String) -> String {
-            (try? String(contentsOf: outputDirectory.appendingPathComponent(name), encoding: .utf8)) ?? ""
-        }
         return ToolResult(status: status, stdout: read("stdout"), stderr: read("stderr"))
+    }
+
+    private func read(_ name: String) -> String {
+        (try? String(contentsOf: outputDirectory.appendingPathComponent(name), encoding: .utf8)) ?? ""
     }
 
     /// Where `swift build` put the executables: beside the test bundle, unless

@@ -49,6 +49,34 @@ import WorkerTestSupport
         }
     }
 
+    @Test func statsWatchRedrawsInPlaceAndStreamsJSONLines() async throws {
+        try await withTestDatabase { db in
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "noop"), count: 2)
+            let table = try ToolProcess("workerctl", ["stats", "--watch", "--interval", "100ms"], environment: ["DATABASE_URL": db.url])
+            try await eventually("three refreshes") { table.stdoutSoFar.components(separatedBy: "\u{1B}[H\u{1B}[2J").count > 3 }
+            // A new job shows up in a later frame.
+            _ = try await db.queue.enqueue(NewJob(queue: "sms", kind: "noop"))
+            try await eventually("the new queue in a frame") { table.stdoutSoFar.contains("\nsms ") }
+            table.send(SIGINT)
+            _ = await table.result()
+
+            let json = try ToolProcess("workerctl", ["stats", "--watch", "--json", "--interval", "100ms"], environment: ["DATABASE_URL": db.url])
+            try await eventually("two JSON lines") { json.stdoutSoFar.split(separator: "\n").count >= 2 }
+            json.send(SIGINT)
+            let lines = await json.result().stdout.split(separator: "\n")
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            struct Report: Decodable { var queues: [QueueStats] }
+            for line in lines {
+                let report = try decoder.decode(Report.self, from: Data(line.utf8))
+                #expect(report.queues.map(\.ready) == [2, 1])
+            }
+
+            let bad = try await runTool("workerctl", ["stats", "--watch", "--interval", "soon"], database: db)
+            #expect(bad.status != 0 && bad.stderr.contains("--interval"), "\(bad)")
+        }
+    }
+
     @Test func badArgumentsSayWhatIsWrongExitNonZeroAndChangeNothing() async throws {
         try await withTestDatabase { db in
             _ = try await db.queue.enqueue(NewJob(kind: "test"))

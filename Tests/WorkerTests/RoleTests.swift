@@ -1,0 +1,108 @@
+import Foundation
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+/// The three roles of sql/005: each side gets what it needs and nothing else.
+@Suite(.timeLimit(.minutes(2))) struct RoleTests {
+    static let denied = "42501"  // insufficient_privilege
+
+    @Test func aProducerCanEnqueueButNotReadPayloadsTouchTheDLQOrTheBusinessTables() async throws {
+        try await withTestDatabase { db in
+            _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: #"{"secret": "card 4242"}"#))
+            try await db.execute("INSERT INTO worker.dead_letters SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at, redrive_count, 'max_attempts', NULL, errors FROM worker.jobs")
+            try await db.withLogin(in: "worker_producer") { producer in
+                #expect(await producer.sqlState(of: "INSERT INTO worker.jobs (queue, kind, payload) VALUES ('default', 'noop', '{}') RETURNING id") == nil)
+                #expect(await producer.sqlState(of: #"SELECT worker.enqueue('default', 'noop', '{"n": 1}', idempotency_key => 'k')"#) == nil)
+                let forbidden: [PostgresQuery] = [
+                    "SELECT payload FROM worker.jobs",
+                    "SELECT * FROM worker.jobs",
+                    "UPDATE worker.jobs SET attempts = 0",
+                    "DELETE FROM worker.jobs",
+                    "INSERT INTO worker.jobs (kind, lease_token) VALUES ('noop', gen_random_uuid())",
+                    "INSERT INTO worker.jobs (kind, attempts) VALUES ('noop', 5)",
+                    "SELECT * FROM worker.dead_letters",
+                    "DELETE FROM worker.dead_letters",
+                    "SELECT * FROM worker.idempotency_keys",
+                    "INSERT INTO worker.queue_pauses (queue) VALUES ('default')",
+                    "SELECT * FROM app.payments",
+                    "UPDATE app.flights SET seats_available = 0",
+                    "INSERT INTO app.refunds (refund_id, payment_id, amount_cents, currency, job_id) VALUES ('r', 'p', 1, 'EUR', 1)",
+                    "CREATE TABLE worker.mine (a int)",
+                ]
+                for statement in forbidden {
+                    #expect(await producer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
+                }
+            }
+            #expect(try await db.jobCount() == 3)
+            #expect(try await db.deadCount() == 1)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE lease_token IS NOT NULL OR attempts > 0") == 0)
+        }
+    }
+
+    @Test func workerdRunsAsTheConsumerRoleThroughEveryPathAndNoFurther() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("INSERT INTO app.payments (id, amount_cents, currency) VALUES ('pay_1', 1000, 'EUR')")
+            try await db.execute("INSERT INTO app.flights (id, seats_total, seats_available) VALUES ('LH400', 1, 1)")
+            let refund = #"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 300, "currency": "EUR"}"#
+            let booking = #"{"request_id": "bk_1", "flight_id": "LH400", "seats": 1, "amount_cents": 5000, "currency": "EUR"}"#
+            for payload in [refund, refund] { _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: payload)) }
+            _ = try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking))
+            _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: #"{"refund_id": 7}"#))  // invalid
+            _ = try await db.queue.enqueue(NewJob(kind: "no.such.kind"))
+            // An expired key for the sweeper.
+            try await db.execute("INSERT INTO worker.idempotency_keys (key, kind, job_id, payload_hash, status, expires_at) VALUES ('old', 'refund.requested', 1, 'x', 'completed', now() - interval '1 hour')")
+
+            try await db.withLogin(in: "worker_consumer") { consumer in
+                let workerd = try ToolProcess("workerd", ["--worker-id", "consumer", "--sweep-interval", "1s"],
+                                              environment: ["DATABASE_URL": consumer.url])
+                try await eventually("the queue to drain and the key to be swept") {
+                    let swept = try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE key = 'old'") == 0
+                    return try await db.jobCount() == 0 && swept
+                }
+                workerd.send(SIGTERM)
+                let result = await workerd.result()
+                #expect(result.status == 0, "\(result)")
+                #expect(!result.stderr.contains("permission denied"), "\(result.stderr)")
+
+                for statement: PostgresQuery in [
+                    "SELECT * FROM worker.dead_letters", "DELETE FROM worker.dead_letters",
+                    "INSERT INTO worker.queue_pauses (queue) VALUES ('default')", "DELETE FROM worker.queue_pauses",
+                    "DELETE FROM app.payments", "DROP TABLE worker.jobs", "DELETE FROM worker.schema_migrations",
+                ] {
+                    #expect(await consumer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
+                }
+            }
+            #expect(try await db.int("SELECT refunded_cents::int FROM app.payments") == 300)
+            #expect(try await db.string("SELECT status FROM app.bookings WHERE request_id = 'bk_1'") == "confirmed")
+            #expect(try await db.deadCount() == 2)
+            #expect(try await db.int("SELECT sum(done + duplicates)::int FROM worker.throughput WHERE worker_id = 'consumer'") == 3)
+        }
+    }
+
+    @Test func workerctlRunsAsTheAdminRoleWhichMayNotChangeTheBusinessTables() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("INSERT INTO app.payments (id, amount_cents, currency) VALUES ('pay_1', 1000, 'EUR')")
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"))
+            try await db.execute("INSERT INTO worker.dead_letters SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at, redrive_count, 'max_attempts', NULL, errors FROM worker.jobs")
+            try await db.execute("DELETE FROM worker.jobs")
+            try await db.withLogin(in: "worker_admin") { admin in
+                let env = ["DATABASE_URL": admin.url]
+                for arguments in [["stats"], ["stats", "--json"], ["dlq", "list"], ["pause", "mail"], ["resume", "mail"],
+                                  ["redrive", "--all"], ["sweep"], ["enqueue", "--kind", "noop"]] {
+                    let run = try await runTool("workerctl", arguments, environment: env)
+                    #expect(run.status == 0, "workerctl \(arguments.joined(separator: " ")): \(run)")
+                }
+                for statement: PostgresQuery in [
+                    "UPDATE app.payments SET refunded_cents = 1000", "DELETE FROM app.payments",
+                    "DROP TABLE worker.jobs", "CREATE TABLE worker.mine (a int)",
+                ] {
+                    #expect(await admin.sqlState(of: statement) == Self.denied, "\(statement.sql)")
+                }
+            }
+            #expect(try await db.jobCount() == 2)
+            #expect(try await db.deadCount() == 0)
+        }
+    }
+}
