@@ -34,9 +34,28 @@ struct DatabaseOptions: ParsableArguments {
         }
         var poolLogger = logger
         poolLogger.logLevel = .error  // the pool's start-up chatter is not the operator's business
-        return try await withPostgresClient(try config.clientConfiguration(maximumConnections: 4), logger: poolLogger) {
-            try await body($0, logger)
+        try await config.probe(logger: poolLogger)
+        do {
+            return try await withPostgresClient(try config.clientConfiguration(maximumConnections: 4), logger: poolLogger) {
+                try await body($0, logger)
+            }
+        } catch let error as PSQLError {
+            throw DatabaseCommandError(error)
         }
+    }
+}
+
+/// A statement failed: the server's message, and what to do when the schema is missing.
+struct DatabaseCommandError: Error, CustomStringConvertible {
+    var description: String
+
+    init(_ error: PSQLError) {
+        let state = error.serverInfo?[.sqlState]
+        var text = DatabaseUnreachable.describe(error)
+        if state == "42P01" || state == "3F000" {  // undefined table / schema
+            text += "; the worker schema is missing or outdated: run `workerctl migrate`"
+        }
+        description = text
     }
 }
 

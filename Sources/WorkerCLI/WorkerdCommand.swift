@@ -168,6 +168,7 @@ struct WorkerStartup: Service {
         var delay = Duration.milliseconds(200)
         while true {
             do {
+                try await database.probe(logger: logger)
                 if let sqlDirectory {
                     try await migrator.migrate(try Migration.load(from: sqlDirectory))
                 }

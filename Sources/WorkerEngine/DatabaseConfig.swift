@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOSSL
 import PostgresNIO
 
@@ -111,8 +112,12 @@ public struct DatabaseConfig: Sendable, Equatable {
             configuration = .init(
                 unixSocketPath: "\(host)/.s.PGSQL.\(port)", username: user, password: password, database: database)
         } else {
-            configuration = .init(
-                host: host, port: port, username: user, password: password, database: database, tls: try tls())
+            let tls: PostgresClient.Configuration.TLS = switch try tlsSettings() {
+            case .disable: .disable
+            case .prefer(let settings): .prefer(settings)
+            case .require(let settings): .require(settings)
+            }
+            configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: tls)
         }
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
@@ -121,22 +126,59 @@ public struct DatabaseConfig: Sendable, Equatable {
         return configuration
     }
 
-    private func tls() throws -> PostgresClient.Configuration.TLS {
+    /// Opens one connection and closes it, and throws what stopped it: the pool
+    /// retries failed connections quietly and forever, so a wrong password or an
+    /// untrusted certificate would look like a hang without this.
+    public func probe(logger: Logger) async throws {
+        var configuration: PostgresConnection.Configuration
+        if host.hasPrefix("/") {
+            configuration = .init(
+                unixSocketPath: "\(host)/.s.PGSQL.\(port)", username: user, password: password, database: database)
+        } else {
+            let tls: PostgresConnection.Configuration.TLS = switch try tlsSettings() {
+            case .disable: .disable
+            case .prefer(let settings): .prefer(try NIOSSLContext(configuration: settings))
+            case .require(let settings): .require(try NIOSSLContext(configuration: settings))
+            }
+            configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: tls)
+        }
+        configuration.options.connectTimeout = .seconds(5)
+        do {
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+            try await connection.close()
+        } catch {
+            throw DatabaseUnreachable(url: redactedURL, error: error)
+        }
+    }
+
+    private enum TLSSettings {
+        case disable, prefer(TLSConfiguration), require(TLSConfiguration)
+    }
+
+    /// libpq's sslmode semantics: prefer/require encrypt without checking the
+    /// server (require checks the CA when sslrootcert is given), verify-ca
+    /// checks the CA, verify-full the CA and the host name. Without
+    /// sslrootcert, the system's trusted roots are used.
+    private func tlsSettings() throws -> TLSSettings {
+        if let root = sslRootCert, sslMode != .disable, !FileManager.default.isReadableFile(atPath: root) {
+            throw ConfigurationError(setting: "sslrootcert", "cannot read the CA file '\(root)'")
+        }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let root = sslRootCert { tls.trustRoots = .file(root) }
         switch sslMode {
-        case .disable: return .disable
+        case .disable:
+            return .disable
         case .allow, .prefer:
-            var tls = TLSConfiguration.makeClientConfiguration()
             tls.certificateVerification = .none
             return .prefer(tls)
         case .require:
-            var tls = TLSConfiguration.makeClientConfiguration()
             tls.certificateVerification = sslRootCert == nil ? .none : .noHostnameVerification
-            if let root = sslRootCert { tls.trustRoots = .file(root) }
             return .require(tls)
-        case .verifyCA, .verifyFull:
-            var tls = TLSConfiguration.makeClientConfiguration()
-            tls.certificateVerification = sslMode == .verifyFull ? .fullVerification : .noHostnameVerification
-            if let root = sslRootCert { tls.trustRoots = .file(root) }
+        case .verifyCA:
+            tls.certificateVerification = .noHostnameVerification
+            return .require(tls)
+        case .verifyFull:
+            tls.certificateVerification = .fullVerification
             return .require(tls)
         }
     }
@@ -144,5 +186,32 @@ public struct DatabaseConfig: Sendable, Equatable {
     /// The URL form, with the password left out, for logs and messages.
     public var redactedURL: String {
         "postgres://\(user)@\(host.hasPrefix("/") ? "[\(host)]" : host):\(port)/\(database)?sslmode=\(sslMode.rawValue)"
+    }
+}
+
+/// The database could not be reached or refused the connection; carries the
+/// reason (refused, timed out, authentication, certificate) in its message.
+public struct DatabaseUnreachable: Error, CustomStringConvertible {
+    public var url: String
+    public var reason: String
+
+    init(url: String, error: any Error) {
+        self.url = url
+        self.reason = DatabaseUnreachable.describe(error)
+    }
+
+    public var description: String { "cannot connect to \(url): \(reason)" }
+
+    /// PSQLError hides the server's message from `description`, and NIO's
+    /// errors are terse: say what an operator can act on.
+    public static func describe(_ error: any Error) -> String {
+        if let psql = error as? PSQLError {
+            if let message = psql.serverInfo?[.message] {
+                return message + (psql.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
+            }
+            if let underlying = psql.underlying { return describe(underlying) }
+            return "\(psql.code)"
+        }
+        return String(describing: error)
     }
 }

@@ -7,17 +7,7 @@ import WorkerTestSupport
 /// cluster of this test (restarting the shared one would disturb other tests).
 @Suite(.timeLimit(.minutes(3))) struct RestartTests {
     @Test func workerdCarriesOnThroughFastAndImmediateRestartsAndLosesNoJob() async throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("worker-restart-\(UUID().uuidString.prefix(8))").path
-        let started = try await runScript("pg", ["start", dir, "--fast"])
-        try #require(started.status == 0, "\(started)")
-        let url = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        do {
-            try await runThroughRestarts(url: url, dir: dir)
-        } catch {
-            _ = try? await runScript("pg", ["stop", dir])
-            throw error
-        }
-        _ = try await runScript("pg", ["stop", dir])
+        try await withPrivateCluster { cluster in try await runThroughRestarts(url: cluster.url, dir: cluster.directory) }
     }
 
     /// Enqueues with a fresh workerctl, whose connection no restart has cut; returns the ids.
