@@ -45,7 +45,8 @@ GRANT USAGE ON SCHEMA worker, app TO worker_consumer;
 GRANT SELECT ON worker.schema_migrations, worker.queue_pauses TO worker_consumer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON worker.throughput TO worker_consumer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON worker.jobs TO worker_consumer;
-GRANT INSERT ON worker.dead_letters TO worker_consumer;
+-- Reads dead letters only to count them for its queue metrics.
+GRANT SELECT, INSERT ON worker.dead_letters TO worker_consumer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON worker.idempotency_keys TO worker_consumer;
 GRANT SELECT, INSERT, UPDATE ON app.payments, app.refunds, app.flights, app.bookings TO worker_consumer;
 

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import PostgresNIO
 import ServiceLifecycle
 import WorkerEngine
@@ -17,7 +19,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
             unit configures it: DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE, \
             WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
             WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
-            WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY and \
+            WORKERD_LOG_FORMAT, WORKERD_METRICS_ADDRESS, WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY and \
             WORKERD_IDEMPOTENCY_TTL (these two take several KIND:VALUE separated by ';').
 
             A retry policy is base=DURATION,rate=NUMBER,cap=DURATION,max-attempts=N,max-age=DURATION|none, \
@@ -50,6 +52,10 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var retry: [String] = []
     @Option(help: "trace, debug, info, notice, warning, error or critical (env WORKERD_LOG_LEVEL, default info).")
     var logLevel: String?
+    @Option(help: "text, json or logfmt; json and logfmt write one event per line for journald (env WORKERD_LOG_FORMAT, default text).")
+    var logFormat: String?
+    @Option(help: "HOST:PORT of the Prometheus endpoint /metrics, or 'off' (env WORKERD_METRICS_ADDRESS, default 127.0.0.1:9464).")
+    var metricsAddress: String?
     @Flag(help: "Apply pending migrations before starting (for demos; fleets run `workerctl migrate`).")
     var migrate = false
     @Option(help: "Directory of the numbered migrations, for --migrate (env WORKER_SQL_DIR).")
@@ -63,6 +69,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
         var worker: WorkerConfiguration
         var handlers: HandlerRegistry
         var logLevel: String
+        var logFormat: String
+        var metrics: (host: String, port: Int)?
     }
 
     func settings(environment: [String: String]) throws -> Settings {
@@ -98,10 +106,30 @@ public struct WorkerdCommand: AsyncParsableCommand {
         }
         var database = try DatabaseConfig.resolve(url: databaseURL, environment: environment)
         if database.applicationName == nil { database.applicationName = "workerd \(worker.workerID)" }
+        let metrics = try Self.listenAddress(
+            read.string(metricsAddress, "metrics-address", env: "WORKERD_METRICS_ADDRESS", default: "127.0.0.1:9464"),
+            setting: "--metrics-address / WORKERD_METRICS_ADDRESS")
+        if metrics != nil { worker.metricsInterval = .seconds(5) }
         return Settings(
             database: database,
             worker: worker, handlers: handlers,
-            logLevel: read.string(logLevel, "log-level", env: "WORKERD_LOG_LEVEL", default: "info"))
+            logLevel: read.string(logLevel, "log-level", env: "WORKERD_LOG_LEVEL", default: "info"),
+            logFormat: read.string(logFormat, "log-format", env: "WORKERD_LOG_FORMAT", default: "text"),
+            metrics: metrics)
+    }
+
+    /// `HOST:PORT`, `[IPv6]:PORT` or `off`.
+    static func listenAddress(_ text: String, setting: String) throws -> (host: String, port: Int)? {
+        if text == "off" { return nil }
+        guard let colon = text.lastIndex(of: ":") else {
+            throw ConfigurationError(setting: setting, "'\(text)' is not HOST:PORT or off")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ConfigurationError(setting: setting, "'\(text)' is not HOST:PORT (port 0 to 65535) or off")
+        }
+        return (host, port)
     }
 
     /// `KIND:VALUE` entries from a repeatable flag, else from `env` separated by `;`.
@@ -124,7 +152,9 @@ public struct WorkerdCommand: AsyncParsableCommand {
         let settings: Settings
         do {
             settings = try self.settings(environment: ProcessInfo.processInfo.environment)
-            _ = try LogSetup.bootstrap(level: settings.logLevel, setting: "--log-level / WORKERD_LOG_LEVEL")
+            try LogSetup.bootstrap(
+                level: settings.logLevel, format: settings.logFormat, setting: "--log-level / WORKERD_LOG_LEVEL",
+                formatSetting: "--log-format / WORKERD_LOG_FORMAT")
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("workerd: \(error)\n".utf8))
             throw ExitCode(78)  // EX_CONFIG: systemd's RestartPreventExitStatus= keeps it from looping
@@ -144,13 +174,40 @@ public struct WorkerdCommand: AsyncParsableCommand {
             client: client, worker: worker, sqlDirectory: sqlDirectory, database: settings.database,
             notifier: SystemdNotifier(environment: ProcessInfo.processInfo.environment), logger: logger)
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client), .init(service: startup)]
+        if let (host, port) = settings.metrics {
+            services.append(.init(service: try await Self.startMetrics(host: host, port: port, logger: logger)))
+        }
         var group = ServiceGroupConfiguration(
-            services: [.init(service: client), .init(service: startup)],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger)
         group.maximumGracefulShutdownDuration = settings.worker.stopTimeout
         group.maximumCancellationDuration = .seconds(5)
         try await ServiceGroup(configuration: group).run()
+    }
+}
+
+extension WorkerdCommand {
+    /// Sends swift-metrics to a Prometheus registry and serves it; a port
+    /// that cannot be bound stops startup with the setting's name.
+    static func startMetrics(host: String, port: Int, logger: Logger) async throws -> MetricsServer {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        // Handlers take from microseconds (a no-op) to seconds (a slow gateway).
+        factory.durationHistogramBuckets[JobMetrics.handlerDuration] = [
+            .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),
+            .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+            .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        MetricsSystem.bootstrap(factory)
+        do {
+            return try await MetricsServer(host: host, port: port, registry: registry, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data(
+                "workerd: --metrics-address / WORKERD_METRICS_ADDRESS: cannot listen on \(host):\(port): \(error)\n".utf8))
+            throw ExitCode(1)
+        }
     }
 }
 

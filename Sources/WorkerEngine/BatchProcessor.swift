@@ -102,7 +102,15 @@ public struct BatchProcessor: Sendable {
             let outcome: JobOutcome
             try await tx.savepoint(.handler)
             do {
-                let result = try await handler.handle(job, context: context)
+                let started = ContinuousClock.now
+                let result: JobResult
+                do {
+                    result = try await handler.handle(job, context: context)
+                    JobMetrics.recordHandler(kind: job.kind, duration: .now - started)
+                } catch {
+                    JobMetrics.recordHandler(kind: job.kind, duration: .now - started)
+                    throw error
+                }
                 try await tx.releaseSavepoint(.handler)
                 if let key { try await tx.completeIdempotencyKey(key, result: result) }
                 outcome = .done(jobID: job.id)

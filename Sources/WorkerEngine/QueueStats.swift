@@ -26,7 +26,11 @@ public struct QueueStats: Sendable, Equatable, Codable {
 
     /// Reads every queue that has jobs, dead letters, recent throughput or a pause.
     public static func read(client: PostgresClient, logger: Logger) async throws -> [QueueStats] {
-        let rows = try await client.query(
+        try await client.withLiveConnection { try await read(on: $0, logger: logger) }
+    }
+
+    public static func read(on connection: PostgresConnection, logger: Logger) async throws -> [QueueStats] {
+        let rows = try await connection.query(
             """
             WITH q AS (
                 SELECT queue,

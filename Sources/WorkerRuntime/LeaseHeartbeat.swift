@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import WorkerEngine
 
 /// Keeps the leases of long batches alive: every heartbeat interval it pushes
@@ -21,6 +22,7 @@ struct LeaseHeartbeat: Sendable {
             } catch is CancellationError {
                 return
             } catch {
+                Counter(label: JobMetrics.heartbeatFailures).increment()
                 logger.warning("lease heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
             }
         }

@@ -33,6 +33,9 @@ public final class Worker: Service, Sendable {
 
     public var totals: WorkerTotals { counters.snapshot }
 
+    /// Leases held right now: jobs claimed and not yet finished.
+    public var leasesHeld: Int { leases.all.count }
+
     /// Lanes whose claim statement has run longer than `limit`: a stuck claim
     /// loop, for the systemd watchdog.
     public func stuckLanes(after limit: Duration) -> [Int] { monitor.stuck(after: limit) }
@@ -61,6 +64,10 @@ public final class Worker: Service, Sendable {
                     throughput: Throughput(client: client, logger: logger), counters: counters,
                     workerID: configuration.workerID, interval: .seconds(10), logger: logger)
                 background.addTask { await reporter.run() }
+                if let interval = configuration.metricsInterval {
+                    let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)
+                    background.addTask { await sampler.run() }
+                }
                 if let interval = configuration.sweepInterval {
                     let sweep = IdempotencySweepLoop(
                         sweeper: IdempotencySweeper(client: client, logger: logger), interval: interval, logger: logger)
@@ -120,7 +127,7 @@ public final class Worker: Service, Sendable {
             workerID: configuration.workerID)
         monitor.claimed(lane)
         guard !jobs.isEmpty else { return false }
-        counters.claimed(jobs.count)
+        counters.claimed(jobs.count, from: name)
         let held = jobs.map(\.lease)
         leases.add(held)
         defer { leases.remove(held) }

@@ -22,6 +22,9 @@ public struct WorkerConfiguration: Sendable {
     /// How often this worker sweeps expired idempotency keys (one sweep runs
     /// at a time across the fleet); `nil` leaves it to `workerctl sweep`.
     public var sweepInterval: Duration? = .seconds(300)
+    /// How often queue gauges are read from the database for the metrics
+    /// endpoint; `nil` (no endpoint) reads nothing.
+    public var metricsInterval: Duration? = nil
 
     public init(
         queues: [String] = ["default"], concurrency: Int = 10, batchSize: Int = 10,
@@ -41,8 +44,9 @@ public struct WorkerConfiguration: Sendable {
     /// two missed beats.
     public var heartbeatInterval: Duration { visibilityTimeout / 3 }
 
-    /// Connections the worker needs: one per lane, one each for LISTEN, heartbeats, sweeps and throughput.
-    public var connectionsNeeded: Int { concurrency + 4 }
+    /// Connections the worker needs: one per lane, one each for LISTEN,
+    /// heartbeats, sweeps, throughput and metrics.
+    public var connectionsNeeded: Int { concurrency + 5 }
 
     public static func defaultWorkerID() -> String {
         "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"

@@ -1,3 +1,4 @@
+import Metrics
 import Synchronization
 import WorkerEngine
 
@@ -28,8 +29,15 @@ final class WorkerCounters: Sendable {
 
     var snapshot: WorkerTotals { state.withLock { $0.totals } }
 
-    func claimed(_ count: Int) { state.withLock { $0.totals.claimed += count } }
-    func batchFailed() { state.withLock { $0.totals.batchErrors += 1 } }
+    func claimed(_ count: Int, from queue: String) {
+        state.withLock { $0.totals.claimed += count }
+        Counter(label: JobMetrics.claimed, dimensions: [("queue", queue)]).increment(by: count)
+    }
+
+    func batchFailed() {
+        state.withLock { $0.totals.batchErrors += 1 }
+        Counter(label: JobMetrics.batchErrors).increment()
+    }
 
     /// Hands over the tallies gathered since the last call.
     func takeTallies() -> [Throughput.Key: ThroughputTally] {
@@ -69,6 +77,32 @@ final class WorkerCounters: Sendable {
                 }
                 if let key = kinds[outcome.jobID] { state.tallies[key, default: ThroughputTally()].add(outcome) }
             }
+        }
+        for outcome in outcomes {
+            guard let key = kinds[outcome.jobID] else { continue }
+            Counter(label: JobMetrics.outcomes, dimensions: [
+                ("queue", key.queue), ("kind", key.kind), ("outcome", outcome.metricName),
+            ]).increment()
+            if case .deadLettered(_, let reason) = outcome {
+                Counter(label: JobMetrics.deadLetters, dimensions: [
+                    ("queue", key.queue), ("kind", key.kind), ("reason", reason.rawValue),
+                ]).increment()
+            }
+        }
+    }
+}
+
+extension JobOutcome {
+    /// The `outcome` label of `worker_jobs_total`.
+    var metricName: String {
+        switch self {
+        case .done: "done"
+        case .duplicate: "duplicate"
+        case .rejected: "rejected"
+        case .retried: "retried"
+        case .deadLettered: "dead_lettered"
+        case .leaseLost: "lease_lost"
+        case .released: "released"
         }
     }
 }

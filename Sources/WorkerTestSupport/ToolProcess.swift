@@ -36,6 +36,8 @@ public final class ToolProcess: Sendable {
         var inherited = ProcessInfo.processInfo.environment.filter { key, _ in
             !(key == "DATABASE_URL" || key.hasPrefix("PG") || key.hasPrefix("WORKERD_") || key.hasPrefix("WORKER_"))
         }
+        // Many workerd run at once in tests: each takes a free port for its metrics.
+        inherited["WORKERD_METRICS_ADDRESS"] = "127.0.0.1:0"
         inherited.merge(environment) { $1 }
         process.environment = inherited
         process.standardInput = FileHandle.nullDevice
@@ -50,8 +52,9 @@ public final class ToolProcess: Sendable {
     /// Sends `signal` (SIGTERM, SIGKILL, ...) to the child.
     public func send(_ signal: Int32) { kill(pid, signal) }
 
-    /// What the child has printed on stdout so far, while it runs.
+    /// What the child has printed so far, while it runs.
     public var stdoutSoFar: String { read("stdout") }
+    public var stderrSoFar: String { read("stderr") }
 
     /// Waits for the child to exit and returns what it printed.
     public func result() async -> ToolResult {

@@ -67,7 +67,7 @@ import WorkerTestSupport
                 #expect(!result.stderr.contains("permission denied"), "\(result.stderr)")
 
                 for statement: PostgresQuery in [
-                    "SELECT * FROM worker.dead_letters", "DELETE FROM worker.dead_letters",
+                    "DELETE FROM worker.dead_letters", "UPDATE worker.dead_letters SET reason = 'x'",
                     "INSERT INTO worker.queue_pauses (queue) VALUES ('default')", "DELETE FROM worker.queue_pauses",
                     "DELETE FROM app.payments", "DROP TABLE worker.jobs", "DELETE FROM worker.schema_migrations",
                 ] {

@@ -13,6 +13,9 @@ import WorkerTestSupport
             ([], ["DATABASE_URL": "mysql://db/jobs"], "DATABASE_URL"),
             (["--retry", "refund.requested:rate=0.5"], [:], "--retry"),
             (["--log-level", "loud"], [:], "--log-level"),
+            (["--log-format", "xml"], [:], "--log-format"),
+            (["--metrics-address", "9464"], [:], "--metrics-address"),
+            ([], ["WORKERD_METRICS_ADDRESS": "127.0.0.1:99999"], "WORKERD_METRICS_ADDRESS"),
         ]
         for (arguments, environment, setting) in cases {
             let result = try await runTool("workerd", arguments, environment: environment)
@@ -43,7 +46,7 @@ import WorkerTestSupport
             #expect(result.stderr.contains("worker stopped"), "\(result)")
 
             // The job at hand finished; the rest of its batch is back in the queue as if never claimed.
-            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(slow)") == 0)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(slow)") == 0, "\(result)")
             #expect(try await db.jobCount() == 5)
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE lease_token IS NOT NULL OR attempts <> 0") == 0)
             #expect(try await db.deadCount() == 0)

@@ -1,0 +1,42 @@
+import Logging
+import Metrics
+import PostgresNIO
+import WorkerEngine
+
+/// Sets the gauges that are states rather than events: each queue's depth,
+/// the age of its oldest ready job and whether it is paused (read from the
+/// database), and this worker's leases and stuck lanes.
+struct MetricsSampler: Sendable {
+    let worker: Worker
+    let client: PostgresClient
+    let interval: Duration
+    let logger: Logger
+
+    func run() async {
+        Gauge(label: JobMetrics.poolConnections).record(worker.configuration.connectionsNeeded)
+        repeat {
+            await sample()
+        } while (try? await Task.sleep(for: interval)) != nil
+    }
+
+    func sample() async {
+        Gauge(label: JobMetrics.leasesHeld).record(worker.leasesHeld)
+        Gauge(label: JobMetrics.lanesStuck).record(worker.stuckLanes(after: worker.configuration.visibilityTimeout).count)
+        let logger = logger
+        do {
+            let stats = try await client.withLiveConnection { try await QueueStats.read(on: $0, logger: logger) }
+            for queue in worker.configuration.queues {
+                let found = stats.first { $0.queue == queue }
+                let dimensions = [("queue", queue)]
+                Gauge(label: JobMetrics.queueReady, dimensions: dimensions).record(found?.ready ?? 0)
+                Gauge(label: JobMetrics.queueInFlight, dimensions: dimensions).record(found?.inFlight ?? 0)
+                Gauge(label: JobMetrics.queueDelayed, dimensions: dimensions).record(found?.delayed ?? 0)
+                Gauge(label: JobMetrics.queueDead, dimensions: dimensions).record(found?.dead ?? 0)
+                Gauge(label: JobMetrics.queueOldestAge, dimensions: dimensions).record(found?.oldestReadyAgeSeconds ?? 0)
+                Gauge(label: JobMetrics.queuePaused, dimensions: dimensions).record(found?.paused == true ? 1 : 0)
+            }
+        } catch {
+            logger.warning("could not sample queue metrics", metadata: ["error": "\(String(reflecting: error))"])
+        }
+    }
+}

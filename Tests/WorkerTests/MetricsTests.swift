@@ -1,0 +1,97 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+import WorkerEngine
+import WorkerTestSupport
+
+/// The Prometheus endpoint and the JSON logs of a real workerd.
+@Suite(.timeLimit(.minutes(2))) struct MetricsTests {
+    func get(_ url: String) async throws -> (status: Int, body: String) {
+        let (data, response) = try await URLSession.shared.data(from: URL(string: url)!)
+        return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
+    }
+
+    /// The value of the sample whose name and labels are exactly `series`.
+    func sample(_ text: String, _ series: String) -> Double? {
+        text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    @Test func countersByKindAndOutcomeHandlerHistogramQueueGaugesAndJSONLogLines() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("INSERT INTO app.payments (id, amount_cents, currency) VALUES ('pay_1', 1000, 'EUR')")
+            let refund = #"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 300, "currency": "EUR"}"#
+            let tooMuch = #"{"refund_id": "rf_2", "payment_id": "pay_1", "amount_cents": 5000, "currency": "EUR"}"#
+            for payload in [refund, refund, tooMuch, #"{"refund_id": 7}"#] {
+                _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: payload))
+            }
+            // A paused queue with a job an hour old: the age gauge must show it.
+            try await QueuePauses(client: db.client, logger: db.logger).pause("held")
+            try await db.execute("INSERT INTO worker.jobs (queue, kind, created_at) VALUES ('held', 'noop', now() - interval '1 hour')")
+
+            let workerd = try ToolProcess("workerd", [
+                "--worker-id", "metrics", "--queues", "default,held", "--log-format", "json", "--metrics-address", "127.0.0.1:0",
+            ], environment: ["DATABASE_URL": db.url])
+            var endpoint = ""
+            try await eventually("the metrics endpoint") {
+                guard let line = workerd.stderrSoFar.split(separator: "\n").first(where: { $0.contains("metrics endpoint listening") }),
+                      let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: String],
+                      let address = object["address"] else { return false }
+                endpoint = address
+                return true
+            }
+            try await eventually("the default queue to drain") {
+                try await db.int("SELECT count(*)::int FROM worker.jobs WHERE queue = 'default'") == 0
+            }
+            var text = ""
+            try await eventually("the queue gauges") {
+                text = try await get(endpoint).body
+                return sample(text, #"worker_queue_oldest_ready_age_seconds{queue="held"}"#) ?? 0 >= 3600
+                    && sample(text, #"worker_queue_ready_jobs{queue="default"}"#) == 0
+            }
+            let refunds = #"queue="default",kind="refund.requested""#
+            for (outcome, count) in [("done", 1.0), ("duplicate", 1), ("rejected", 1), ("dead_lettered", 1)] {
+                #expect(sample(text, #"worker_jobs_total{\#(refunds),outcome="\#(outcome)"}"#) == count, "\(outcome)\n\(text)")
+            }
+            #expect(sample(text, #"worker_dead_letters_total{\#(refunds),reason="invalid_event"}"#) == 1)
+            #expect(sample(text, #"worker_jobs_claimed_total{queue="default"}"#) == 4)
+            #expect(sample(text, #"worker_handler_duration_seconds_count{kind="refund.requested"}"#) == 2)  // done and rejected
+            #expect(sample(text, #"worker_queue_paused{queue="held"}"#) == 1)
+            #expect(sample(text, #"worker_queue_ready_jobs{queue="held"}"#) == 1)
+            #expect(sample(text, "worker_leases_held") == 0)
+            #expect(text.contains("# TYPE worker_handler_duration_seconds histogram"))
+            #expect(try await get(endpoint.replacingOccurrences(of: "/metrics", with: "/other")).status == 404)
+
+            workerd.send(SIGTERM)
+            let result = await workerd.result()
+            #expect(result.status == 0, "\(result)")
+            let lines = result.stderr.split(separator: "\n")
+            let events = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: String] }
+            #expect(events.count == lines.count, "every log line is a JSON object:\n\(result.stderr)")
+            let dead = try #require(events.first { $0["msg"] == "job dead-lettered" })
+            for field in ["ts", "level", "job_id", "kind", "attempt", "lease", "reason", "error", "worker"] {
+                #expect(dead[field] != nil, "\(field) missing in \(dead)")
+            }
+            #expect(dead["reason"] == "invalid_event" && dead["level"] == "error")
+        }
+    }
+
+    @Test func aTakenMetricsPortStopsStartupNamingTheSetting() async throws {
+        try await withTestDatabase { db in
+            let first = try ToolProcess("workerd", ["--worker-id", "a", "--metrics-address", "127.0.0.1:0", "--log-format", "logfmt"],
+                                        environment: ["DATABASE_URL": db.url])
+            var address = ""
+            try await eventually("the first endpoint") {
+                guard let line = first.stderrSoFar.split(separator: "\n").first(where: { $0.contains("metrics endpoint listening") }),
+                      let field = line.split(separator: " ").first(where: { $0.hasPrefix("address=") }) else { return false }
+                address = field.dropFirst("address=http://".count).replacingOccurrences(of: "/metrics", with: "")
+                return true
+            }
+            let second = try await runTool("workerd", ["--worker-id", "b", "--metrics-address", address], database: db)
+            #expect(second.status == 1 && second.stderr.contains("--metrics-address") && second.stderr.contains(address), "\(second)")
+            first.send(SIGTERM)
+            #expect(await first.result().status == 0)
+        }
+    }
+}
