@@ -33,10 +33,22 @@ public struct DatabaseConfig: Sendable, Equatable {
         self.sslRootCert = sslRootCert
     }
 
-    /// `url` wins over the environment's `DATABASE_URL`, which wins over `PG*` variables.
+    /// The first of: `url` (a flag), `DATABASE_URL`, the file named by
+    /// `DATABASE_URL_FILE`, the systemd credential `database-url`
+    /// (`LoadCredential=database-url:/etc/worker/database-url`), the `PG*`
+    /// variables. The files keep the password out of the environment and the unit.
     public static func resolve(url: String?, environment: [String: String]) throws -> DatabaseConfig {
         if let url = url ?? environment["DATABASE_URL"], !url.isEmpty {
             return try parse(url: url, setting: "--database-url / DATABASE_URL")
+        }
+        if let file = environment["DATABASE_URL_FILE"], !file.isEmpty {
+            return try parse(url: try readSecret(file, setting: "DATABASE_URL_FILE"), setting: "DATABASE_URL_FILE (\(file))")
+        }
+        if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
+            let file = directory + "/database-url"
+            if FileManager.default.fileExists(atPath: file) {
+                return try parse(url: try readSecret(file, setting: "credential database-url"), setting: "credential database-url")
+            }
         }
         let env = environment
         let user = env["PGUSER"] ?? env["USER"] ?? "postgres"
@@ -58,6 +70,15 @@ public struct DatabaseConfig: Sendable, Equatable {
         config.sslRootCert = env["PGSSLROOTCERT"]
         config.applicationName = env["PGAPPNAME"]
         return config
+    }
+
+    private static func readSecret(_ path: String, setting: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(setting: setting, "cannot read '\(path)'")
+        }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty else { throw ConfigurationError(setting: setting, "'\(path)' is empty") }
+        return text
     }
 
     /// Parses `postgres://user:password@host:port/database?sslmode=...&sslrootcert=...`.

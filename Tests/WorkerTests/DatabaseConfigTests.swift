@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import WorkerEngine
 
@@ -20,6 +21,32 @@ import WorkerEngine
         #expect(fromURL.host == "h" && fromURL.user == "u" && fromURL.database == "d" && fromURL.port == 5432)
         let fromFlag = try DatabaseConfig.resolve(url: "postgres://f@flag/x", environment: ["DATABASE_URL": "postgres://u@h/d"])
         #expect(fromFlag.host == "flag")
+    }
+
+    @Test func theURLMayComeFromAFileOrASystemdCredentialKeepingThePasswordOutOfTheEnvironment() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("creds-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "postgres://cred:s3cret@credhost/app?sslmode=require\n".write(
+            to: directory.appendingPathComponent("database-url"), atomically: true, encoding: .utf8)
+        try "postgres://file:pw@filehost/app\n".write(to: directory.appendingPathComponent("url"), atomically: true, encoding: .utf8)
+
+        let credential = try DatabaseConfig.resolve(url: nil, environment: ["CREDENTIALS_DIRECTORY": directory.path, "PGHOST": "pg"])
+        #expect(credential.host == "credhost" && credential.password == "s3cret" && credential.sslMode == .require)
+        let file = try DatabaseConfig.resolve(url: nil, environment: [
+            "DATABASE_URL_FILE": directory.appendingPathComponent("url").path, "CREDENTIALS_DIRECTORY": directory.path,
+        ])
+        #expect(file.host == "filehost" && file.password == "pw")
+        let env = try DatabaseConfig.resolve(url: nil, environment: ["DATABASE_URL": "postgres://e@envhost/x", "CREDENTIALS_DIRECTORY": directory.path])
+        #expect(env.host == "envhost")
+        // A credential directory without this credential leaves it to the PG* variables.
+        let pg = try DatabaseConfig.resolve(url: nil, environment: ["CREDENTIALS_DIRECTORY": "/nonexistent", "PGHOST": "pg"])
+        #expect(pg.host == "pg")
+        #expect {
+            try DatabaseConfig.resolve(url: nil, environment: ["DATABASE_URL_FILE": "/nonexistent/url"])
+        } throws: { error in
+            "\(error)".contains("DATABASE_URL_FILE") && "\(error)".contains("/nonexistent/url")
+        }
     }
 
     @Test func badValuesNameTheSetting() {
