@@ -220,6 +220,9 @@ struct WorkerStartup: Service {
     let notifier: SystemdNotifier
     let logger: Logger
 
+    /// Each retry extends systemd's start timeout by this much (in µs).
+    static let startupExtension = 30_000_000
+
     func run() async throws {
         let migrator = Migrator(client: client, logger: logger)
         var delay = Duration.milliseconds(200)
@@ -239,6 +242,9 @@ struct WorkerStartup: Service {
                 logger.warning("database not reachable, retrying", metadata: [
                     "database": "\(database.redactedURL)", "error": "\(String(reflecting: error))",
                 ])
+                // Waiting for the database is not a failed start: keep systemd's start
+                // timeout from killing the process, and show why in `systemctl status`.
+                notifier.send("STATUS=waiting for the database: \(error)\nEXTEND_TIMEOUT_USEC=\(Self.startupExtension)")
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(5))
                 if Task.isShuttingDownGracefully { return }

@@ -65,7 +65,11 @@ import WorkerTestSupport
             #expect(again.status != 0 && again.stderr.contains("queue 'mail' is not paused"), "\(again)")
             let missing = try await runTool("workerctl", ["pause"], database: db)
             #expect(missing.status != 0 && missing.stderr.contains("Missing expected argument '<queue>'"), "\(missing)")
-            #expect(try await db.string("SELECT string_agg(queue, ',') FROM worker.queue_pauses") == "mial")
+            let hostile = "x'; DROP TABLE worker.jobs; --"
+            let odd = try await runTool("workerctl", ["pause", hostile], database: db)
+            #expect(odd.status == 0 && odd.stdout.contains("paused queue '\(hostile)'"), "\(odd)")
+            #expect(try await db.string("SELECT string_agg(queue, ',' ORDER BY queue) FROM worker.queue_pauses") == "mial,\(hostile)")
+            #expect(try await db.jobCount() == 1)
         }
     }
 }

@@ -56,6 +56,21 @@ import WorkerTestSupport
     }
 }
 
+@Suite(.timeLimit(.minutes(1))) struct SystemdStartupTests {
+    @Test func whileTheDatabaseIsUnreachableTheStartTimeoutIsExtendedAndTheStatusSaysWhy() async throws {
+        let socket = try NotifySocket()
+        let workerd = try ToolProcess("workerd", ["--worker-id", "waiting"], environment: [
+            "DATABASE_URL": "postgres://postgres@127.0.0.1:1/nowhere?sslmode=disable", "NOTIFY_SOCKET": socket.path,
+        ])
+        try await eventually("two extensions") { socket.receive().filter { $0.hasPrefix("EXTEND_TIMEOUT_USEC=") }.count >= 2 }
+        #expect(socket.received.contains { $0.hasPrefix("STATUS=waiting for the database: cannot connect to postgres://postgres@127.0.0.1:1") })
+        #expect(!socket.received.contains("READY=1"))
+        workerd.send(SIGTERM)
+        let result = await workerd.result()
+        #expect(result.status == 0, "\(result)")
+    }
+}
+
 /// A datagram socket standing in for systemd's notify socket.
 final class NotifySocket: @unchecked Sendable {
     // Touched only from the test's own task.
