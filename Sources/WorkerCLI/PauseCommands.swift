@@ -10,7 +10,7 @@ struct PauseCommand: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "The queue to pause.") var queue: String
-    @Option(help: "Why, for whoever looks next (shown by `workerctl stats --json`).") var reason: String?
+    @Option(help: "Why, for whoever looks next (kept with who paused it in worker.queue_pauses).") var reason: String?
 
     func validate() throws {
         guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("QUEUE must have 1 to 128 characters") }
@@ -19,8 +19,9 @@ struct PauseCommand: AsyncParsableCommand {
     func run() async throws {
         let (queue, reason) = (self.queue, self.reason)
         let (paused, known) = try await database.withClient { client, logger in
-            (try await QueuePauses(client: client, logger: logger).pause(queue, reason: reason),
-             try await QueueStats.read(client: client, logger: logger).contains { $0.queue == queue && ($0.ready + $0.inFlight + $0.delayed + $0.dead) > 0 })
+            let paused = try await QueuePauses(client: client, logger: logger).pause(queue, reason: reason)
+            let stats = try await QueueStats.read(client: client, logger: logger)
+            return (paused, stats.contains { $0.queue == queue && $0.ready + $0.inFlight + $0.delayed + $0.dead > 0 })
         }
         print(paused ? "paused queue '\(queue)'" : "queue '\(queue)' was already paused")
         if !known { print("note: queue '\(queue)' has no jobs and no dead letters yet; check the name") }

@@ -15,6 +15,14 @@ public struct ThroughputTally: Sendable, Equatable {
 
     public var isEmpty: Bool { self == ThroughputTally() }
 
+    public static func += (lhs: inout ThroughputTally, rhs: ThroughputTally) {
+        lhs.done += rhs.done
+        lhs.duplicates += rhs.duplicates
+        lhs.rejected += rhs.rejected
+        lhs.retried += rhs.retried
+        lhs.deadLettered += rhs.deadLettered
+    }
+
     public mutating func add(_ outcome: JobOutcome) {
         switch outcome {
         case .done: done += 1

@@ -50,15 +50,7 @@ final class WorkerCounters: Sendable {
     /// Puts back tallies that could not be written, to try again with the next ones.
     func restore(_ tallies: [Throughput.Key: ThroughputTally]) {
         state.withLock { state in
-            for (key, tally) in tallies {
-                var merged = state.tallies[key, default: ThroughputTally()]
-                merged.done += tally.done
-                merged.duplicates += tally.duplicates
-                merged.rejected += tally.rejected
-                merged.retried += tally.retried
-                merged.deadLettered += tally.deadLettered
-                state.tallies[key] = merged
-            }
+            for (key, tally) in tallies { state.tallies[key, default: ThroughputTally()] += tally }
         }
     }
 
