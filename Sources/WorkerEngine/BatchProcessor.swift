@@ -102,14 +102,8 @@ public struct BatchProcessor: Sendable {
             let outcome: JobOutcome
             try await tx.savepoint(.handler)
             do {
-                let started = ContinuousClock.now
-                let result: JobResult
-                do {
-                    result = try await handler.handle(job, context: context)
-                    JobMetrics.recordHandler(kind: job.kind, duration: .now - started)
-                } catch {
-                    JobMetrics.recordHandler(kind: job.kind, duration: .now - started)
-                    throw error
+                let result = try await JobMetrics.timingHandler(kind: job.kind) {
+                    try await handler.handle(job, context: context)
                 }
                 try await tx.releaseSavepoint(.handler)
                 if let key { try await tx.completeIdempotencyKey(key, result: result) }

@@ -32,8 +32,13 @@ public enum JobMetrics {
     public static let queueOldestAge = "worker_queue_oldest_ready_age_seconds"
     public static let queuePaused = "worker_queue_paused"
 
-    static func recordHandler(kind: String, duration: Duration) {
-        Timer(label: handlerDuration, dimensions: [("kind", kind)]).recordNanoseconds(duration.nanoseconds)
+    /// Runs a handler and records its time, whether it returns or throws.
+    static func timingHandler<T>(kind: String, _ body: () async throws -> T) async throws -> T {
+        let started = ContinuousClock.now
+        defer {
+            Timer(label: handlerDuration, dimensions: [("kind", kind)]).recordNanoseconds((.now - started).nanoseconds)
+        }
+        return try await body()
     }
 }
 
