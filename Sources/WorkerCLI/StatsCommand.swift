@@ -41,14 +41,10 @@ struct StatsCommand: AsyncParsableCommand {
         let (queue, json, watch) = (self.queue, self.json, self.watch)
         try await database.withClient { client, logger in
             repeat {
-                var report = Report(
-                    queues: try await QueueStats.read(client: client, logger: logger),
+                let report = Report(
+                    queues: try await QueueStats.read(client: client, queues: queue.map { [$0] }, logger: logger),
                     kinds: try await KindOutcomes.read(client: client, logger: logger),
-                    deadLetters: try await DeadLetterCount.read(client: client, logger: logger))
-                if let queue {
-                    report.queues = report.queues.filter { $0.queue == queue }
-                    report.deadLetters = report.deadLetters.filter { $0.queue == queue }
-                }
+                    deadLetters: try await DeadLetterCount.read(client: client, queue: queue, logger: logger))
                 let text: String
                 if json {
                     text = try JSONOutput.encode(report, compact: watch)

@@ -24,12 +24,13 @@ public struct QueueStats: Sendable, Equatable, Codable {
     public var finishedLastMinute: Int
     public var paused: Bool
 
-    /// Reads every queue that has jobs, dead letters, recent throughput or a pause.
-    public static func read(client: PostgresClient, logger: Logger) async throws -> [QueueStats] {
-        try await client.withLiveConnection { try await read(on: $0, logger: logger) }
+    /// Reads every queue that has jobs, dead letters, recent throughput or a
+    /// pause; with `queues`, only those (the others are not scanned).
+    public static func read(client: PostgresClient, queues: [String]? = nil, logger: Logger) async throws -> [QueueStats] {
+        try await client.withLiveConnection { try await read(on: $0, queues: queues, logger: logger) }
     }
 
-    public static func read(on connection: PostgresConnection, logger: Logger) async throws -> [QueueStats] {
+    public static func read(on connection: PostgresConnection, queues: [String]? = nil, logger: Logger) async throws -> [QueueStats] {
         let rows = try await connection.query(
             """
             WITH q AS (
@@ -41,15 +42,18 @@ public struct QueueStats: Sendable, Equatable, Codable {
                            AS oldest_ready_age,
                        count(*) FILTER (WHERE errors <> '[]'::jsonb) AS retrying,
                        coalesce(max(attempts), 0) AS highest_attempt
-                FROM worker.jobs GROUP BY queue
+                FROM worker.jobs WHERE \(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[]) GROUP BY queue
             ), d AS (
-                SELECT queue, count(*) AS dead FROM worker.dead_letters GROUP BY queue
+                SELECT queue, count(*) AS dead FROM worker.dead_letters
+                WHERE \(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[]) GROUP BY queue
             ), t AS (
                 SELECT queue, sum(done + duplicates + rejected + dead_lettered) AS finished
-                FROM worker.throughput WHERE bucket > now() - interval '1 minute' GROUP BY queue
+                FROM worker.throughput WHERE bucket > now() - interval '1 minute'
+                  AND (\(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[])) GROUP BY queue
             ), names AS (
                 SELECT queue FROM q UNION SELECT queue FROM d UNION SELECT queue FROM t
                 UNION SELECT queue FROM worker.queue_pauses
+                WHERE \(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[])
             )
             SELECT n.queue, coalesce(q.ready, 0), coalesce(q.in_flight, 0), coalesce(q.delayed, 0),
                    coalesce(d.dead, 0), coalesce(q.oldest_ready_age, 0), coalesce(q.retrying, 0),
@@ -120,11 +124,12 @@ public struct DeadLetterCount: Sendable, Equatable, Codable {
     public var count: Int
     public var newest: Date
 
-    public static func read(client: PostgresClient, logger: Logger) async throws -> [DeadLetterCount] {
+    public static func read(client: PostgresClient, queue: String? = nil, logger: Logger) async throws -> [DeadLetterCount] {
         let rows = try await client.query(
             """
             SELECT queue, reason, count(*)::int, max(failed_at)
-            FROM worker.dead_letters GROUP BY queue, reason ORDER BY queue, count(*) DESC, reason
+            FROM worker.dead_letters WHERE \(queue)::text IS NULL OR queue = \(queue)
+            GROUP BY queue, reason ORDER BY queue, count(*) DESC, reason
             """, logger: logger)
         var counts: [DeadLetterCount] = []
         for try await r in rows.decode((String, String, Int, Date).self) {

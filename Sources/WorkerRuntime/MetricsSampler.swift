@@ -22,10 +22,10 @@ struct MetricsSampler: Sendable {
     func sample() async {
         Gauge(label: JobMetrics.leasesHeld).record(worker.leasesHeld)
         Gauge(label: JobMetrics.lanesStuck).record(worker.stuckLanes(after: worker.configuration.visibilityTimeout).count)
-        let logger = logger
+        let queues = worker.configuration.queues
         do {
-            let stats = try await client.withLiveConnection { try await QueueStats.read(on: $0, logger: logger) }
-            for queue in worker.configuration.queues {
+            let stats = try await QueueStats.read(client: client, queues: queues, logger: logger)
+            for queue in queues {
                 let found = stats.first { $0.queue == queue }
                 let dimensions = [("queue", queue)]
                 Gauge(label: JobMetrics.queueReady, dimensions: dimensions).record(found?.ready ?? 0)
