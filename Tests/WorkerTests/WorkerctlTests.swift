@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import WorkerEngine
+import WorkerRuntime
 import WorkerTestSupport
 
 /// `workerctl` as an operator runs it: the real binary against a real database.
@@ -46,6 +47,42 @@ import WorkerTestSupport
             #expect(table.status == 0)
             let row = try #require(table.stdout.split(separator: "\n").first { $0.hasPrefix("mail") })
             #expect(row.split(separator: " ").prefix(5) == ["mail", "3", "0", "1", "0"])
+        }
+    }
+
+    @Test func statsShowWhatWorkersFinishedInTheLastMinuteAndDeadLettersByReasonPerQueue() async throws {
+        try await withTestDatabase { db in
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", payload: #"{"ok": true}"#), count: 7)
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", payload: #"{"ok": false}"#), count: 2)
+            _ = try await db.queue.enqueue(NewJob(queue: "sms", kind: "test", payload: #"{"ok": false}"#))
+            let handler = RecordingHandler { job, _ in
+                if job.payload.contains("false") { throw JobError.nonRetryable("refused by the provider") }
+            }
+            let config = WorkerConfiguration(queues: ["mail", "sms"], concurrency: 2, batchSize: 3, workerID: "stats")
+            let worker = Worker(client: db.client, configuration: config, handlers: .testing(handler), logger: db.logger)
+            let running = Task { try await worker.run() }
+            try await eventually("both queues to drain") { try await db.jobCount() == 0 }
+            worker.stop()
+            try await running.value  // writes its last throughput on the way out
+
+            let json = try await runTool("workerctl", ["stats", "--json", "--queue", "mail"], database: db)
+            #expect(json.status == 0, "\(json)")
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            decoder.dateDecodingStrategy = .iso8601
+            struct Report: Decodable { var queues: [QueueStats]; var kinds: [KindOutcomes]; var deadLetters: [DeadLetterCount] }
+            let report = try decoder.decode(Report.self, from: Data(json.stdout.utf8))
+            #expect(report.queues.map(\.queue) == ["mail"])
+            #expect(report.queues.first?.finishedLastMinute == 9 && report.queues.first?.dead == 2)
+            #expect(report.deadLetters.map { "\($0.queue) \($0.reason) \($0.count)" } == ["mail non_retryable 2"])
+            let test = try #require(report.kinds.first { $0.kind == "test" })
+            #expect(test.doneLastMinute == 7 && test.deadLetteredLastMinute == 3 && test.retriedLastMinute == 0)
+
+            let table = try await runTool("workerctl", ["stats"], database: db)
+            let lines = table.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            // QUEUE READY IN_FLIGHT DELAYED DEAD OLDEST_READY DONE/MIN ...
+            #expect(lines.first { $0.first == "sms" }?[6] == "1", "\(table)")
+            #expect(lines.contains { $0.prefix(3) == ["sms", "non_retryable", "1"] }, "\(table)")
         }
     }
 
