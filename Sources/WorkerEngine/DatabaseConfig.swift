@@ -143,9 +143,23 @@ public struct DatabaseConfig: Sendable, Equatable {
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
         configuration.options.connectTimeout = .seconds(5)
-        if let applicationName { configuration.options.additionalStartupParameters = [("application_name", applicationName)] }
+        configuration.options.additionalStartupParameters = Self.deadPeerDetection
+            + (applicationName.map { [("application_name", $0)] } ?? [])
         return configuration
     }
+
+    /// Asks the server to probe a silent client after 10 s and drop it after
+    /// 25 s. A worker host that vanishes without closing its connections (power
+    /// loss, a cut link) otherwise keeps its sessions for the kernel's ~2 hours,
+    /// and with them the row locks of the batch it was in: SKIP LOCKED then hides
+    /// those jobs from every other worker long after their lease expired, and
+    /// other workers' updates of the same payment or flight wait. Found and
+    /// proven by `scripts/chaos --only netns`. Ignored on Unix sockets.
+    static let deadPeerDetection: [(String, String)] = [
+        ("tcp_keepalives_idle", "10"), ("tcp_keepalives_interval", "5"), ("tcp_keepalives_count", "3"),
+        // Also bounds how long the server waits for unacknowledged data it sent.
+        ("tcp_user_timeout", "25000"),
+    ]
 
     /// Opens one connection and closes it, and throws what stopped it: the pool
     /// retries failed connections quietly and forever, so a wrong password or an

@@ -4,7 +4,7 @@ import Synchronization
 
 extension PostgresClient {
     /// `withConnection`, except that `body` fails as soon as the connection
-    /// closes.
+    /// closes, and cancelling the task closes the connection.
     ///
     /// Why: postgres-nio 1.33 can lend a connection the server has just closed
     /// (a restart, `pg_terminate_backend`, a network cut); a query written to
@@ -30,7 +30,12 @@ extension PostgresConnection {
         return try await withTaskCancellationHandler {
             try await outcome.value()
         } onCancel: {
+            // postgres-nio does not abandon a statement in flight when its task
+            // is cancelled; closing the connection does, and the server rolls
+            // back whatever the session had not committed.
             work.cancel()
+            outcome.finish(.failure(CancellationError()))
+            let _: EventLoopFuture<Void> = self.close()
         }
     }
 }

@@ -8,6 +8,7 @@ import WorkerEngine
 struct LeaseHeartbeat: Sendable {
     let queue: JobQueue
     let leases: LeaseRegistry
+    let contact: DatabaseContact
     let configuration: WorkerConfiguration
     let logger: Logger
 
@@ -17,7 +18,14 @@ struct LeaseHeartbeat: Sendable {
                 try await Task.sleep(for: configuration.heartbeatInterval)
                 let held = leases.all
                 guard !held.isEmpty else { continue }
-                let extended = try await queue.extend(held, visibilityTimeout: configuration.visibilityTimeout)
+                let (queue, timeout) = (queue, configuration.visibilityTimeout)
+                let started = ContinuousClock.now
+                let extended = try await withDeadline({ started + timeout }, orElse: {
+                    DeadlineExceeded(operation: "lease heartbeat", reason: "no answer within the visibility timeout")
+                }) {
+                    try await queue.extend(held, visibilityTimeout: timeout)
+                }
+                contact.heard()
                 logger.trace("leases extended", metadata: ["held": "\(held.count)", "extended": "\(extended.count)"])
             } catch is CancellationError {
                 return

@@ -19,6 +19,7 @@ public final class Worker: Service, Sendable {
     private let counters = WorkerCounters()
     private let stopping = Atomic<Bool>(false)
     private let monitor = LaneMonitor()
+    private let contact = DatabaseContact()
 
     public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
         var logger = logger
@@ -57,7 +58,8 @@ public final class Worker: Service, Sendable {
             await withTaskGroup(of: Void.self) { background in
                 let listener = NotificationListener(
                     client: client, queues: Set(configuration.queues), wake: wake, logger: logger)
-                let heartbeat = LeaseHeartbeat(queue: queue, leases: leases, configuration: configuration, logger: logger)
+                let heartbeat = LeaseHeartbeat(
+                    queue: queue, leases: leases, contact: contact, configuration: configuration, logger: logger)
                 background.addTask { await listener.run() }
                 background.addTask { await heartbeat.run() }
                 let reporter = ThroughputReporter(
@@ -122,16 +124,33 @@ public final class Worker: Service, Sendable {
     private func runBatch(from name: String, lane: Int) async throws -> Bool {
         monitor.claiming(lane)
         defer { monitor.claimed(lane) }
-        let jobs = try await queue.claim(
-            queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
-            workerID: configuration.workerID)
+        let (queue, configuration, processor, contact) = (queue, configuration, processor, contact)
+        // Leases from a claim answered after the visibility timeout would already have expired.
+        let started = ContinuousClock.now
+        let jobs = try await withDeadline({ started + configuration.visibilityTimeout }, orElse: {
+            DeadlineExceeded(operation: "claim", reason: "no answer within the visibility timeout")
+        }) {
+            try await queue.claim(
+                queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
+                workerID: configuration.workerID)
+        }
+        contact.heard()
         monitor.claimed(lane)
         guard !jobs.isEmpty else { return false }
         counters.claimed(jobs.count, from: name)
         let held = jobs.map(\.lease)
         leases.add(held)
         defer { leases.remove(held) }
-        let outcomes = try await processor.process(jobs, shouldStart: { !self.isStopping })
+        // A batch may run as long as its handlers need while the heartbeat hears
+        // from the database; once it has not for two visibility timeouts, the
+        // link is gone and the server has dropped the batch's session.
+        let outcomes = try await withDeadline({ contact.lastHeard + configuration.visibilityTimeout * 2 }, orElse: {
+            DeadlineExceeded(
+                operation: "batch",
+                reason: "no answer from the database for two visibility timeouts; its jobs return when their leases expire")
+        }) {
+            try await processor.process(jobs, shouldStart: { !self.isStopping })
+        }
         counters.record(outcomes, of: jobs)
         return true
     }
