@@ -51,7 +51,7 @@ struct DatabaseCommandError: Error, CustomStringConvertible {
 
     init(_ error: PSQLError) {
         let state = error.serverInfo?[.sqlState]
-        var text = DatabaseUnreachable.describe(error)
+        var text = errorText(error)
         if state == "42P01" || state == "3F000" {  // undefined table / schema
             text += "; the worker schema is missing or outdated: run `workerctl migrate`"
         }

@@ -18,13 +18,15 @@ public struct BatchProcessor: Sendable {
         self.logger = logger
     }
 
-    /// Processes `jobs` in order. Before each job it asks `shouldStart`; once
-    /// that says no (shutdown), the jobs not started are released in the same
-    /// transaction. The outcomes are known to be committed when this returns.
+    /// Processes `jobs` in lock order (see `JobHandler.lockOrder`). Before
+    /// each job it asks `shouldStart`; once that says no (shutdown), the jobs
+    /// not started are released in the same transaction. The outcomes are
+    /// known to be committed when this returns.
     public func process(
         _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
+        let jobs = inLockOrder(jobs)
         return try await client.withLiveConnection { connection in try await connection.withTransaction(logger: self.logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
             var outcomes: [JobOutcome] = []
@@ -39,6 +41,17 @@ public struct BatchProcessor: Sendable {
             }
             return outcomes
         } }
+    }
+
+    /// Found by the interleaved chaos run: refunds of the same payments in
+    /// concurrent batches, each holding its rows until its commit, deadlocked
+    /// (40P01) so often that a backlog drained at a crawl. Priority is not a
+    /// sort key here: it decided which jobs were claimed, and a global order
+    /// is what prevents the cycles.
+    private func inLockOrder(_ jobs: [Job]) -> [Job] {
+        jobs.map { job in (job, handlers.handler(for: job.kind)?.lockOrder(for: job) ?? "") }
+            .sorted { ($0.0.kind, $0.1, $0.0.id) < ($1.0.kind, $1.1, $1.0.id) }
+            .map(\.0)
     }
 
     private func process(_ job: Job, in tx: JobTransaction) async throws -> JobOutcome {
@@ -165,7 +178,7 @@ public struct BatchProcessor: Sendable {
     /// Error text as stored in `last_error`: bounded, so that a handler cannot
     /// bloat the row with a huge message.
     static func describe(_ error: any Error) -> String {
-        let text = String(describing: error)
+        let text = errorText(error)
         return text.count > 2000 ? String(text.prefix(2000)) + "…" : text
     }
 }

@@ -232,21 +232,8 @@ public struct DatabaseUnreachable: Error, CustomStringConvertible {
 
     init(url: String, error: any Error) {
         self.url = url
-        self.reason = DatabaseUnreachable.describe(error)
+        self.reason = errorText(error)
     }
 
     public var description: String { "cannot connect to \(url): \(reason)" }
-
-    /// PSQLError hides the server's message from `description`, and NIO's
-    /// errors are terse: say what an operator can act on.
-    public static func describe(_ error: any Error) -> String {
-        if let psql = error as? PSQLError {
-            if let message = psql.serverInfo?[.message] {
-                return message + (psql.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
-            }
-            if let underlying = psql.underlying { return describe(underlying) }
-            return "\(psql.code)"
-        }
-        return String(describing: error)
-    }
 }

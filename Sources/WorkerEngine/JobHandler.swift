@@ -24,12 +24,19 @@ public protocol JobHandler: Sendable {
     /// The contract of the kind's payloads, checked before any effect; an
     /// event that breaks it is dead-lettered as `invalid_event`.
     var schema: EventSchema? { get }
+
+    /// The rows the job will lock, as a key that sorts like them (a refund's
+    /// payment, then its refund id). Every batch runs its jobs in this order,
+    /// so that two batches touching the same rows take their locks in the same
+    /// order and wait for each other instead of deadlocking.
+    func lockOrder(for job: Job) -> String?
 }
 
 extension JobHandler {
     public func idempotencyKey(for job: Job) -> String? { nil }
     public var idempotencyTTL: Duration? { .seconds(24 * 3600) }
     public var schema: EventSchema? { nil }
+    public func lockOrder(for job: Job) -> String? { nil }
 }
 
 /// What a handler produced, as JSON text.

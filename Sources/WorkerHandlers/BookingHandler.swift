@@ -50,6 +50,10 @@ public struct BookingHandler: JobHandler {
         (try? job.decode(Event.self)).map { "booking:\($0.request_id)" }
     }
 
+    public func lockOrder(for job: Job) -> String? {
+        (try? job.decode(Event.self)).map { "\($0.flight_id)\u{1}\($0.request_id)" }
+    }
+
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
         let event = try job.decode(Event.self)
         let saga = Saga(event: event, jobID: job.id, context: context, gateway: gateway)

@@ -28,6 +28,10 @@ public struct RefundHandler: JobHandler {
         (try? job.decode(Event.self)).map { "refund:\($0.refund_id)" }
     }
 
+    public func lockOrder(for job: Job) -> String? {
+        (try? job.decode(Event.self)).map { "\($0.payment_id)\u{1}\($0.refund_id)" }
+    }
+
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
         let event = try job.decode(Event.self)
         guard event.amount_cents > 0 else { throw JobError.invalidEvent("amount_cents must be positive") }

@@ -32,6 +32,23 @@ import WorkerTestSupport
         try await db.int("SELECT refunded_cents::int FROM app.payments WHERE id = \(payment)")
     }
 
+    /// Concurrent batches must lock shared payments in one order, or they
+    /// deadlock: a batch runs its refunds by payment, then refund id.
+    @Test func aBatchRunsItsJobsInLockOrderNotInIdOrder() async throws {
+        try await withTestDatabase { db in
+            try await pay(db, "pay_a")
+            try await pay(db, "pay_b")
+            var ids: [String: Int64] = [:]
+            for (refundID, payment) in [("rf_2", "pay_b"), ("rf_1", "pay_b"), ("rf_3", "pay_a")] {
+                ids[refundID] = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: refund(refundID, payment: payment)))
+            }
+            _ = try await db.queue.enqueue(NewJob(kind: "noop"))
+            let jobs = try await db.queue.claim(queue: "default", limit: 10, visibilityTimeout: .seconds(30), workerID: "w")
+            let outcomes = try await BatchProcessor(client: db.client, handlers: handlers, workerID: "w", logger: db.logger).process(jobs)
+            #expect(outcomes.map(\.jobID) == [jobs[3].id, ids["rf_3"]!, ids["rf_1"]!, ids["rf_2"]!])
+        }
+    }
+
     @Test func fiftyConcurrentCopiesOfARefundApplyItOnce() async throws {
         try await withTestDatabase(connections: 24) { db in
             try await pay(db)

@@ -74,7 +74,7 @@ import WorkerTestSupport
                     #expect(await consumer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }
             }
-            #expect(try await db.int("SELECT refunded_cents::int FROM app.payments") == 300)
+            #expect(try await db.int("SELECT refunded_cents::int FROM app.payments WHERE id = 'pay_1'") == 300)
             #expect(try await db.string("SELECT status FROM app.bookings WHERE request_id = 'bk_1'") == "confirmed")
             #expect(try await db.deadCount() == 2)
             #expect(try await db.int("SELECT sum(done + duplicates)::int FROM worker.throughput WHERE worker_id = 'consumer'") == 3)
