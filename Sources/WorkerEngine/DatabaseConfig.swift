@@ -159,6 +159,9 @@ public struct DatabaseConfig: Sendable, Equatable {
         ("tcp_keepalives_idle", "10"), ("tcp_keepalives_interval", "5"), ("tcp_keepalives_count", "3"),
         // Also bounds how long the server waits for unacknowledged data it sent.
         ("tcp_user_timeout", "25000"),
+        // A backend busy on a statement (waiting for a lock, say) does not read
+        // its socket; this makes it look every 5 s whether the client is gone.
+        ("client_connection_check_interval", "5000"),
     ]
 
     /// Opens one connection and closes it, and throws what stopped it: the pool
