@@ -18,10 +18,10 @@ struct LeaseHeartbeat: Sendable {
                 try await Task.sleep(for: configuration.heartbeatInterval)
                 let held = leases.all
                 guard !held.isEmpty else { continue }
-                let (queue, timeout) = (queue, configuration.visibilityTimeout)
+                let (queue, timeout, silence) = (queue, configuration.visibilityTimeout, configuration.silenceTimeout)
                 let started = ContinuousClock.now
-                let extended = try await withDeadline({ started + timeout }, orElse: {
-                    DeadlineExceeded(operation: "lease heartbeat", reason: "no answer within the visibility timeout")
+                let extended = try await withDeadline({ started + silence }, orElse: {
+                    DeadlineExceeded(operation: "lease heartbeat", reason: "no answer from the database within the silence timeout")
                 }) {
                     try await queue.extend(held, visibilityTimeout: timeout)
                 }

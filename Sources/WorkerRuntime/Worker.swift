@@ -125,10 +125,9 @@ public final class Worker: Service, Sendable {
         monitor.claiming(lane)
         defer { monitor.claimed(lane) }
         let (queue, configuration, processor, contact) = (queue, configuration, processor, contact)
-        // Leases from a claim answered after the visibility timeout would already have expired.
         let started = ContinuousClock.now
-        let jobs = try await withDeadline({ started + configuration.visibilityTimeout }, orElse: {
-            DeadlineExceeded(operation: "claim", reason: "no answer within the visibility timeout")
+        let jobs = try await withDeadline({ started + configuration.silenceTimeout }, orElse: {
+            DeadlineExceeded(operation: "claim", reason: "no answer from the database within the silence timeout")
         }) {
             try await queue.claim(
                 queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
@@ -142,12 +141,12 @@ public final class Worker: Service, Sendable {
         leases.add(held)
         defer { leases.remove(held) }
         // A batch may run as long as its handlers need while the heartbeat hears
-        // from the database; once it has not for two visibility timeouts, the
-        // link is gone and the server has dropped the batch's session.
-        let outcomes = try await withDeadline({ contact.lastHeard + configuration.visibilityTimeout * 2 }, orElse: {
+        // from the database; once it has not for the silence timeout, the link
+        // is gone and the server has dropped the batch's session.
+        let outcomes = try await withDeadline({ contact.lastHeard + configuration.silenceTimeout }, orElse: {
             DeadlineExceeded(
                 operation: "batch",
-                reason: "no answer from the database for two visibility timeouts; its jobs return when their leases expire")
+                reason: "no answer from the database within the silence timeout; its jobs return when their leases expire")
         }) {
             try await processor.process(jobs, shouldStart: { !self.isStopping })
         }

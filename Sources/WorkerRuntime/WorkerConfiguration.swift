@@ -25,6 +25,11 @@ public struct WorkerConfiguration: Sendable {
     /// How often queue gauges are read from the database for the metrics
     /// endpoint; `nil` (no endpoint) reads nothing.
     public var metricsInterval: Duration? = nil
+    /// How long the database may stay silent before a claim, a heartbeat or
+    /// a batch is abandoned by closing its connection: a dead link otherwise
+    /// holds a lane for TCP's ~15 minutes. Generous, so that a slow moment on
+    /// a loaded host is not mistaken for a cut.
+    public var silenceTimeout: Duration = .seconds(30)
 
     public init(
         queues: [String] = ["default"], concurrency: Int = 10, batchSize: Int = 10,

@@ -26,8 +26,12 @@ import WorkerTestSupport
             }()
             let job = try await db.queue.enqueue(NewJob(kind: "cut"))
 
-            let configuration = WorkerConfiguration(
-                concurrency: 2, visibilityTimeout: .seconds(1), pollInterval: .milliseconds(100), workerID: "w")
+            let configuration = {
+                var configuration = WorkerConfiguration(
+                    concurrency: 2, visibilityTimeout: .seconds(1), pollInterval: .milliseconds(100), workerID: "w")
+                configuration.silenceTimeout = .seconds(2)
+                return configuration
+            }()
             try await withPostgresClient(try database.clientConfiguration(maximumConnections: 8), logger: db.logger) { client in
                 let worker = Worker(client: client, configuration: configuration, handlers: handlers, logger: db.logger)
                 let running = Task { try await worker.run() }
