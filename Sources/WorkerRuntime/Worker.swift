@@ -95,7 +95,9 @@ public final class Worker: Service, Sendable {
         let queues = configuration.queues
         var turn = lane % queues.count
         var backoff = Backoff()
-        while !isStopping {
+        // A cancelled lane stops too: its statements now fail at once on
+        // cancellation, so looping on would spin.
+        while !isStopping && !Task.isCancelled {
             let generation = wake.generation
             var claimedAny = false
             do {
