@@ -63,15 +63,16 @@ import WorkerTestSupport
 
     @Test func theHeartbeatKeepsLeasesOfALongBatch() async throws {
         try await withTestDatabase(connections: 12) { db in
-            // The first job outlasts the visibility timeout three times over; the
-            // second waits behind it in the same batch. Without heartbeats, worker
-            // B would claim the second job again after one timeout.
+            // The first job outlasts the visibility timeout two and a half times;
+            // the second waits behind it in the same batch. Without heartbeats,
+            // worker B would claim the second job again after one timeout. (With a
+            // 1 s timeout a loaded test machine could stall a beat past it.)
             let handler = RecordingHandler { job, _ in
-                if job.payload.contains("slow") { try await Task.sleep(for: .seconds(3)) }
+                if job.payload.contains("slow") { try await Task.sleep(for: .seconds(5)) }
             }
             try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"slow":true}"#))
             let second = try await db.queue.enqueue(NewJob(kind: "test"))
-            var configA = WorkerConfiguration(concurrency: 1, batchSize: 2, visibilityTimeout: .seconds(1), workerID: "A")
+            var configA = WorkerConfiguration(concurrency: 1, batchSize: 2, visibilityTimeout: .seconds(2), workerID: "A")
             configA.pollInterval = .milliseconds(50)
             try await withWorker(db, .testing(handler), configA) { _ in
                 try await eventually("A to claim both jobs") {
