@@ -29,7 +29,9 @@ public struct BatchProcessor: Sendable {
         let jobs = inLockOrder(jobs)
         return try await client.withLiveConnection { connection in try await connection.withTransaction(logger: self.logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
+            let ages = try await tx.lock(jobs.map(\.lease))
             var outcomes: [JobOutcome] = []
+            var finished: [Lease] = []
             for (index, job) in jobs.enumerated() {
                 guard shouldStart() else {
                     let rest = Array(jobs[index...])
@@ -37,8 +39,18 @@ public struct BatchProcessor: Sendable {
                     outcomes += rest.map { .released(jobID: $0.id) }
                     break
                 }
-                outcomes.append(try await self.process(job, in: tx))
+                guard let age = ages[job.id] else {
+                    self.logger.warning("lease lost before processing: another worker holds the job now", metadata: [
+                        "job_id": "\(job.id)", "lease": "\(job.lease.token)",
+                    ])
+                    outcomes.append(.leaseLost(jobID: job.id))
+                    continue
+                }
+                let outcome = try await self.process(job, age: age, in: tx)
+                if outcome.isFinished { finished.append(job.lease) }
+                outcomes.append(outcome)
             }
+            try await tx.ack(finished)
             return outcomes
         } }
     }
@@ -54,17 +66,15 @@ public struct BatchProcessor: Sendable {
             .map(\.0)
     }
 
-    private func process(_ job: Job, in tx: JobTransaction) async throws -> JobOutcome {
+    /// One job inside the batch's transaction. Done, duplicate and rejected
+    /// jobs are acked by the caller, all in one statement.
+    private func process(_ job: Job, age: Duration, in tx: JobTransaction) async throws -> JobOutcome {
         var logger = self.logger
         logger[metadataKey: "job_id"] = "\(job.id)"
         logger[metadataKey: "kind"] = "\(job.kind)"
         logger[metadataKey: "attempt"] = "\(job.attempts)"
         logger[metadataKey: "lease"] = "\(job.lease.token)"
 
-        guard let age = try await tx.lock(job.lease) else {
-            logger.warning("lease lost before processing: another worker holds the job now")
-            return .leaseLost(jobID: job.id)
-        }
         let policy = handlers.policy(for: job.kind)
         let maxAttempts = job.maxAttempts ?? policy.maxAttempts
 
@@ -89,17 +99,20 @@ public struct BatchProcessor: Sendable {
         }
 
         let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
+        let ttl = handlers.idempotencyTTL(for: job.kind)
+        // Each savepoint statement is a round trip: a job that writes nothing
+        // (no key, no effects) has nothing to undo and runs without one.
+        let guarded = ttl != nil || handler.writesToDatabase
         let failure: any Error
-        try await tx.savepoint(.job)
+        if guarded { try await tx.savepoint(.job) }
         do {
             var key: String?
-            if let ttl = handlers.idempotencyTTL(for: job.kind) {
+            if let ttl {
                 switch try await tx.claimIdempotencyKey(job, key: job.idempotencyKey ?? handler.idempotencyKey(for: job), ttl: ttl) {
                 case .owned(let owned):
                     key = owned
                 case .duplicate(let duplicate, let original, let status):
                     try await tx.releaseSavepoint(.job)
-                    try await tx.ack(job.lease)
                     logger.info("duplicate event acked with the first one's result", metadata: [
                         "idempotency_key": "\(duplicate)", "original_job_id": "\(original)", "status": "\(status)",
                     ])
@@ -112,32 +125,33 @@ public struct BatchProcessor: Sendable {
                         attempts: job.attempts, in: tx, logger: logger)
                 }
             }
-            let outcome: JobOutcome
-            try await tx.savepoint(.handler)
+            // A rejection undoes the effects and keeps the key: the effects need
+            // a savepoint of their own only when there is a key to keep.
+            let effects: JobTransaction.Savepoint? = handler.writesToDatabase ? (key == nil ? .job : .handler) : nil
+            if effects == .handler { try await tx.savepoint(.handler) }
             do {
                 let result = try await JobMetrics.timingHandler(kind: job.kind) {
                     try await handler.handle(job, context: context)
                 }
-                try await tx.releaseSavepoint(.handler)
                 if let key { try await tx.completeIdempotencyKey(key, result: result) }
-                outcome = .done(jobID: job.id)
+                // Releasing `job` releases `handler` with it.
+                if guarded { try await tx.releaseSavepoint(.job) }
+                logger.debug("job done")
+                return .done(jobID: job.id)
             } catch JobError.rejected(let reason) {
-                try await tx.rollbackToSavepoint(.handler)
+                if let effects { try await tx.rollbackToSavepoint(effects) }
                 if let key { try await tx.rejectIdempotencyKey(key, reason: reason) }
+                if guarded && effects != .job { try await tx.releaseSavepoint(.job) }
                 logger.info("event rejected", metadata: ["reason": "\(reason)"])
-                outcome = .rejected(jobID: job.id)
+                return .rejected(jobID: job.id)
             } catch JobError.compensated(let reason, let message) {
-                try await tx.releaseSavepoint(.handler)
+                // The compensations stay; the event is dead-lettered with its reason.
                 if let key { try await tx.rejectIdempotencyKey(key, reason: message) }
-                try await tx.releaseSavepoint(.job)
+                if guarded { try await tx.releaseSavepoint(.job) }
                 return try await deadLetter(job, reason, error: message, attempts: job.attempts, in: tx, logger: logger)
             }
-            try await tx.releaseSavepoint(.job)
-            try await tx.ack(job.lease)
-            if case .done = outcome { logger.debug("job done") }
-            return outcome
         } catch {
-            try await tx.rollbackToSavepoint(.job)
+            if guarded { try await tx.rollbackToSavepoint(.job) }
             failure = error
         }
 
@@ -196,6 +210,14 @@ public enum JobOutcome: Sendable, Equatable {
     case duplicate(jobID: Int64, of: Int64)
     /// A business rejection: recorded as the event's result and acked.
     case rejected(jobID: Int64)
+
+    /// Whether the job leaves the queue with the batch's ack.
+    var isFinished: Bool {
+        switch self {
+        case .done, .duplicate, .rejected: true
+        case .retried, .deadLettered, .leaseLost, .released: false
+        }
+    }
 
     public var jobID: Int64 {
         switch self {

@@ -30,6 +30,12 @@ public protocol JobHandler: Sendable {
     /// so that two batches touching the same rows take their locks in the same
     /// order and wait for each other instead of deadlocking.
     func lockOrder(for job: Job) -> String?
+
+    /// Whether `handle` writes through `context.connection`. A handler that
+    /// never does runs without savepoints, which saves two round trips per
+    /// job; one that says `false` and writes anyway would keep the writes of
+    /// a failed attempt.
+    var writesToDatabase: Bool { get }
 }
 
 extension JobHandler {
@@ -37,6 +43,7 @@ extension JobHandler {
     public var idempotencyTTL: Duration? { .seconds(24 * 3600) }
     public var schema: EventSchema? { nil }
     public func lockOrder(for job: Job) -> String? { nil }
+    public var writesToDatabase: Bool { true }
 }
 
 /// What a handler produced, as JSON text.

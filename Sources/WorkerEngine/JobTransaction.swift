@@ -10,17 +10,24 @@ struct JobTransaction: Sendable {
     let workerID: String
     let logger: Logger
 
-    /// Locks the job's row if the lease is still ours; returns the job's age by
-    /// the database clock, or `nil` when the lease was lost.
-    func lock(_ lease: Lease) async throws -> Duration? {
+    /// Locks the rows of the batch's jobs whose leases are still ours, in one
+    /// statement; returns each locked job's age by the database clock. A job
+    /// missing from the answer was taken over by another worker. Holding the
+    /// rows until commit keeps every other worker off them however long the
+    /// batch takes.
+    func lock(_ leases: [Lease]) async throws -> [Int64: Duration] {
         let rows = try await connection.query(
             """
-            SELECT (extract(epoch FROM now() - created_at) * 1000)::bigint
-            FROM worker.jobs WHERE id = \(lease.jobID) AND lease_token = \(lease.token)
-            FOR UPDATE
+            SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint
+            FROM worker.jobs AS j
+            JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
+              ON j.id = l.id AND j.lease_token = l.token
+            ORDER BY j.id
+            FOR UPDATE OF j
             """, logger: logger)
-        for try await ageMS in rows.decode(Int64.self) { return .milliseconds(ageMS) }
-        return nil
+        var ages: [Int64: Duration] = [:]
+        for try await (id, ageMS) in rows.decode((Int64, Int64).self) { ages[id] = .milliseconds(ageMS) }
+        return ages
     }
 
     func savepoint(_ name: Savepoint) async throws {
@@ -44,9 +51,16 @@ struct JobTransaction: Sendable {
         case job = "job", handler = "handler"
     }
 
-    func ack(_ lease: Lease) async throws {
+    /// Deletes the rows of finished jobs, all in one statement at the end of
+    /// the batch (the rows are locked by `lock` until then).
+    func ack(_ leases: [Lease]) async throws {
+        guard !leases.isEmpty else { return }
         try await connection.query(
-            "DELETE FROM worker.jobs WHERE id = \(lease.jobID) AND lease_token = \(lease.token)", logger: logger)
+            """
+            DELETE FROM worker.jobs AS j
+            USING unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
+            WHERE j.id = l.id AND j.lease_token = l.token
+            """, logger: logger)
     }
 
     func reschedule(_ job: Job, after delay: Duration, error: String) async throws {

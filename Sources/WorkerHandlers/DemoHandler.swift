@@ -15,6 +15,7 @@ public struct DemoHandler: JobHandler {
 
     /// Demo events have no effects, and the demo sends identical payloads on purpose.
     public var idempotencyTTL: Duration? { nil }
+    public var writesToDatabase: Bool { false }
 
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
         let payload = try job.decode(Payload.self)

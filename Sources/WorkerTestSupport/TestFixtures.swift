@@ -11,17 +11,21 @@ public final class RecordingHandler: JobHandler {
     public init(_ body: @escaping Body = { _, _ in }) {
         self.body = body
         self.ttl = nil
+        self.writes = true
     }
 
     /// Tests opt in to idempotency; most test other things and send identical payloads.
     private let ttl: Duration?
+    private let writes: Bool
 
-    public init(idempotencyTTL: Duration?, _ body: @escaping Body = { _, _ in }) {
+    public init(idempotencyTTL: Duration?, writesToDatabase: Bool = true, _ body: @escaping Body = { _, _ in }) {
         self.body = body
         self.ttl = idempotencyTTL
+        self.writes = writesToDatabase
     }
 
     public var idempotencyTTL: Duration? { ttl }
+    public var writesToDatabase: Bool { writes }
 
     public func handle(_ job: Job, context: JobContext) async throws -> JobResult {
         calls.withLock { $0.append(job) }

@@ -33,6 +33,47 @@ import WorkerTestSupport
         }
     }
 
+    @Test func jobsThatWriteNothingRunWithoutSavepointsAndStillSucceedOrFailAlone() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+            // It says it writes nothing and writes anyway: with no savepoint
+            // around it, the write of the failed attempt stays. That is what
+            // shows the savepoints were skipped (and why the contract matters).
+            let handler = RecordingHandler(idempotencyTTL: nil, writesToDatabase: false) { job, context in
+                if job.payload.contains("sneaky") {
+                    try await context.connection.query("INSERT INTO effects VALUES (\(job.id))", logger: context.logger)
+                }
+                if job.payload.contains("fail") { throw JobError.retryable("boom") }
+                if job.payload.contains("reject") { throw JobError.rejected("no") }
+            }
+            for payload in [#"{"ok":1}"#, #"{"fail":1,"sneaky":1}"#, #"{"reject":1}"#, #"{"ok":2}"#] {
+                try await db.queue.enqueue(NewJob(kind: "test", payload: payload))
+            }
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes.filter { if case .done = $0 { true } else { false } }.count == 2)
+            #expect(outcomes.filter { if case .rejected = $0 { true } else { false } }.count == 1)
+            #expect(outcomes.filter { if case .retried = $0 { true } else { false } }.count == 1)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE payload ? 'fail' AND last_error = 'boom'") == 1)
+            #expect(try await db.jobCount() == 1)
+            #expect(try await db.int("SELECT count(*)::int FROM effects") == 1)
+        }
+    }
+
+    @Test func aKeyedJobThatWritesNothingKeepsItsRejectionForDuplicates() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler(idempotencyTTL: .seconds(60), writesToDatabase: false) { _, _ in
+                throw JobError.rejected("not today")
+            }
+            let first = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":1}"#, idempotencyKey: "k1"))
+            #expect(try await processor(db, .testing(handler)).process(try await claimAll(db)) == [.rejected(jobID: first)])
+            let copy = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":1}"#, idempotencyKey: "k1"))
+            #expect(try await processor(db, .testing(handler)).process(try await claimAll(db)) == [.duplicate(jobID: copy, of: first)])
+            #expect(handler.invocations.count == 1)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE key = 'k1' AND status = 'rejected'") == 1)
+            #expect(try await db.jobCount() == 0)
+        }
+    }
+
     @Test func aZombieWhoseLeaseWasTakenOverCannotAckOrApplyEffects() async throws {
         try await withTestDatabase { db in
             try await db.execute("CREATE TABLE effects (job_id bigint, worker text)")
