@@ -20,16 +20,19 @@ public struct BatchProcessor: Sendable {
 
     /// Processes `jobs` in lock order (see `JobHandler.lockOrder`). Before
     /// each job it asks `shouldStart`; once that says no (shutdown), the jobs
-    /// not started are released in the same transaction. The outcomes are
-    /// known to be committed when this returns.
+    /// not started are released in the same transaction. `inSession` learns
+    /// the backend pid of the batch's session once its jobs are locked. The
+    /// outcomes are known to be committed when this returns.
     public func process(
-        _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true }
+        _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true },
+        inSession: @escaping @Sendable (Int32) -> Void = { _ in }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
         return try await client.withLiveConnection { connection in try await connection.withTransaction(logger: self.logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
-            let ages = try await tx.lock(jobs.map(\.lease))
+            let (ages, session) = try await tx.lock(jobs.map(\.lease))
+            if let session { inSession(session) }
             var outcomes: [JobOutcome] = []
             var finished: [Lease] = []
             for (index, job) in jobs.enumerated() {

@@ -129,6 +129,19 @@ public struct JobQueue: Sendable {
         }
     }
 
+    /// Which of the given backend pids the server still has a session for.
+    public func liveSessions(_ pids: [Int32]) async throws -> Set<Int32> {
+        guard !pids.isEmpty else { return [] }
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+            let rows = try await connection.query(
+                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(\(pids)::integer[])", logger: logger)
+            var live: Set<Int32> = []
+            for try await pid in rows.decode(Int32.self) { live.insert(pid) }
+            return live
+        }
+    }
+
     /// Gives back leases that were claimed but not started (shutdown): the jobs
     /// are ready at once and the attempt is not counted.
     @discardableResult

@@ -11,14 +11,14 @@ struct JobTransaction: Sendable {
     let logger: Logger
 
     /// Locks the rows of the batch's jobs whose leases are still ours, in one
-    /// statement; returns each locked job's age by the database clock. A job
-    /// missing from the answer was taken over by another worker. Holding the
-    /// rows until commit keeps every other worker off them however long the
-    /// batch takes.
-    func lock(_ leases: [Lease]) async throws -> [Int64: Duration] {
+    /// statement; returns each locked job's age by the database clock, and the
+    /// session's backend pid. A job missing from the answer was taken over by
+    /// another worker. Holding the rows until commit keeps every other worker
+    /// off them however long the batch takes.
+    func lock(_ leases: [Lease]) async throws -> (ages: [Int64: Duration], session: Int32?) {
         let rows = try await connection.query(
             """
-            SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint
+            SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint, pg_backend_pid()
             FROM worker.jobs AS j
             JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
               ON j.id = l.id AND j.lease_token = l.token
@@ -26,8 +26,12 @@ struct JobTransaction: Sendable {
             FOR UPDATE OF j
             """, logger: logger)
         var ages: [Int64: Duration] = [:]
-        for try await (id, ageMS) in rows.decode((Int64, Int64).self) { ages[id] = .milliseconds(ageMS) }
-        return ages
+        var session: Int32?
+        for try await (id, ageMS, pid) in rows.decode((Int64, Int64, Int32).self) {
+            ages[id] = .milliseconds(ageMS)
+            session = pid
+        }
+        return (ages, session)
     }
 
     func savepoint(_ name: Savepoint) async throws {

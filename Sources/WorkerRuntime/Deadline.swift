@@ -7,7 +7,7 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 }
 
 /// Runs `body` until it returns or `deadline()` passes. The deadline is read
-/// again when it is reached, so it may move later while `body` runs. On expiry
+/// again every second, so it may move while `body` runs. On expiry
 /// `body` is cancelled, which closes the connection of a statement in flight
 /// (see `withLiveConnection`), and `exceeded` is thrown.
 ///
@@ -25,7 +25,7 @@ func withDeadline<T: Sendable>(
             while true {
                 let limit = deadline()
                 if ContinuousClock.now >= limit { throw exceeded() }
-                try await Task.sleep(until: limit, clock: .continuous)
+                try await Task.sleep(until: min(limit, .now + .seconds(1)), clock: .continuous)
             }
         }
         defer { group.cancelAll() }

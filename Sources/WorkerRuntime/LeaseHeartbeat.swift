@@ -9,6 +9,7 @@ struct LeaseHeartbeat: Sendable {
     let queue: JobQueue
     let leases: LeaseRegistry
     let contact: DatabaseContact
+    let sessions: BatchSessions
     let configuration: WorkerConfiguration
     let logger: Logger
 
@@ -18,14 +19,18 @@ struct LeaseHeartbeat: Sendable {
                 try await Task.sleep(for: configuration.heartbeatInterval)
                 let held = leases.all
                 guard !held.isEmpty else { continue }
-                let (queue, timeout, silence) = (queue, configuration.visibilityTimeout, configuration.silenceTimeout)
+                let (queue, timeout, limit) = (queue, configuration.visibilityTimeout, configuration.statementDeadline)
                 let started = ContinuousClock.now
-                let extended = try await withDeadline({ started + silence }, orElse: {
-                    DeadlineExceeded(operation: "lease heartbeat", reason: "no answer from the database within the silence timeout")
+                let checked = sessions.pids
+                let (extended, live) = try await withDeadline({ started + limit }, orElse: {
+                    DeadlineExceeded(operation: "lease heartbeat", reason: "no answer from the database in time for the leases to be of use")
                 }) {
-                    try await queue.extend(held, visibilityTimeout: timeout)
+                    (try await queue.extend(held, visibilityTimeout: timeout), try await queue.liveSessions(checked))
                 }
                 contact.heard()
+                for pid in sessions.found(live, among: checked) {
+                    logger.warning("the database dropped the session of a batch; the batch is abandoned", metadata: ["pid": "\(pid)"])
+                }
                 logger.trace("leases extended", metadata: ["held": "\(held.count)", "extended": "\(extended.count)"])
             } catch is CancellationError {
                 return

@@ -20,6 +20,7 @@ public final class Worker: Service, Sendable {
     private let stopping = Atomic<Bool>(false)
     private let monitor = LaneMonitor()
     private let contact = DatabaseContact()
+    private let sessions = BatchSessions()
 
     public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
         var logger = logger
@@ -59,7 +60,8 @@ public final class Worker: Service, Sendable {
                 let listener = NotificationListener(
                     client: client, queues: Set(configuration.queues), wake: wake, logger: logger)
                 let heartbeat = LeaseHeartbeat(
-                    queue: queue, leases: leases, contact: contact, configuration: configuration, logger: logger)
+                    queue: queue, leases: leases, contact: contact, sessions: sessions, configuration: configuration,
+                    logger: logger)
                 background.addTask { await listener.run() }
                 background.addTask { await heartbeat.run() }
                 let reporter = ThroughputReporter(
@@ -126,10 +128,10 @@ public final class Worker: Service, Sendable {
     private func runBatch(from name: String, lane: Int) async throws -> Bool {
         monitor.claiming(lane)
         defer { monitor.claimed(lane) }
-        let (queue, configuration, processor, contact) = (queue, configuration, processor, contact)
+        let (queue, configuration, processor, contact, sessions) = (queue, configuration, processor, contact, sessions)
         let started = ContinuousClock.now
-        let jobs = try await withDeadline({ started + configuration.silenceTimeout }, orElse: {
-            DeadlineExceeded(operation: "claim", reason: "no answer from the database within the silence timeout")
+        let jobs = try await withDeadline({ started + configuration.statementDeadline }, orElse: {
+            DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
         }) {
             try await queue.claim(
                 queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
@@ -143,14 +145,19 @@ public final class Worker: Service, Sendable {
         leases.add(held)
         defer { leases.remove(held) }
         // A batch may run as long as its handlers need while the heartbeat hears
-        // from the database; once it has not for the silence timeout, the link
-        // is gone and the server has dropped the batch's session.
-        let outcomes = try await withDeadline({ contact.lastHeard + configuration.silenceTimeout }, orElse: {
+        // from the database and finds the batch's session on the server.
+        defer { sessions.ended(lane: lane) }
+        let outcomes = try await withDeadline({
+            sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
+        }, orElse: {
             DeadlineExceeded(
                 operation: "batch",
-                reason: "no answer from the database within the silence timeout; its jobs return when their leases expire")
+                reason: sessions.isGone(lane: lane)
+                    ? "the database dropped its session (a cut link); its jobs return when their leases expire"
+                    : "no answer from the database within the silence timeout; its jobs return when their leases expire")
         }) {
-            try await processor.process(jobs, shouldStart: { !self.isStopping })
+            try await processor.process(
+                jobs, shouldStart: { !self.isStopping }, inSession: { sessions.began(lane: lane, pid: $0) })
         }
         counters.record(outcomes, of: jobs)
         return true

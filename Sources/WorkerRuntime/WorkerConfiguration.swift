@@ -25,10 +25,11 @@ public struct WorkerConfiguration: Sendable {
     /// How often queue gauges are read from the database for the metrics
     /// endpoint; `nil` (no endpoint) reads nothing.
     public var metricsInterval: Duration? = nil
-    /// How long the database may stay silent before a claim, a heartbeat or
-    /// a batch is abandoned by closing its connection: a dead link otherwise
-    /// holds a lane for TCP's ~15 minutes. Generous, so that a slow moment on
-    /// a loaded host is not mistaken for a cut.
+    /// How long the database may stay silent (no claim or heartbeat answered)
+    /// before a batch is abandoned by closing its connection: a dead link
+    /// otherwise holds a lane for TCP's ~15 minutes. Generous, so that a slow
+    /// moment on a loaded host is not mistaken for a cut. A batch whose
+    /// session the server dropped is abandoned at once (`BatchSessions`).
     public var silenceTimeout: Duration = .seconds(30)
 
     public init(
@@ -52,6 +53,12 @@ public struct WorkerConfiguration: Sendable {
     /// Connections the worker needs: one per lane, one each for LISTEN,
     /// heartbeats, sweeps, throughput and metrics.
     public var connectionsNeeded: Int { concurrency + 5 }
+
+    /// How long a claim or a lease heartbeat may wait for its answer: an
+    /// answer later than the visibility timeout finds the leases expired, and
+    /// waiting on a connection the server has dropped would take TCP's quarter
+    /// of an hour (pooled connections of a healed partition are such).
+    public var statementDeadline: Duration { min(silenceTimeout, visibilityTimeout) }
 
     public static func defaultWorkerID() -> String {
         "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"

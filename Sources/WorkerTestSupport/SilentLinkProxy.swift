@@ -8,7 +8,7 @@ import Synchronization
 /// starts dropping packets; neither end learns of it except by waiting. New
 /// connections meanwhile are closed at once (a real cut would leave their
 /// SYN unanswered until the connect timeout). A closed side is closed on the
-/// other too.
+/// other too, except for a broken flow (see `breakOpenFlows`).
 public final class SilentLinkProxy: Sendable {
     public let port: Int
     private let link = LinkState()
@@ -35,7 +35,8 @@ public final class SilentLinkProxy: Sendable {
                                 try? await client.channel.close()
                                 continue
                             }
-                            group.addTask { await Self.relay(client, to: upstreamPort, over: link) }
+                            let born = link.generation
+                            group.addTask { await Self.relay(client, to: upstreamPort, over: link, born: born) }
                         }
                     } catch {}
                 }
@@ -47,6 +48,10 @@ public final class SilentLinkProxy: Sendable {
     public func goSilent() { link.silent.store(true, ordering: .sequentiallyConsistent) }
     /// Passes bytes again; streams that lost bytes meanwhile are broken, as they would be.
     public func restore() { link.silent.store(false, ordering: .sequentiallyConsistent) }
+    /// A healed partition: the connections open now are dead (their bytes are
+    /// dropped, and when the server closes one the client is not told, as when
+    /// the server dropped a session while the link was down), new ones work.
+    public func breakOpenFlows() { link.generations.add(1, ordering: .sequentiallyConsistent) }
 
     public func close() async {
         try? await server.channel.close()
@@ -55,8 +60,9 @@ public final class SilentLinkProxy: Sendable {
     }
 
     private static func relay(
-        _ client: NIOAsyncChannel<ByteBuffer, ByteBuffer>, to upstreamPort: Int, over link: LinkState
+        _ client: NIOAsyncChannel<ByteBuffer, ByteBuffer>, to upstreamPort: Int, over link: LinkState, born: Int
     ) async {
+        let broken: @Sendable () -> Bool = { link.generation != born }
         do {
             let upstream = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connect(host: "127.0.0.1", port: upstreamPort) { channel in
@@ -68,14 +74,16 @@ public final class SilentLinkProxy: Sendable {
                 try await upstream.executeThenClose { upstreamIn, upstreamOut in
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask {
-                            for try await bytes in clientIn where !link.isSilent {
+                            for try await bytes in clientIn where !link.isSilent && !broken() {
                                 try await upstreamOut.write(bytes)
                             }
                         }
                         group.addTask {
-                            for try await bytes in upstreamIn where !link.isSilent {
+                            for try await bytes in upstreamIn where !link.isSilent && !broken() {
                                 try await clientOut.write(bytes)
                             }
+                            // The server closed a broken flow: the client must not learn it.
+                            while broken() { try await Task.sleep(for: .milliseconds(50)) }
                         }
                         // Either side closing ends the relay, which closes the other.
                         try await group.next()
@@ -90,4 +98,6 @@ public final class SilentLinkProxy: Sendable {
 private final class LinkState: Sendable {
     let silent = Atomic<Bool>(false)
     var isSilent: Bool { silent.load(ordering: .sequentiallyConsistent) }
+    let generations = Atomic<Int>(0)
+    var generation: Int { generations.load(ordering: .sequentiallyConsistent) }
 }

@@ -63,6 +63,77 @@ import WorkerTestSupport
     }
 }
 
+/// After a partition heals, the server has dropped the sessions it cut off,
+/// but the worker's end of those connections is never told: a batch waits for
+/// an answer that cannot come while new connections (the heartbeat's) work, so
+/// the silence timeout never runs out. The heartbeat finds the batch's session
+/// gone from the server, and the batch is abandoned.
+extension SilentLinkTests {
+    @Test func aBatchWhoseSessionTheServerDroppedIsAbandonedWhileNewConnectionsWork() async throws {
+        try await withTestDatabase { db in
+            let proxy = try await SilentLinkProxy(upstreamPort: try DatabaseConfig.parse(url: db.url).port)
+            let database = try {
+                var config = try DatabaseConfig.parse(url: db.url)
+                config.port = proxy.port
+                return config
+            }()
+            let handler = FlowBreakingHandler(proxy: proxy)
+            let handlers = {
+                var registry = HandlerRegistry()
+                registry.register("cut", handler)
+                return registry
+            }()
+            try await db.queue.enqueue(NewJob(kind: "cut"))
+            let configuration = {
+                var configuration = WorkerConfiguration(
+                    concurrency: 1, visibilityTimeout: .seconds(1), pollInterval: .milliseconds(100), workerID: "w")
+                configuration.silenceTimeout = .seconds(120)  // out of the test's reach
+                return configuration
+            }()
+            try await withPostgresClient(try database.clientConfiguration(maximumConnections: 8), logger: db.logger) { client in
+                let worker = Worker(client: client, configuration: configuration, handlers: handlers, logger: db.logger)
+                let running = Task { try await worker.run() }
+                defer { worker.stop() }
+
+                try await eventually("the handler to break the open flows") { handler.session != nil }
+                // What the server's keepalives do to a session cut off by a partition.
+                try await db.execute("SELECT pg_terminate_backend(\(handler.session ?? 0))")
+                try await eventually(timeout: .seconds(20), "the job to be done again on a new session") {
+                    try await db.jobCount() == 0
+                }
+                #expect(handler.calls == 2)
+                #expect(worker.totals.batchErrors >= 1)
+                worker.stop()
+                try await running.value
+            }
+            await proxy.close()
+        }
+    }
+}
+
+/// On its first call, learns its session, breaks the open flows and then
+/// waits on a statement over its (now dead) connection.
+final class FlowBreakingHandler: JobHandler, Sendable {
+    let proxy: SilentLinkProxy
+    private let state = Mutex<(calls: Int, session: Int32?)>((0, nil))
+    var calls: Int { state.withLock { $0.calls } }
+    var session: Int32? { state.withLock { $0.session } }
+    var idempotencyTTL: Duration? { nil }
+
+    init(proxy: SilentLinkProxy) { self.proxy = proxy }
+
+    func handle(_ job: Job, context: JobContext) async throws -> JobResult {
+        guard state.withLock({ $0.calls += 1; return $0.calls }) == 1 else { return .empty }
+        var pid: Int32 = 0
+        for try await value in try await context.connection.query("SELECT pg_backend_pid()", logger: context.logger)
+            .decode(Int32.self) { pid = value }
+        proxy.breakOpenFlows()
+        state.withLock { $0.session = pid }
+        try await context.connection.query("SELECT 1", logger: context.logger)
+        return .empty
+    }
+}
+
 /// On its first call, cuts the link and then runs a statement over it, in the
 /// batch's transaction, as a job whose host lost its network mid-batch.
 final class LinkCuttingHandler: JobHandler, Sendable {
