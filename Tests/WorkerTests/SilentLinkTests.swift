@@ -12,31 +12,10 @@ import WorkerTestSupport
 @Suite(.timeLimit(.minutes(2))) struct SilentLinkTests {
     @Test func aWorkerAbandonsABatchStuckOnASilentLinkAndWorksAgainOnceItIsBack() async throws {
         try await withTestDatabase { db in
-            let proxy = try await SilentLinkProxy(upstreamPort: try DatabaseConfig.parse(url: db.url).port)
-            let database = try {
-                var config = try DatabaseConfig.parse(url: db.url)
-                config.port = proxy.port
-                return config
-            }()
-            let handler = LinkCuttingHandler(proxy: proxy)
-            let handlers = {
-                var registry = HandlerRegistry()
-                registry.register("cut", handler)
-                return registry
-            }()
             let job = try await db.queue.enqueue(NewJob(kind: "cut"))
-
-            let configuration = {
-                var configuration = WorkerConfiguration(
-                    concurrency: 2, visibilityTimeout: .seconds(1), pollInterval: .milliseconds(100), workerID: "w")
-                configuration.silenceTimeout = .seconds(2)
-                return configuration
-            }()
-            try await withPostgresClient(try database.clientConfiguration(maximumConnections: 8), logger: db.logger) { client in
-                let worker = Worker(client: client, configuration: configuration, handlers: handlers, logger: db.logger)
-                let running = Task { try await worker.run() }
-                defer { worker.stop() }
-
+            let totals = try await runWorkerBehindProxy(
+                db, concurrency: 2, silenceTimeout: .seconds(2), handler: LinkCuttingHandler.init
+            ) { proxy, worker, handler in
                 // The handler cut the link under its own statement. The server keeps the
                 // batch's transaction open (the proxy's side of the link is alive) until the
                 // worker gives the batch up by closing its connection: within a few
@@ -54,12 +33,46 @@ import WorkerTestSupport
                 proxy.restore()
                 try await eventually(timeout: .seconds(30), "the job to be done once the link is back") { try await db.jobCount() == 0 }
                 #expect(handler.calls == 2)
+            }
+            #expect(totals.done == 1)
+        }
+    }
+
+    /// Runs a worker (1 s visibility timeout) whose connections go through a
+    /// `SilentLinkProxy`, with `handler` for kind `cut`, while `body` runs;
+    /// then stops it and returns its totals.
+    func runWorkerBehindProxy<Handler: JobHandler>(
+        _ db: TestDatabase, concurrency: Int, silenceTimeout: Duration,
+        handler makeHandler: (SilentLinkProxy) -> Handler,
+        _ body: @escaping @Sendable (SilentLinkProxy, Worker, Handler) async throws -> Void
+    ) async throws -> WorkerTotals {
+        let proxy = try await SilentLinkProxy(upstreamPort: try DatabaseConfig.parse(url: db.url).port)
+        var database = try DatabaseConfig.parse(url: db.url)
+        database.port = proxy.port
+        let handler = makeHandler(proxy)
+        var handlers = HandlerRegistry()
+        handlers.register("cut", handler)
+        var configuration = WorkerConfiguration(
+            concurrency: concurrency, visibilityTimeout: .seconds(1), pollInterval: .milliseconds(100), workerID: "w")
+        configuration.silenceTimeout = silenceTimeout
+        let totals: WorkerTotals
+        do {
+            totals = try await withPostgresClient(try database.clientConfiguration(maximumConnections: 8), logger: db.logger) {
+                [handlers, configuration] client in
+                let worker = Worker(client: client, configuration: configuration, handlers: handlers, logger: db.logger)
+                let running = Task { try await worker.run() }
+                defer { worker.stop() }
+                try await body(proxy, worker, handler)
                 worker.stop()
                 try await running.value
-                #expect(worker.totals.done == 1)
+                return worker.totals
             }
+        } catch {
             await proxy.close()
+            throw error
         }
+        await proxy.close()
+        return totals
     }
 }
 
@@ -71,30 +84,11 @@ import WorkerTestSupport
 extension SilentLinkTests {
     @Test func aBatchWhoseSessionTheServerDroppedIsAbandonedWhileNewConnectionsWork() async throws {
         try await withTestDatabase { db in
-            let proxy = try await SilentLinkProxy(upstreamPort: try DatabaseConfig.parse(url: db.url).port)
-            let database = try {
-                var config = try DatabaseConfig.parse(url: db.url)
-                config.port = proxy.port
-                return config
-            }()
-            let handler = FlowBreakingHandler(proxy: proxy)
-            let handlers = {
-                var registry = HandlerRegistry()
-                registry.register("cut", handler)
-                return registry
-            }()
             try await db.queue.enqueue(NewJob(kind: "cut"))
-            let configuration = {
-                var configuration = WorkerConfiguration(
-                    concurrency: 1, visibilityTimeout: .seconds(1), pollInterval: .milliseconds(100), workerID: "w")
-                configuration.silenceTimeout = .seconds(120)  // out of the test's reach
-                return configuration
-            }()
-            try await withPostgresClient(try database.clientConfiguration(maximumConnections: 8), logger: db.logger) { client in
-                let worker = Worker(client: client, configuration: configuration, handlers: handlers, logger: db.logger)
-                let running = Task { try await worker.run() }
-                defer { worker.stop() }
-
+            _ = try await runWorkerBehindProxy(
+                db, concurrency: 1, silenceTimeout: .seconds(120),  // out of the test's reach
+                handler: FlowBreakingHandler.init
+            ) { _, worker, handler in
                 try await eventually("the handler to break the open flows") { handler.session != nil }
                 // What the server's keepalives do to a session cut off by a partition.
                 try await db.execute("SELECT pg_terminate_backend(\(handler.session ?? 0))")
@@ -103,10 +97,7 @@ extension SilentLinkTests {
                 }
                 #expect(handler.calls == 2)
                 #expect(worker.totals.batchErrors >= 1)
-                worker.stop()
-                try await running.value
             }
-            await proxy.close()
         }
     }
 }
