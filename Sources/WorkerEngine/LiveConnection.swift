@@ -25,7 +25,9 @@ extension PostgresClient {
 extension PostgresConnection {
     func failingOnClose<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let outcome = FirstOutcome<T>()
-        let work = Task { outcome.finish(await Result(catching: { try await body(self) })) }
+        let work = Task(executorPreference: EventLoopTaskExecutor(eventLoop)) {
+            outcome.finish(await Result(catching: { try await body(self) }))
+        }
         self.closeFuture.whenComplete { _ in outcome.finish(.failure(ConnectionClosedError())) }
         return try await withTaskCancellationHandler {
             try await outcome.value()
