@@ -16,18 +16,10 @@ struct JobTransaction: Sendable {
     /// another worker. Holding the rows until commit keeps every other worker
     /// off them however long the batch takes.
     func lock(_ leases: [Lease]) async throws -> (ages: [Int64: Duration], session: Int32?) {
-        let rows = try await connection.query(
-            """
-            SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint, pg_backend_pid()
-            FROM worker.jobs AS j
-            JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
-              ON j.id = l.id AND j.lease_token = l.token
-            ORDER BY j.id
-            FOR UPDATE OF j
-            """, logger: logger)
+        let rows = try await connection.execute(LockStatement(leases: leases), logger: logger)
         var ages: [Int64: Duration] = [:]
         var session: Int32?
-        for try await (id, ageMS, pid) in rows.decode((Int64, Int64, Int32).self) {
+        for try await (id, ageMS, pid) in rows {
             ages[id] = .milliseconds(ageMS)
             session = pid
         }
@@ -55,16 +47,12 @@ struct JobTransaction: Sendable {
         case job = "job", handler = "handler"
     }
 
-    /// Deletes the rows of finished jobs, all in one statement at the end of
-    /// the batch (the rows are locked by `lock` until then).
-    func ack(_ leases: [Lease]) async throws {
+    /// Deletes the rows of finished jobs and stores the results of the keys
+    /// they completed, in one statement at the end of the batch (the rows are
+    /// locked by `lock` until then).
+    func ack(_ leases: [Lease], completing keys: [CompletedKey]) async throws {
         guard !leases.isEmpty else { return }
-        try await connection.query(
-            """
-            DELETE FROM worker.jobs AS j
-            USING unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
-            WHERE j.id = l.id AND j.lease_token = l.token
-            """, logger: logger)
+        _ = try await connection.execute(AckStatement(leases: leases, keys: keys), logger: logger)
     }
 
     func reschedule(_ job: Job, after delay: Duration, error: String) async throws {
@@ -100,4 +88,59 @@ struct JobTransaction: Sendable {
             FROM moved
             """, logger: logger)
     }
+}
+
+// The statements every batch runs, prepared once per connection: planning
+// them again for each batch cost more than running them.
+
+/// See `JobTransaction.lock`.
+struct LockStatement: PostgresPreparedStatement {
+    static let sql = """
+        SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint, pg_backend_pid()
+        FROM worker.jobs AS j
+        JOIN unnest($1::bigint[], $2::uuid[]) AS l(id, token) ON j.id = l.id AND j.lease_token = l.token
+        ORDER BY j.id
+        FOR UPDATE OF j
+        """
+    typealias Row = (Int64, Int64, Int32)
+
+    var leases: [Lease]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(leases.map(\.jobID))
+        bindings.append(leases.map(\.token))
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// See `JobTransaction.ack`.
+struct AckStatement: PostgresPreparedStatement {
+    static let sql = """
+        WITH completed AS (
+            UPDATE worker.idempotency_keys AS k SET status = 'completed', result = c.result
+            FROM unnest($3::text[], $4::text[]::jsonb[]) AS c(key, result)
+            WHERE k.key = c.key
+        )
+        DELETE FROM worker.jobs AS j
+        USING unnest($1::bigint[], $2::uuid[]) AS l(id, token)
+        WHERE j.id = l.id AND j.lease_token = l.token
+        """
+    typealias Row = ()
+
+    var leases: [Lease]
+    var keys: [CompletedKey]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(leases.map(\.jobID))
+        bindings.append(leases.map(\.token))
+        bindings.append(keys.map(\.key))
+        bindings.append(keys.map(\.result.json))
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row {}
 }

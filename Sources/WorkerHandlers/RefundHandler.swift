@@ -37,30 +37,10 @@ public struct RefundHandler: JobHandler {
         guard event.amount_cents > 0 else { throw JobError.invalidEvent("amount_cents must be positive") }
 
         let db = context.connection
-        let rows = try await db.query(
-            """
-            WITH refund AS (
-                INSERT INTO app.refunds (refund_id, payment_id, amount_cents, currency, job_id)
-                SELECT \(event.refund_id), p.id, \(event.amount_cents), \(event.currency), \(job.id)
-                FROM app.payments AS p WHERE p.id = \(event.payment_id)
-                ON CONFLICT (refund_id) DO NOTHING
-                RETURNING refund_id
-            ), paid AS (
-                UPDATE app.payments
-                SET refunded_cents = refunded_cents + \(event.amount_cents),
-                    status = CASE WHEN refunded_cents + \(event.amount_cents) = amount_cents
-                                  THEN 'refunded' ELSE 'partially_refunded' END,
-                    updated_at = now()
-                WHERE id = \(event.payment_id) AND currency = \(event.currency)
-                  AND refunded_cents + \(event.amount_cents) <= amount_cents
-                  AND EXISTS (SELECT 1 FROM refund)
-                RETURNING refunded_cents
-            )
-            SELECT EXISTS (SELECT 1 FROM refund), (SELECT refunded_cents FROM paid)
-            """, logger: context.logger)
+        let rows = try await db.execute(ApplyRefund(event: event, jobID: job.id), logger: context.logger)
         var inserted = false
         var refundedTotal: Int64?
-        for try await (wasInserted, total) in rows.decode((Bool, Int64?).self) {
+        for try await (wasInserted, total) in rows {
             (inserted, refundedTotal) = (wasInserted, total)
         }
         if let refundedTotal {
@@ -111,4 +91,43 @@ public struct RefundHandler: JobHandler {
             "currency": event.currency, "refunded_total_cents": refundedTotal, "status": "applied",
         ])
     }
+}
+
+/// The refund's one conditional statement, prepared once per connection: it
+/// runs for every refund.
+struct ApplyRefund: PostgresPreparedStatement {
+    static let sql = """
+        WITH refund AS (
+            INSERT INTO app.refunds (refund_id, payment_id, amount_cents, currency, job_id)
+            SELECT $1, p.id, $3, $4, $5
+            FROM app.payments AS p WHERE p.id = $2
+            ON CONFLICT (refund_id) DO NOTHING
+            RETURNING refund_id
+        ), paid AS (
+            UPDATE app.payments
+            SET refunded_cents = refunded_cents + $3,
+                status = CASE WHEN refunded_cents + $3 = amount_cents THEN 'refunded' ELSE 'partially_refunded' END,
+                updated_at = now()
+            WHERE id = $2 AND currency = $4 AND refunded_cents + $3 <= amount_cents
+              AND EXISTS (SELECT 1 FROM refund)
+            RETURNING refunded_cents
+        )
+        SELECT EXISTS (SELECT 1 FROM refund), (SELECT refunded_cents FROM paid)
+        """
+    typealias Row = (Bool, Int64?)
+
+    var event: RefundHandler.Event
+    var jobID: Int64
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(event.refund_id)
+        bindings.append(event.payment_id)
+        bindings.append(event.amount_cents)
+        bindings.append(event.currency)
+        bindings.append(jobID)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
