@@ -36,51 +36,117 @@ public struct BatchProcessor: Sendable {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
         return try await client.withLiveConnection { connection in
-            do {
-                return try await self.run(jobs, guarded: false, on: connection, shouldStart: shouldStart, inSession: inSession)
-            } catch let abandoned as FastPathAbandoned {
-                self.logger.debug("batch runs again with a savepoint per job", metadata: [
-                    "job_id": "\(abandoned.jobID)", "error": "\(Self.describe(abandoned.error))",
-                ])
-                return try await self.run(jobs, guarded: true, on: connection, shouldStart: shouldStart, inSession: inSession)
+            let run: BatchRun
+            if jobs.allSatisfy(self.needsNoTransaction) {
+                let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
+                run = try await self.run(jobs, ages: nil, guarded: nil, in: tx, shouldStart: shouldStart)
+            } else {
+                run = try await self.runFastThenGuarded(jobs, on: connection, shouldStart: shouldStart, inSession: inSession)
             }
+            JobMetrics.recordHandlerTimes(run.handlerTimes)
+            return run.outcomes
         }
     }
 
-    /// One run of the batch in one transaction; `guarded`: with a savepoint per job.
-    private func run(
-        _ jobs: [Job], guarded: Bool, on connection: PostgresConnection, shouldStart: @Sendable () -> Bool,
+    /// Runs the batch without savepoints and, if a handler fails, again with a
+    /// savepoint per job, where the failed job's attempt is replayed from what
+    /// it threw rather than run again: a failing handler (a payment gateway
+    /// that is down, say) is not called twice for one attempt.
+    private func runFastThenGuarded(
+        _ jobs: [Job], on connection: PostgresConnection, shouldStart: @Sendable () -> Bool,
         inSession: @Sendable (Int32) -> Void
-    ) async throws -> [JobOutcome] {
+    ) async throws -> BatchRun {
+        do {
+            return try await runInTransaction(jobs, guarded: nil, on: connection, shouldStart: shouldStart, inSession: inSession)
+        } catch let failed as PostgresTransactionError {
+            // Rolled back (postgres-nio wraps what the transaction's body threw).
+            guard let abandoned = failed.closureError as? FastPathAbandoned, failed.rollbackError == nil else {
+                throw failed
+            }
+            logger.debug("batch runs again with a savepoint per job", metadata: [
+                "job_id": "\(abandoned.jobID)", "error": "\(Self.describe(abandoned.error))",
+            ])
+            return try await runInTransaction(
+                jobs, guarded: abandoned, on: connection, shouldStart: shouldStart, inSession: inSession)
+        }
+    }
+
+    /// A job whose handler writes nothing, without a key or a maximum age, has
+    /// nothing to hold a lock or a transaction for: a batch of such jobs runs
+    /// like the pgbench ceiling, the claim and then one ack statement, whose
+    /// lease tokens keep a zombie's ack out.
+    private func needsNoTransaction(_ job: Job) -> Bool {
+        guard let handler = handlers.handler(for: job.kind) else { return false }
+        return !handler.writesToDatabase && handlers.idempotencyTTL(for: job.kind) == nil
+            && handlers.policy(for: job.kind).maxAge == nil
+    }
+
+    /// Runs the batch in one transaction that first locks its jobs; `guarded`:
+    /// with a savepoint per job, after the unguarded run was abandoned so.
+    private func runInTransaction(
+        _ jobs: [Job], guarded: FastPathAbandoned?, on connection: PostgresConnection,
+        shouldStart: @Sendable () -> Bool, inSession: @Sendable (Int32) -> Void
+    ) async throws -> BatchRun {
         try await connection.withTransaction(logger: logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
             let (ages, session) = try await tx.lock(jobs.map(\.lease))
             if let session { inSession(session) }
-            var outcomes: [JobOutcome] = []
-            var finished: [Lease] = []
-            var completed: [CompletedKey] = []
-            for (index, job) in jobs.enumerated() {
-                guard shouldStart() else {
-                    let rest = Array(jobs[index...])
-                    _ = try await JobQueue.release(rest.map(\.lease), on: connection, logger: self.logger)
-                    outcomes += rest.map { .released(jobID: $0.id) }
-                    break
-                }
-                guard let age = ages[job.id] else {
-                    self.logger.warning("lease lost before processing: another worker holds the job now", metadata: [
-                        "job_id": "\(job.id)", "lease": "\(job.lease.token)",
-                    ])
+            return try await self.run(jobs, ages: ages, guarded: guarded, in: tx, shouldStart: shouldStart)
+        }
+    }
+
+    /// Runs the jobs one after the other and acks the finished ones at the
+    /// end. `ages` are those of the jobs locked with their lease still ours;
+    /// `nil` when nothing was locked, and then the ack finds out whose lease was lost.
+    private func run(
+        _ jobs: [Job], ages: [Int64: Duration]?, guarded: FastPathAbandoned?, in tx: JobTransaction,
+        shouldStart: @Sendable () -> Bool
+    ) async throws -> BatchRun {
+        var outcomes: [JobOutcome] = []
+        var finished: [Lease] = []
+        var completed: [CompletedKey] = []
+        var handlerTimes: [HandlerTime] = []
+        for (index, job) in jobs.enumerated() {
+            guard shouldStart() else {
+                let rest = Array(jobs[index...])
+                _ = try await JobQueue.release(rest.map(\.lease), on: tx.connection, logger: logger)
+                outcomes += rest.map { .released(jobID: $0.id) }
+                break
+            }
+            let age: Duration
+            if let ages {
+                guard let locked = ages[job.id] else {
+                    leaseLost(job)
                     outcomes.append(.leaseLost(jobID: job.id))
                     continue
                 }
-                let (outcome, key) = try await self.process(job, age: age, in: tx, guarded: guarded)
-                if outcome.isFinished { finished.append(job.lease) }
-                if let key { completed.append(key) }
-                outcomes.append(outcome)
+                age = locked
+            } else {
+                age = .zero  // not used: such jobs have no maximum age
             }
-            try await tx.ack(finished, completing: completed)
-            return outcomes
+            let replay = guarded.flatMap { $0.jobID == job.id ? $0 : nil }
+            let done = try await process(job, age: age, in: tx, guarded: guarded != nil, replaying: replay)
+            if done.outcome.isFinished { finished.append(job.lease) }
+            if let key = done.completedKey { completed.append(key) }
+            if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
+            outcomes.append(done.outcome)
         }
+        let acked = try await tx.ack(finished, completing: completed)
+        if ages == nil && acked.count < finished.count {
+            outcomes = outcomes.map { outcome in
+                guard outcome.isFinished, !acked.contains(outcome.jobID),
+                      let job = jobs.first(where: { $0.id == outcome.jobID }) else { return outcome }
+                leaseLost(job)
+                return .leaseLost(jobID: job.id)
+            }
+        }
+        return BatchRun(outcomes: outcomes, handlerTimes: handlerTimes)
+    }
+
+    private func leaseLost(_ job: Job) {
+        logger.warning("lease lost: another worker holds the job now", metadata: [
+            "job_id": "\(job.id)", "lease": "\(job.lease.token)",
+        ])
     }
 
     /// Found by the interleaved chaos run: refunds of the same payments in
@@ -96,10 +162,12 @@ public struct BatchProcessor: Sendable {
 
     /// One job inside the batch's transaction. Done, duplicate and rejected
     /// jobs are acked by the caller, all in one statement, which also stores
-    /// the returned key's result. Unguarded, a throwing handler abandons the run.
+    /// the completed key's result. Unguarded, a throwing handler abandons the
+    /// run; `replay` is the failure that did so, given back in place of
+    /// calling the handler again.
     private func process(
-        _ job: Job, age: Duration, in tx: JobTransaction, guarded: Bool
-    ) async throws -> (JobOutcome, CompletedKey?) {
+        _ job: Job, age: Duration, in tx: JobTransaction, guarded: Bool, replaying replay: FastPathAbandoned?
+    ) async throws -> ProcessedJob {
         var logger = self.logger
         logger[metadataKey: "job_id"] = "\(job.id)"
         logger[metadataKey: "kind"] = "\(job.kind)"
@@ -108,25 +176,24 @@ public struct BatchProcessor: Sendable {
 
         let policy = handlers.policy(for: job.kind)
         let maxAttempts = job.maxAttempts ?? policy.maxAttempts
+        func deadLetter(_ reason: DeadLetterReason, _ error: String?, attempts: Int) async throws -> JobOutcome {
+            try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx, logger: logger)
+        }
 
         if let maxAge = policy.maxAge, age > maxAge {
-            return (try await deadLetter(
-                job, .expired, error: "job is \(Int(age.seconds))s old, over the max age of \(Int(maxAge.seconds))s",
-                attempts: job.attempts - 1, in: tx, logger: logger), nil)
+            let error = "job is \(Int(age.seconds))s old, over the max age of \(Int(maxAge.seconds))s"
+            return ProcessedJob(try await deadLetter(.expired, error, attempts: job.attempts - 1))
         }
         if job.attempts > maxAttempts {
             // The previous attempt took its worker down or timed out: its lease
             // expiry is already in the error history.
-            return (try await deadLetter(
-                job, .maxAttempts, error: nil, attempts: job.attempts - 1, in: tx, logger: logger), nil)
+            return ProcessedJob(try await deadLetter(.maxAttempts, nil, attempts: job.attempts - 1))
         }
         guard let handler = handlers.handler(for: job.kind) else {
-            return (try await deadLetter(
-                job, .invalidEvent, error: "unknown kind '\(job.kind)'", attempts: job.attempts, in: tx, logger: logger), nil)
+            return ProcessedJob(try await deadLetter(.invalidEvent, "unknown kind '\(job.kind)'", attempts: job.attempts))
         }
-
         if let problem = invalidity(of: job, handler: handler) {
-            return (try await deadLetter(job, .invalidEvent, error: problem, attempts: job.attempts, in: tx, logger: logger), nil)
+            return ProcessedJob(try await deadLetter(.invalidEvent, problem, attempts: job.attempts))
         }
 
         let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
@@ -134,6 +201,7 @@ public struct BatchProcessor: Sendable {
         // Each savepoint statement is a round trip: a job that writes nothing
         // (no key, no effects) has nothing to undo and runs without one.
         let guarded = guarded && (ttl != nil || handler.writesToDatabase)
+        var handlerTime: Duration?
         let failure: any Error
         if guarded { try await tx.savepoint(.job) }
         do {
@@ -149,13 +217,11 @@ public struct BatchProcessor: Sendable {
                     logger.info("duplicate event acked with the first one's result", metadata: [
                         "idempotency_key": "\(duplicate)", "original_job_id": "\(original)", "status": "\(status)",
                     ])
-                    return (.duplicate(jobID: job.id, of: original), nil)
+                    return ProcessedJob(.duplicate(jobID: job.id, of: original))
                 case .conflict(let conflicting, let original):
                     if guarded { try await tx.rollbackToSavepoint(.job) }
-                    return (try await deadLetter(
-                        job, .idempotencyConflict,
-                        error: "idempotency key '\(conflicting)' is held by job \(original) with a different payload",
-                        attempts: job.attempts, in: tx, logger: logger), nil)
+                    let error = "idempotency key '\(conflicting)' is held by job \(original) with a different payload"
+                    return ProcessedJob(try await deadLetter(.idempotencyConflict, error, attempts: job.attempts))
                 }
             }
             // A rejection undoes the effects and keeps the key: the effects need
@@ -164,52 +230,55 @@ public struct BatchProcessor: Sendable {
                 guarded && handler.writesToDatabase ? (key == nil ? .job : .handler) : nil
             if effects == .handler { try await tx.savepoint(.handler) }
             do {
-                let result = try await JobMetrics.timingHandler(kind: job.kind) {
-                    try await handler.handle(job, context: context)
+                let result: JobResult
+                do {
+                    let started = ContinuousClock.now
+                    defer { handlerTime = replay?.handlerTime ?? (.now - started) }
+                    // A saga's compensations are effects: they must run again.
+                    if let replay, !replay.isCompensation { throw replay.error }
+                    result = try await handler.handle(job, context: context)
                 }
                 // Releasing `job` releases `handler` with it.
                 if guarded { try await tx.releaseSavepoint(.job) }
                 logger.debug("job done")
-                return (.done(jobID: job.id), key.map { CompletedKey(key: $0, result: result) })
+                return ProcessedJob(.done(jobID: job.id), key.map { CompletedKey(key: $0, result: result) }, handlerTime)
             } catch JobError.rejected(let reason) where guarded || !handler.writesToDatabase {
                 if let effects { try await tx.rollbackToSavepoint(effects) }
                 if let key { try await tx.rejectIdempotencyKey(key, reason: reason) }
                 if guarded && effects != .job { try await tx.releaseSavepoint(.job) }
                 logger.info("event rejected", metadata: ["reason": "\(reason)"])
-                return (.rejected(jobID: job.id), nil)
+                return ProcessedJob(.rejected(jobID: job.id), nil, handlerTime)
             } catch JobError.compensated(let reason, let message) {
                 // The compensations stay; the event is dead-lettered with its reason.
                 if let key { try await tx.rejectIdempotencyKey(key, reason: message) }
                 if guarded { try await tx.releaseSavepoint(.job) }
-                return (try await deadLetter(job, reason, error: message, attempts: job.attempts, in: tx, logger: logger), nil)
+                return ProcessedJob(try await deadLetter(reason, message, attempts: job.attempts), nil, handlerTime)
             }
         } catch {
             if guarded {
                 try await tx.rollbackToSavepoint(.job)
             } else if handler.writesToDatabase || ttl != nil {
                 // Effects or a key may be half written, or the transaction aborted.
-                throw FastPathAbandoned(jobID: job.id, error: error)
+                throw FastPathAbandoned(jobID: job.id, error: error, handlerTime: handlerTime)
             }
             failure = error
         }
 
         let message = Self.describe(failure)
-        let outcome: JobOutcome
         switch failure as? JobError {
         case .invalidEvent:
-            outcome = try await deadLetter(job, .invalidEvent, error: message, attempts: job.attempts, in: tx, logger: logger)
+            return ProcessedJob(try await deadLetter(.invalidEvent, message, attempts: job.attempts), nil, handlerTime)
         case .nonRetryable, .rejected, .compensated:  // the last two are caught around the handler; elsewhere final
-            outcome = try await deadLetter(job, .nonRetryable, error: message, attempts: job.attempts, in: tx, logger: logger)
+            return ProcessedJob(try await deadLetter(.nonRetryable, message, attempts: job.attempts), nil, handlerTime)
         case .retryable, nil:
             guard job.attempts < maxAttempts else {
-                return (try await deadLetter(job, .maxAttempts, error: message, attempts: job.attempts, in: tx, logger: logger), nil)
+                return ProcessedJob(try await deadLetter(.maxAttempts, message, attempts: job.attempts), nil, handlerTime)
             }
             let delay = policy.delay(afterAttempt: job.attempts)
             try await tx.reschedule(job, after: delay, error: message)
             logger.warning("job failed, retrying", metadata: ["error": "\(message)", "retry_in_ms": "\(delay.milliseconds)"])
-            outcome = .retried(jobID: job.id, delay: delay)
+            return ProcessedJob(.retried(jobID: job.id, delay: delay), nil, handlerTime)
         }
-        return (outcome, nil)
     }
 
     /// Why the payload is not a valid event of its kind, checked before any effect.
@@ -237,11 +306,36 @@ public struct BatchProcessor: Sendable {
     }
 }
 
-/// Thrown to abandon a batch's unguarded run: job `jobID`'s handler failed
-/// with `error`, and what it wrote can only be undone with the whole run.
+/// Thrown to abandon a batch's unguarded run: job `jobID` failed with
+/// `error`, and what it wrote can only be undone with the whole run.
 struct FastPathAbandoned: Error {
     let jobID: Int64
     let error: any Error
+    /// How long its handler ran (`nil`: it failed before the handler).
+    let handlerTime: Duration?
+
+    var isCompensation: Bool {
+        if case .compensated? = error as? JobError { true } else { false }
+    }
+}
+
+/// What one run of a batch did, known to be committed once it returns.
+struct BatchRun {
+    var outcomes: [JobOutcome]
+    var handlerTimes: [HandlerTime]
+}
+
+/// What became of one job in a run, and what its batch's ack must store.
+struct ProcessedJob {
+    var outcome: JobOutcome
+    var completedKey: CompletedKey?
+    var handlerTime: Duration?
+
+    init(_ outcome: JobOutcome, _ completedKey: CompletedKey? = nil, _ handlerTime: Duration? = nil) {
+        self.outcome = outcome
+        self.completedKey = completedKey
+        self.handlerTime = handlerTime
+    }
 }
 
 /// What became of one job of a batch.

@@ -32,14 +32,19 @@ public enum JobMetrics {
     public static let queueOldestAge = "worker_queue_oldest_ready_age_seconds"
     public static let queuePaused = "worker_queue_paused"
 
-    /// Runs a handler and records its time, whether it returns or throws.
-    static func timingHandler<T>(kind: String, _ body: () async throws -> T) async throws -> T {
-        let started = ContinuousClock.now
-        defer {
-            Timer(label: handlerDuration, dimensions: [("kind", kind)]).recordNanoseconds((.now - started).nanoseconds)
+    /// Records the handler times of a committed batch run (a run that was
+    /// rolled back ran its handlers again, and those are the times that count).
+    static func recordHandlerTimes(_ times: [HandlerTime]) {
+        for time in times {
+            Timer(label: handlerDuration, dimensions: [("kind", time.kind)]).recordNanoseconds(time.duration.nanoseconds)
         }
-        return try await body()
     }
+}
+
+/// How long one handler call took.
+struct HandlerTime: Sendable {
+    let kind: String
+    let duration: Duration
 }
 
 extension Duration {

@@ -50,9 +50,14 @@ struct JobTransaction: Sendable {
     /// Deletes the rows of finished jobs and stores the results of the keys
     /// they completed, in one statement at the end of the batch (the rows are
     /// locked by `lock` until then).
-    func ack(_ leases: [Lease], completing keys: [CompletedKey]) async throws {
-        guard !leases.isEmpty else { return }
-        _ = try await connection.execute(AckStatement(leases: leases, keys: keys), logger: logger)
+    /// Returns the ids of the jobs it deleted.
+    func ack(_ leases: [Lease], completing keys: [CompletedKey]) async throws -> Set<Int64> {
+        guard !leases.isEmpty else { return [] }
+        var acked: Set<Int64> = []
+        for try await id in try await connection.execute(AckStatement(leases: leases, keys: keys), logger: logger) {
+            acked.insert(id)
+        }
+        return acked
     }
 
     func reschedule(_ job: Job, after delay: Duration, error: String) async throws {
@@ -127,8 +132,9 @@ struct AckStatement: PostgresPreparedStatement {
         DELETE FROM worker.jobs AS j
         USING unnest($1::bigint[], $2::uuid[]) AS l(id, token)
         WHERE j.id = l.id AND j.lease_token = l.token
+        RETURNING j.id
         """
-    typealias Row = ()
+    typealias Row = Int64
 
     var leases: [Lease]
     var keys: [CompletedKey]
@@ -142,5 +148,5 @@ struct AckStatement: PostgresPreparedStatement {
         return bindings
     }
 
-    func decodeRow(_ row: PostgresRow) throws -> Row {}
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }

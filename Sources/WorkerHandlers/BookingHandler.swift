@@ -11,7 +11,9 @@ import WorkerEngine
 /// bookings row holds the saga's state, so an attempt resumes where the last
 /// committed one stopped and never repeats a step's effect; the only effect
 /// outside the job's transaction is the gateway's, and its charge is keyed by
-/// the request. A step that fails for good is compensated in reverse order
+/// the request. An attempt writes the state only where it ends (confirmed, or
+/// cancelled): the states between would roll back with a failed attempt
+/// anyway, and writing each cost a statement per step. A step that fails for good is compensated in reverse order
 /// (refund the payment, release the seats, cancel the booking) and the job is
 /// dead-lettered as `booking_failed` with every failure. A gateway that is
 /// only unavailable makes the attempt fail as a whole and retry with backoff.
@@ -63,9 +65,9 @@ public struct BookingHandler: JobHandler {
             if status == .requested { status = try await saga.reserveSeats() }
             if status == .seatReserved { status = try await saga.reserveBooking() }
             if status == .awaitingPayment { (status, paymentRef) = try await saga.collectPayment() }
-            if status == .paid { status = try await saga.confirm() }
+            if status == .paid { status = try await saga.confirm(paymentRef: paymentRef) }
         } catch let failure as StepFailure {
-            let undone = try await saga.compensate(from: status, failure: failure)
+            let undone = try await saga.compensate(from: status, paymentRef: paymentRef, failure: failure)
             throw JobError.compensated(
                 reason: Self.failed,
                 "booking \(event.request_id) failed at \(failure.step): \(failure.error); compensated: \(undone.joined(separator: ", "))")
@@ -97,13 +99,16 @@ private struct Saga {
 
     /// Creates the booking on its first attempt and locks it; returns where the saga stands.
     func load() async throws -> Status {
-        try await db.query(
+        // The first attempt's insert returns the new row: one statement.
+        let inserted = try await db.query(
             """
             INSERT INTO app.bookings (request_id, flight_id, seats, amount_cents, currency, status)
             SELECT \(event.request_id), f.id, \(event.seats), \(event.amount_cents), \(event.currency), 'requested'
             FROM app.flights AS f WHERE f.id = \(event.flight_id)
             ON CONFLICT (request_id) DO NOTHING
+            RETURNING status
             """, logger: logger)
+        for try await _ in inserted.decode(String.self) { return .requested }
         let rows = try await db.query(
             """
             SELECT status, flight_id, seats, amount_cents, currency FROM app.bookings
@@ -128,48 +133,52 @@ private struct Saga {
             WHERE id = \(event.flight_id) AND status = 'scheduled' AND seats_available >= \(event.seats)
             RETURNING seats_available
             """, logger: logger)
-        var reserved = false
-        for try await _ in rows.decode(Int.self) { reserved = true }
-        guard reserved else {
-            throw StepFailure(step: "reserve_seats", error: "flight \(event.flight_id) has fewer than \(event.seats) seats left")
-        }
-        return try await advance(to: .seatReserved)
+        for try await _ in rows.decode(Int.self) { return .seatReserved }
+        throw StepFailure(step: "reserve_seats", error: "flight \(event.flight_id) has fewer than \(event.seats) seats left")
     }
 
     func reserveBooking() async throws -> Status {
-        try await advance(to: .awaitingPayment)
+        .awaitingPayment
     }
 
     func collectPayment() async throws -> (Status, String) {
-        let reference: String
         do {
-            reference = try await gateway.charge(
+            let reference = try await gateway.charge(
                 key: paymentKey, amountCents: event.amount_cents, currency: event.currency, context: context)
+            return (.paid, reference)
         } catch PaymentError.declined(let message) {
             throw StepFailure(step: "collect_payment", error: "declined: \(message)")
         } catch PaymentError.unavailable(let message) {
             throw JobError.retryable("collect_payment: gateway unavailable: \(message)")
         }
-        try await db.query(
-            "UPDATE app.bookings SET payment_ref = \(reference) WHERE request_id = \(event.request_id)", logger: logger)
-        return (try await advance(to: .paid), reference)
     }
 
-    func confirm() async throws -> Status {
+    /// Confirms while the flight is still scheduled (held so by a share lock
+    /// until commit), in one statement with the payment's reference.
+    func confirm(paymentRef: String?) async throws -> Status {
         let rows = try await db.query(
-            "SELECT status FROM app.flights WHERE id = \(event.flight_id) FOR SHARE", logger: logger)
-        for try await flightStatus in rows.decode(String.self) where flightStatus != "scheduled" {
+            """
+            UPDATE app.bookings AS b
+            SET status = 'confirmed', payment_ref = coalesce(\(paymentRef), b.payment_ref), updated_at = now()
+            FROM (SELECT id FROM app.flights WHERE id = \(event.flight_id) AND status = 'scheduled' FOR SHARE) AS f
+            WHERE b.request_id = \(event.request_id) AND b.flight_id = f.id
+            RETURNING b.status
+            """, logger: logger)
+        for try await _ in rows.decode(String.self) { return .confirmed }
+        let flight = try await db.query("SELECT status FROM app.flights WHERE id = \(event.flight_id)", logger: logger)
+        for try await flightStatus in flight.decode(String.self) {
             throw StepFailure(step: "confirm", error: "flight \(event.flight_id) is \(flightStatus)")
         }
-        return try await advance(to: .confirmed)
+        throw StepFailure(step: "confirm", error: "flight \(event.flight_id) is gone")
     }
 
     /// Undoes, newest first, the steps done so far; cancels the booking with
     /// the failure on record. Returns what it undid.
-    func compensate(from status: Status, failure: StepFailure) async throws -> [String] {
+    func compensate(from status: Status, paymentRef: String?, failure: StepFailure) async throws -> [String] {
         var undone: [String] = []
         if status == .paid {
-            let reference = try await paymentReference()
+            let reference: String
+            if let paymentRef { reference = paymentRef } else { reference = try await paymentReference() }
             try await gateway.refund(reference: reference, context: context)
             undone.append("refunded payment \(reference)")
         }
@@ -197,8 +206,8 @@ private struct Saga {
         let reference: String
         if let paymentRef { reference = paymentRef } else { reference = try await paymentReference() }
         return .object([
-            "request_id": event.request_id, "flight_id": event.flight_id, "seats": event.seats,
-            "payment_ref": reference, "status": "confirmed",
+            "request_id": .string(event.request_id), "flight_id": .string(event.flight_id),
+            "seats": .integer(Int64(event.seats)), "payment_ref": .string(reference), "status": .string("confirmed"),
         ])
     }
 
@@ -207,14 +216,5 @@ private struct Saga {
             "SELECT payment_ref FROM app.bookings WHERE request_id = \(event.request_id)", logger: logger)
         for try await reference in rows.decode(String?.self) { if let reference { return reference } }
         throw PostgresWorkerError.unexpected("booking \(event.request_id) is paid but has no payment reference")
-    }
-
-    private func advance(to status: Status) async throws -> Status {
-        try await db.query(
-            """
-            UPDATE app.bookings SET status = \(status.rawValue), updated_at = now()
-            WHERE request_id = \(event.request_id)
-            """, logger: logger)
-        return status
     }
 }

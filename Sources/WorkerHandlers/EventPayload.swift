@@ -22,8 +22,7 @@ extension EventSchema {
 
 extension JobResult {
     /// A result from a JSON object, keys sorted so equal results compare equal.
-    static func object(_ fields: [String: Any]) -> JobResult {
-        let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return JobResult(json: String(decoding: data, as: UTF8.self))
+    static func object(_ fields: [String: JSONValue]) -> JobResult {
+        JobResult(json: JSONValue.object(fields).jsonText)
     }
 }

@@ -87,8 +87,9 @@ public struct RefundHandler: JobHandler {
 
     private func result(_ event: Event, refundedTotal: Int64) -> JobResult {
         .object([
-            "refund_id": event.refund_id, "payment_id": event.payment_id, "amount_cents": event.amount_cents,
-            "currency": event.currency, "refunded_total_cents": refundedTotal, "status": "applied",
+            "refund_id": .string(event.refund_id), "payment_id": .string(event.payment_id),
+            "amount_cents": .integer(event.amount_cents), "currency": .string(event.currency),
+            "refunded_total_cents": .integer(refundedTotal), "status": .string("applied"),
         ])
     }
 }

@@ -47,6 +47,16 @@ import WorkerTestSupport
         #expect(booking.violation(in: #"{"request_id": "b", "flight_id": "LH400", "seats": 2, "amount_cents": 100, "currency": "EUR"}"#) == nil)
     }
 
+    @Test func resultsAreWrittenAsJSONThatReadsBackTheSame() throws {
+        let value = JSONValue.object([
+            "text": .string("quote \" backslash \\ newline \n tab \t bell \u{7} é"),
+            "count": .integer(-42), "ratio": .number(0.5), "flags": .array([.bool(true), .null]),
+        ])
+        #expect(value.jsonText.hasPrefix(#"{"count":-42,"flags":[true,null],"ratio":0.5,"text":"quote \"#))
+        #expect(value.jsonText.contains(#"bell \u0007"#))
+        #expect(try JSONDecoder().decode(JSONValue.self, from: Data(value.jsonText.utf8)) == value)
+    }
+
     @Test func aSchemaWithAKeywordThatIsNotCheckedDoesNotLoad() {
         #expect(throws: EventSchemaError.self) {
             try EventSchema(json: #"{"type": "object", "oneOf": []}"#, source: "test")

@@ -33,6 +33,55 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aBatchWhoseHandlersAllSucceedRunsOnceAndStoresEveryKeysResult() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+            let handler = RecordingHandler(idempotencyTTL: .seconds(60)) { job, context in
+                try await context.connection.query("INSERT INTO effects VALUES (\(job.id))", logger: context.logger)
+            }
+            for n in 1...3 { try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":\#(n)}"#)) }
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes.allSatisfy { if case .done = $0 { true } else { false } })
+            #expect(handler.invocations.count == 3)
+            #expect(try await db.int("SELECT count(*)::int FROM effects") == 3)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'completed'") == 3)
+            #expect(try await db.jobCount() == 0)
+        }
+    }
+
+    @Test func aFailingHandlerMakesTheBatchRunAgainWithASavepointPerJob() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+            let handler = RecordingHandler(idempotencyTTL: .seconds(60)) { job, context in
+                try await context.connection.query("INSERT INTO effects VALUES (\(job.id))", logger: context.logger)
+                if job.payload.contains("fail") { throw JobError.retryable("boom") }
+                if job.payload.contains("reject") { throw JobError.rejected("no") }
+            }
+            var ids: [Int64] = []
+            for payload in [#"{"ok":1}"#, #"{"fail":1}"#, #"{"reject":1}"#, #"{"ok":2}"#] {
+                ids.append(try await db.queue.enqueue(NewJob(kind: "test", payload: payload)))
+            }
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes.filter { if case .done = $0 { true } else { false } }.map(\.jobID) == [ids[0], ids[3]])
+            #expect(outcomes.filter { if case .retried = $0 { true } else { false } }.map(\.jobID) == [ids[1]])
+            #expect(outcomes.filter { if case .rejected = $0 { true } else { false } }.map(\.jobID) == [ids[2]])
+            // The first run stopped at the failure and was rolled back; the second
+            // ran the jobs again, except the failed one, whose failure it replayed:
+            // a failing handler is called once per attempt.
+            #expect(handler.invocations(of: ids[0]) == 2)
+            #expect(handler.invocations(of: ids[1]) == 1)
+            #expect(handler.invocations(of: ids[2]) == 1)
+            #expect(handler.invocations(of: ids[3]) == 1)
+            // Effects of the done jobs once; of the failed and rejected ones, none.
+            #expect(try await db.int("SELECT count(*)::int FROM effects") == 2)
+            #expect(try await db.int("SELECT count(*)::int FROM effects WHERE job_id IN (\(ids[0]), \(ids[3]))") == 2)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'completed'") == 2)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'rejected'") == 1)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys") == 3)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE last_error = 'boom' AND lease_token IS NULL") == 1)
+        }
+    }
+
     @Test func jobsThatWriteNothingRunWithoutSavepointsAndStillSucceedOrFailAlone() async throws {
         try await withTestDatabase { db in
             try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
