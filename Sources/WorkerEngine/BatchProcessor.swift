@@ -102,6 +102,22 @@ public struct BatchProcessor: Sendable {
         _ jobs: [Job], ages: [Int64: Duration]?, guarded: FastPathAbandoned?, in tx: JobTransaction,
         shouldStart: @Sendable () -> Bool
     ) async throws -> BatchRun {
+        // Jobs whose lease is lost are skipped; without locks (`ages == nil`),
+        // the jobs have no maximum age and the ack tells.
+        let held = ages.map { ages in jobs.filter { ages[$0.id] != nil } } ?? jobs
+        var refusals: [Int64: Refusal] = [:]
+        for job in held { refusals[job.id] = refusal(of: job, age: ages?[job.id] ?? .zero) }
+        // Unguarded, the keys of the whole batch are claimed in one statement.
+        var claims: [Int64: IdempotencyClaim] = [:]
+        if guarded == nil {
+            let requests = held.compactMap { job -> KeyRequest? in
+                guard refusals[job.id] == nil, let handler = handlers.handler(for: job.kind),
+                      let ttl = handlers.idempotencyTTL(for: job.kind) else { return nil }
+                return KeyRequest(jobID: job.id, key: job.idempotencyKey ?? handler.idempotencyKey(for: job), ttl: ttl)
+            }
+            if !requests.isEmpty { claims = try await tx.claimIdempotencyKeys(requests) }
+        }
+
         var outcomes: [JobOutcome] = []
         var finished: [Lease] = []
         var completed: [CompletedKey] = []
@@ -110,22 +126,18 @@ public struct BatchProcessor: Sendable {
             guard shouldStart() else {
                 let rest = Array(jobs[index...])
                 _ = try await JobQueue.release(rest.map(\.lease), on: tx.connection, logger: logger)
+                try await tx.dropIdempotencyKeys(rest.compactMap { claims[$0.id]?.ownedKey })
                 outcomes += rest.map { .released(jobID: $0.id) }
                 break
             }
-            let age: Duration
-            if let ages {
-                guard let locked = ages[job.id] else {
-                    leaseLost(job)
-                    outcomes.append(.leaseLost(jobID: job.id))
-                    continue
-                }
-                age = locked
-            } else {
-                age = .zero  // not used: such jobs have no maximum age
+            if let ages, ages[job.id] == nil {
+                leaseLost(job)
+                outcomes.append(.leaseLost(jobID: job.id))
+                continue
             }
             let replay = guarded.flatMap { $0.jobID == job.id ? $0 : nil }
-            let done = try await process(job, age: age, in: tx, guarded: guarded != nil, replaying: replay)
+            let done = try await process(
+                job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, replaying: replay)
             if done.outcome.isFinished { finished.append(job.lease) }
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
@@ -166,7 +178,8 @@ public struct BatchProcessor: Sendable {
     /// run; `replay` is the failure that did so, given back in place of
     /// calling the handler again.
     private func process(
-        _ job: Job, age: Duration, in tx: JobTransaction, guarded: Bool, replaying replay: FastPathAbandoned?
+        _ job: Job, refusal: Refusal?, claim: IdempotencyClaim?, in tx: JobTransaction, guarded: Bool,
+        replaying replay: FastPathAbandoned?
     ) async throws -> ProcessedJob {
         var logger = self.logger
         logger[metadataKey: "job_id"] = "\(job.id)"
@@ -180,20 +193,11 @@ public struct BatchProcessor: Sendable {
             try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx, logger: logger)
         }
 
-        if let maxAge = policy.maxAge, age > maxAge {
-            let error = "job is \(Int(age.seconds))s old, over the max age of \(Int(maxAge.seconds))s"
-            return ProcessedJob(try await deadLetter(.expired, error, attempts: job.attempts - 1))
-        }
-        if job.attempts > maxAttempts {
-            // The previous attempt took its worker down or timed out: its lease
-            // expiry is already in the error history.
-            return ProcessedJob(try await deadLetter(.maxAttempts, nil, attempts: job.attempts - 1))
+        if let refusal {
+            return ProcessedJob(try await deadLetter(refusal.reason, refusal.error, attempts: refusal.attempts))
         }
         guard let handler = handlers.handler(for: job.kind) else {
-            return ProcessedJob(try await deadLetter(.invalidEvent, "unknown kind '\(job.kind)'", attempts: job.attempts))
-        }
-        if let problem = invalidity(of: job, handler: handler) {
-            return ProcessedJob(try await deadLetter(.invalidEvent, problem, attempts: job.attempts))
+            throw PostgresWorkerError.unexpected("no handler for kind \(job.kind) after the checks")
         }
 
         let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
@@ -209,7 +213,13 @@ public struct BatchProcessor: Sendable {
             if let ttl {
                 // Unguarded, only an owned key changes anything: the other
                 // answers leave nothing to undo.
-                switch try await tx.claimIdempotencyKey(job, key: job.idempotencyKey ?? handler.idempotencyKey(for: job), ttl: ttl) {
+                let claimed: IdempotencyClaim
+                if let claim {
+                    claimed = claim
+                } else {
+                    claimed = try await tx.claimIdempotencyKey(job, key: job.idempotencyKey ?? handler.idempotencyKey(for: job), ttl: ttl)
+                }
+                switch claimed {
                 case .owned(let owned):
                     key = owned
                 case .duplicate(let duplicate, let original, let status):
@@ -281,6 +291,26 @@ public struct BatchProcessor: Sendable {
         }
     }
 
+    /// Why the job is dead-lettered before anything of its own runs, if it is:
+    /// too old, out of attempts, of an unknown kind or not a valid event.
+    private func refusal(of job: Job, age: Duration) -> Refusal? {
+        let policy = handlers.policy(for: job.kind)
+        if let maxAge = policy.maxAge, age > maxAge {
+            return Refusal(
+                reason: .expired, error: "job is \(Int(age.seconds))s old, over the max age of \(Int(maxAge.seconds))s",
+                attempts: job.attempts - 1)
+        }
+        if job.attempts > job.maxAttempts ?? policy.maxAttempts {
+            // The previous attempt took its worker down or timed out: its lease
+            // expiry is already in the error history.
+            return Refusal(reason: .maxAttempts, error: nil, attempts: job.attempts - 1)
+        }
+        guard let handler = handlers.handler(for: job.kind) else {
+            return Refusal(reason: .invalidEvent, error: "unknown kind '\(job.kind)'", attempts: job.attempts)
+        }
+        return invalidity(of: job, handler: handler).map { Refusal(reason: .invalidEvent, error: $0, attempts: job.attempts) }
+    }
+
     /// Why the payload is not a valid event of its kind, checked before any effect.
     private func invalidity(of job: Job, handler: any JobHandler) -> String? {
         let size = job.payload.utf8.count
@@ -317,6 +347,14 @@ struct FastPathAbandoned: Error {
     var isCompensation: Bool {
         if case .compensated? = error as? JobError { true } else { false }
     }
+}
+
+/// A dead letter decided before a job's own statements: its reason, error and
+/// the attempts it counts.
+struct Refusal {
+    let reason: DeadLetterReason
+    let error: String?
+    let attempts: Int
 }
 
 /// What one run of a batch did, known to be committed once it returns.

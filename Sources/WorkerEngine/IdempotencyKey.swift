@@ -10,6 +10,18 @@ enum IdempotencyClaim: Sendable, Equatable {
     case duplicate(key: String, of: Int64, status: String)
     /// A live key with another payload: a reused key.
     case conflict(key: String, of: Int64)
+
+    var ownedKey: String? {
+        if case .owned(let key) = self { key } else { nil }
+    }
+}
+
+/// A job whose key the batch claims, with the key the producer or the handler
+/// gave (`nil`: the kind and a hash of the payload) and its lifetime.
+struct KeyRequest: Sendable {
+    let jobID: Int64
+    let key: String?
+    let ttl: Duration
 }
 
 /// A key this transaction owns whose job is done: its result is stored with
@@ -30,16 +42,49 @@ extension JobTransaction {
         for try await row in rows { mine = row }
         guard let mine else { throw PostgresWorkerError.unexpected("job \(job.id) vanished while locked") }
         if mine.owned { return .owned(key: mine.key) }
+        return try await heldKey(mine.key, hash: mine.hash)
+    }
 
-        // A new statement sees the holder's committed row.
-        let holder = try await connection.query(
-            "SELECT job_id, payload_hash, status FROM worker.idempotency_keys WHERE key = \(mine.key)", logger: logger)
-        for try await (jobID, hash, status) in holder.decode((Int64, String, String).self) {
-            return hash == mine.hash
-                ? .duplicate(key: mine.key, of: jobID, status: status)
-                : .conflict(key: mine.key, of: jobID)
+    /// The keys of a whole batch in one statement (its unguarded run), in
+    /// `requests` order: a key asked for twice goes to the first job, and the
+    /// second is a duplicate (or conflict) of it.
+    func claimIdempotencyKeys(_ requests: [KeyRequest]) async throws -> [Int64: IdempotencyClaim] {
+        var claims: [Int64: IdempotencyClaim] = [:]
+        var unseen: [(jobID: Int64, key: String, hash: String)] = []
+        for try await row in try await connection.execute(ClaimKeysStatement(requests: requests), logger: logger) {
+            let (jobID, key, hash, owned, holder, holderHash, holderStatus) = row
+            if owned {
+                claims[jobID] = .owned(key: key)
+            } else if let holder, let holderHash, let holderStatus {
+                claims[jobID] = holderHash == hash
+                    ? .duplicate(key: key, of: holder, status: holderStatus) : .conflict(key: key, of: holder)
+            } else {
+                unseen.append((jobID, key, hash))
+            }
         }
-        throw PostgresWorkerError.unexpected("idempotency key \(mine.key) neither inserted nor found")
+        // Held by a transaction that committed while the statement waited for it.
+        for (jobID, key, hash) in unseen { claims[jobID] = try await heldKey(key, hash: hash) }
+        guard claims.count == requests.count else {
+            throw PostgresWorkerError.unexpected("a job of the batch vanished while locked")
+        }
+        return claims
+    }
+
+    /// Who holds a key this transaction could not claim. A new statement sees
+    /// the holder's committed row.
+    private func heldKey(_ key: String, hash: String) async throws -> IdempotencyClaim {
+        let holder = try await connection.query(
+            "SELECT job_id, payload_hash, status FROM worker.idempotency_keys WHERE key = \(key)", logger: logger)
+        for try await (jobID, holderHash, status) in holder.decode((Int64, String, String).self) {
+            return holderHash == hash ? .duplicate(key: key, of: jobID, status: status) : .conflict(key: key, of: jobID)
+        }
+        throw PostgresWorkerError.unexpected("idempotency key \(key) neither inserted nor found")
+    }
+
+    /// Gives back keys claimed for jobs that will not start (a shutdown).
+    func dropIdempotencyKeys(_ keys: [String]) async throws {
+        guard !keys.isEmpty else { return }
+        try await connection.query("DELETE FROM worker.idempotency_keys WHERE key = ANY(\(keys)::text[])", logger: logger)
     }
 
     /// Stores a business rejection on the key this transaction owns.
@@ -84,6 +129,58 @@ struct ClaimKeyStatement: PostgresPreparedStatement {
         bindings.append(key)
         bindings.append(jobID)
         bindings.append(ttlMS)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// The keys of a batch, claimed in one statement. Keys asked for twice go to
+/// the first job; rows are inserted in key order, so two batches waiting on
+/// each other's keys wait in one order. The holder of a key not claimed is
+/// read from the statement's snapshot, which misses a holder that committed
+/// while the insert waited for it: such rows come back without a holder.
+struct ClaimKeysStatement: PostgresPreparedStatement {
+    static let sql = """
+        WITH input AS (
+            SELECT i.ord, i.job_id, CASE WHEN i.given THEN i.key ELSE j.kind || ':' || h.hash END AS key,
+                   j.kind, h.hash, i.ttl_ms
+            FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::bigint[])
+                 WITH ORDINALITY AS i(job_id, key, given, ttl_ms, ord)
+            JOIN worker.jobs AS j ON j.id = i.job_id
+            CROSS JOIN LATERAL (SELECT encode(sha256(convert_to(j.payload::text, 'UTF8')), 'hex') AS hash) AS h
+        ), first AS (
+            SELECT DISTINCT ON (key) key, job_id, kind, hash, ttl_ms FROM input ORDER BY key, ord
+        ), claimed AS (
+            INSERT INTO worker.idempotency_keys AS k (key, kind, job_id, payload_hash, status, expires_at)
+            SELECT key, kind, job_id, hash, 'processing', now() + ttl_ms * interval '1 millisecond'
+            FROM first ORDER BY key
+            ON CONFLICT (key) DO UPDATE
+            SET kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, payload_hash = EXCLUDED.payload_hash,
+                status = 'processing', result = '{}', created_at = now(), expires_at = EXCLUDED.expires_at
+            WHERE k.expires_at <= now()
+            RETURNING k.key
+        )
+        SELECT i.job_id, i.key, i.hash, c.key IS NOT NULL AND f.job_id = i.job_id,
+               CASE WHEN c.key IS NOT NULL THEN f.job_id ELSE e.job_id END,
+               CASE WHEN c.key IS NOT NULL THEN f.hash ELSE e.payload_hash END,
+               CASE WHEN c.key IS NOT NULL THEN 'processing' ELSE e.status END
+        FROM input AS i
+        JOIN first AS f ON f.key = i.key
+        LEFT JOIN claimed AS c ON c.key = i.key
+        LEFT JOIN worker.idempotency_keys AS e ON e.key = i.key
+        """
+    typealias Row = (Int64, String, String, Bool, Int64?, String?, String?)
+
+    var requests: [KeyRequest]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings()
+        bindings.append(requests.map(\.jobID))
+        // An array of optionals does not bind: a flag says which keys were given.
+        bindings.append(requests.map { $0.key ?? "" })
+        bindings.append(requests.map { $0.key != nil })
+        bindings.append(requests.map(\.ttl.milliseconds))
         return bindings
     }
 

@@ -278,6 +278,42 @@ import WorkerTestSupport
         }
     }
 
+    @Test func keyedJobsNotStartedWhenTheWorkerStopsGiveTheirKeysBack() async throws {
+        try await withTestDatabase { db in
+            // The unguarded run claims every key of the batch before the first job.
+            let handler = RecordingHandler(idempotencyTTL: .seconds(60))
+            let first = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":1}"#))
+            let second = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":2}"#))
+            let started = Counter()
+            let outcomes = try await processor(db, .testing(handler)).process(
+                try await claimAll(db), shouldStart: { started.increment() <= 1 })
+            #expect(outcomes == [.done(jobID: first), .released(jobID: second)])
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE job_id = \(second)") == 0)
+            // Run again, the released job is done, not a duplicate of itself.
+            #expect(try await processor(db, .testing(handler)).process(try await claimAll(db)) == [.done(jobID: second)])
+            #expect(handler.invocations(of: second) == 1)
+        }
+    }
+
+    @Test func aKeyTwiceInOneBatchGoesToTheFirstJob() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler(idempotencyTTL: .seconds(60))
+            let first = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":1}"#, idempotencyKey: "k"))
+            let copy = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":1}"#, idempotencyKey: "k"))
+            let reuse = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":2}"#, idempotencyKey: "k"))
+            let derived = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":3}"#))
+            let derivedCopy = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n":3}"#))
+            let outcomes = try await processor(db, .testing(handler)).process(try await claimAll(db))
+            #expect(outcomes == [
+                .done(jobID: first), .duplicate(jobID: copy, of: first),
+                .deadLettered(jobID: reuse, reason: .idempotencyConflict),
+                .done(jobID: derived), .duplicate(jobID: derivedCopy, of: derived),
+            ])
+            #expect(handler.invocations.map(\.id) == [first, derived])
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'completed'") == 2)
+        }
+    }
+
     @Test func retriesWaitAJitteredDelayWithinThePolicyCeiling() async throws {
         try await withTestDatabase { db in
             let policy = RetryPolicy(base: .seconds(10), rate: 3, cap: .seconds(60), maxAttempts: 10, maxAge: nil)
