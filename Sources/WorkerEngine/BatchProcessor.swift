@@ -6,11 +6,12 @@ import PostgresNIO
 /// dead-lettered on its own (partial batch failure), and the batch costs one
 /// commit instead of one per job.
 ///
-/// A batch first runs without savepoints (the fast path): when every handler
-/// succeeds, nothing needs undoing, and a savepoint pair per job would double
-/// its round trips. The first handler that throws abandons that run: the
-/// transaction rolls back and the batch runs again with a savepoint per job,
-/// so that the failure is undone on its own and the other jobs still commit.
+/// A batch first runs without savepoints (the fast path), its idempotency
+/// keys claimed in one statement: when every handler succeeds, nothing needs
+/// undoing, and a savepoint pair per job would double its round trips. The
+/// first handler that throws abandons that run: the transaction rolls back and
+/// the batch runs again with a savepoint and a key claim per job, so that the
+/// failure is undone on its own and the other jobs still commit.
 public struct BatchProcessor: Sendable {
     public let client: PostgresClient
     public let handlers: HandlerRegistry

@@ -28,7 +28,8 @@ extension PostgresConnection {
         let work = Task(executorPreference: EventLoopTaskExecutor(eventLoop)) {
             outcome.finish(await Result(catching: { try await body(self) }))
         }
-        self.closeFuture.whenComplete { _ in outcome.finish(.failure(ConnectionClosedError())) }
+        let watch = CloseWatches.shared.add(self) { outcome.finish(.failure(ConnectionClosedError())) }
+        defer { CloseWatches.shared.remove(watch) }
         return try await withTaskCancellationHandler {
             try await outcome.value()
         } onCancel: {
@@ -39,6 +40,57 @@ extension PostgresConnection {
             outcome.finish(.failure(CancellationError()))
             let _: EventLoopFuture<Void> = self.close()
         }
+    }
+}
+
+/// Who waits for which connection to close. A connection's closeFuture takes
+/// callbacks and never lets go of them until it closes: one per batch would
+/// pile up on a pooled connection for its whole life (a leak that grows with
+/// every batch). So each connection gets one callback, which calls whoever
+/// waits at that moment.
+final class CloseWatches: Sendable {
+    static let shared = CloseWatches()
+
+    struct Watch: Sendable {
+        fileprivate let connection: ObjectIdentifier
+        fileprivate let id: UInt64
+    }
+
+    private struct State {
+        var nextID: UInt64 = 0
+        var waiters: [ObjectIdentifier: [UInt64: @Sendable () -> Void]] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    /// Calls `onClose` when `connection` closes, unless removed first; at
+    /// once if it closed already.
+    func add(_ connection: PostgresConnection, onClose: @escaping @Sendable () -> Void) -> Watch {
+        let key = ObjectIdentifier(connection)
+        let (watch, isFirst) = state.withLock { state in
+            state.nextID += 1
+            let isFirst = state.waiters[key] == nil
+            state.waiters[key, default: [:]][state.nextID] = onClose
+            return (Watch(connection: key, id: state.nextID), isFirst)
+        }
+        if isFirst {
+            connection.closeFuture.whenComplete { _ in
+                let waiters = self.state.withLock { $0.waiters.removeValue(forKey: key) } ?? [:]
+                for onClose in waiters.values { onClose() }
+            }
+        }
+        return watch
+    }
+
+    func remove(_ watch: Watch) {
+        state.withLock { state in
+            _ = state.waiters[watch.connection]?.removeValue(forKey: watch.id)
+        }
+    }
+
+    /// Waiters registered now for `connection`.
+    func count(for connection: PostgresConnection) -> Int {
+        state.withLock { $0.waiters[ObjectIdentifier(connection)]?.count ?? 0 }
     }
 }
 
