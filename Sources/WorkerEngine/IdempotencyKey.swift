@@ -36,10 +36,10 @@ extension JobTransaction {
     /// same key makes this wait for its outcome (the unique index), so two
     /// workers never both apply the same event.
     func claimIdempotencyKey(_ job: Job, key: String?, ttl: Duration) async throws -> IdempotencyClaim {
-        let rows = try await connection.execute(
+        let rows = try await connection.run(
             ClaimKeyStatement(key: key, jobID: job.id, ttlMS: ttl.milliseconds), logger: logger)
         var mine: (key: String, hash: String, owned: Bool)?
-        for try await row in rows { mine = row }
+        for row in rows { mine = row }
         guard let mine else { throw PostgresWorkerError.unexpected("job \(job.id) vanished while locked") }
         if mine.owned { return .owned(key: mine.key) }
         return try await heldKey(mine.key, hash: mine.hash)
@@ -51,7 +51,7 @@ extension JobTransaction {
     func claimIdempotencyKeys(_ requests: [KeyRequest]) async throws -> [Int64: IdempotencyClaim] {
         var claims: [Int64: IdempotencyClaim] = [:]
         var unseen: [(jobID: Int64, key: String, hash: String)] = []
-        for try await row in try await connection.execute(ClaimKeysStatement(requests: requests), logger: logger) {
+        for row in try await connection.run(ClaimKeysStatement(requests: requests), logger: logger) {
             let (jobID, key, hash, owned, holder, holderHash, holderStatus) = row
             if owned {
                 claims[jobID] = .owned(key: key)
@@ -97,8 +97,7 @@ extension JobTransaction {
     }
 }
 
-/// The key claim of `claimIdempotencyKey`, prepared once per connection: it
-/// runs for every keyed job.
+/// The key claim of `claimIdempotencyKey` (run unprepared: see `PostgresConnection.run`).
 struct ClaimKeyStatement: PostgresPreparedStatement {
     static let sql = """
         WITH job AS (

@@ -61,12 +61,12 @@ public struct JobQueue: Sendable {
     public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
         let logger = logger
         return try await client.withLiveConnection { connection in
-        let rows = try await connection.execute(
+        let rows = try await connection.run(
             ClaimStatement(
                 queue: queue, limit: limit, visibilityMS: visibilityTimeout.milliseconds, workerID: workerID),
             logger: logger)
         var jobs: [Job] = []
-        for try await row in rows {
+        for row in rows {
             jobs.append(Job(
                 id: row.0, queue: row.1, kind: row.2, payload: row.3, idempotencyKey: row.4, priority: row.5,
                 attempts: row.6, maxAttempts: row.7, createdAt: row.8, redriveCount: row.9,
@@ -181,8 +181,7 @@ public enum PostgresWorkerError: Error, CustomStringConvertible, Sendable {
     }
 }
 
-/// The claim of `JobQueue.claim`, prepared once per connection: it runs for
-/// every batch, and planning it again each time cost more than running it.
+/// The claim of `JobQueue.claim` (run unprepared: see `PostgresConnection.run`).
 struct ClaimStatement: PostgresPreparedStatement {
     static let sql = """
         WITH ready AS (

@@ -16,10 +16,10 @@ struct JobTransaction: Sendable {
     /// another worker. Holding the rows until commit keeps every other worker
     /// off them however long the batch takes.
     func lock(_ leases: [Lease]) async throws -> (ages: [Int64: Duration], session: Int32?) {
-        let rows = try await connection.execute(LockStatement(leases: leases), logger: logger)
+        let rows = try await connection.run(LockStatement(leases: leases), logger: logger)
         var ages: [Int64: Duration] = [:]
         var session: Int32?
-        for try await (id, ageMS, pid) in rows {
+        for (id, ageMS, pid) in rows {
             ages[id] = .milliseconds(ageMS)
             session = pid
         }
@@ -53,11 +53,7 @@ struct JobTransaction: Sendable {
     /// Returns the ids of the jobs it deleted.
     func ack(_ leases: [Lease], completing keys: [CompletedKey]) async throws -> Set<Int64> {
         guard !leases.isEmpty else { return [] }
-        var acked: Set<Int64> = []
-        for try await id in try await connection.execute(AckStatement(leases: leases, keys: keys), logger: logger) {
-            acked.insert(id)
-        }
-        return acked
+        return Set(try await connection.run(AckStatement(leases: leases, keys: keys), logger: logger))
     }
 
     func reschedule(_ job: Job, after delay: Duration, error: String) async throws {
@@ -95,8 +91,7 @@ struct JobTransaction: Sendable {
     }
 }
 
-// The statements every batch runs, prepared once per connection: planning
-// them again for each batch cost more than running them.
+// The statements every batch runs (unprepared: see `PostgresConnection.run`).
 
 /// See `JobTransaction.lock`.
 struct LockStatement: PostgresPreparedStatement {

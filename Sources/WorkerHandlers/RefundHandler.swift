@@ -95,7 +95,9 @@ public struct RefundHandler: JobHandler {
 }
 
 /// The refund's one conditional statement, prepared once per connection: it
-/// runs for every refund.
+/// runs for every refund, and planning it each time was about a quarter of a
+/// refund drain's CPU. (Safe as a generic plan: it finds rows by unique keys
+/// of tables that only grow, unlike the queue's statements.)
 struct ApplyRefund: PostgresPreparedStatement {
     static let sql = """
         WITH refund AS (
