@@ -32,9 +32,9 @@ public protocol JobHandler: Sendable {
     func lockOrder(for job: Job) -> String?
 
     /// Whether `handle` writes through `context.connection`. A handler that
-    /// never does runs without savepoints, which saves two round trips per
-    /// job; one that says `false` and writes anyway would keep the writes of
-    /// a failed attempt.
+    /// never does needs no savepoint, and without a key or a maximum age its
+    /// batches need no transaction; one that says `false` and writes anyway
+    /// would keep the writes of a failed attempt.
     var writesToDatabase: Bool { get }
 }
 
@@ -55,8 +55,11 @@ public struct JobResult: Sendable, Equatable {
 
 /// What a handler may use while it runs.
 public struct JobContext: Sendable {
-    /// The connection of the processing transaction; the handler's statements
-    /// run inside a savepoint that is rolled back if the handler throws.
+    /// The connection of the processing transaction. If the handler throws,
+    /// what it wrote is rolled back: with the whole first run of the batch, or
+    /// with the job's savepoint when the batch runs again. Handlers may be
+    /// called again for the same attempt when another job of their batch
+    /// failed, so they must be idempotent (their outside effects keyed).
     public let connection: PostgresConnection
     public let logger: Logger
     public let workerID: String
