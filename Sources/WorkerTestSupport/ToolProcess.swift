@@ -49,6 +49,13 @@ public final class ToolProcess: Sendable {
         pid = process.processIdentifier
     }
 
+    /// A test that fails before it stops its child must not leave it running
+    /// (a workerd of a failed test kept reconnecting to a dropped database for
+    /// an hour).
+    deinit {
+        if !exit.hasExited { kill(pid, SIGKILL) }
+    }
+
     /// Sends `signal` (SIGTERM, SIGKILL, ...) to the child.
     public func send(_ signal: Int32) { kill(pid, signal) }
 
@@ -94,6 +101,8 @@ private final class ExitStatus: Sendable {
         await exited.wait()
         return status.withLock { $0 } ?? -1
     }
+
+    var hasExited: Bool { status.withLock { $0 != nil } }
 }
 
 /// How a tool exited and what it printed.
