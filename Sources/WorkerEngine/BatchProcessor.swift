@@ -248,8 +248,7 @@ public struct BatchProcessor: Sendable {
                 do {
                     let started = ContinuousClock.now
                     defer { handlerTime = replay?.handlerTime ?? (.now - started) }
-                    // A saga's compensations are effects: they must run again.
-                    if let replay, !replay.isCompensation { throw replay.error }
+                    if let replay { throw replay.error }
                     result = try await handler.handle(job, context: context)
                 }
                 // Releasing `job` releases `handler` with it.
@@ -346,11 +345,8 @@ struct FastPathAbandoned: Error {
     let jobID: Int64
     let error: any Error
     /// How long its handler ran (`nil`: it failed before the handler).
+    /// (A compensated saga never abandons a run: it keeps its compensations.)
     let handlerTime: Duration?
-
-    var isCompensation: Bool {
-        if case .compensated? = error as? JobError { true } else { false }
-    }
 }
 
 /// A dead letter decided before a job's own statements: its reason, error and

@@ -36,23 +36,55 @@ extension JobTransaction {
     /// same key makes this wait for its outcome (the unique index), so two
     /// workers never both apply the same event.
     func claimIdempotencyKey(_ job: Job, key: String?, ttl: Duration) async throws -> IdempotencyClaim {
-        let rows = try await connection.run(
-            ClaimKeyStatement(key: key, jobID: job.id, ttlMS: ttl.milliseconds), logger: logger)
-        var mine: (key: String, hash: String, owned: Bool)?
-        for row in rows { mine = row }
-        guard let mine else { throw PostgresWorkerError.unexpected("job \(job.id) vanished while locked") }
-        if mine.owned { return .owned(key: mine.key) }
-        return try await heldKey(mine.key, hash: mine.hash)
+        let claims = try await claimIdempotencyKeys([KeyRequest(jobID: job.id, key: key, ttl: ttl)])
+        guard let claim = claims[job.id] else { throw PostgresWorkerError.unexpected("job \(job.id) vanished while locked") }
+        return claim
     }
 
-    /// The keys of a whole batch in one statement (its unguarded run), in
-    /// `requests` order: a key asked for twice goes to the first job, and the
-    /// second is a duplicate (or conflict) of it.
+    /// The keys of a whole batch in one statement, in `requests` order: a key
+    /// asked for twice goes to the first job, and the second is a duplicate (or
+    /// conflict) of it. Rows are inserted in key order, so two batches waiting
+    /// on each other's keys wait in one order. The holder of a key not claimed
+    /// is read from the statement's snapshot, which misses a holder that
+    /// committed while the insert waited for it: those are looked up again.
     func claimIdempotencyKeys(_ requests: [KeyRequest]) async throws -> [Int64: IdempotencyClaim] {
+        // An array of optionals does not bind: a flag says which keys were given.
+        let rows = try await connection.query(
+            """
+            WITH input AS (
+                SELECT i.ord, i.job_id, CASE WHEN i.given THEN i.key ELSE j.kind || ':' || h.hash END AS key,
+                       j.kind, h.hash, i.ttl_ms
+                FROM unnest(\(requests.map(\.jobID))::bigint[], \(requests.map { $0.key ?? "" })::text[],
+                            \(requests.map { $0.key != nil })::boolean[], \(requests.map(\.ttl.milliseconds))::bigint[])
+                     WITH ORDINALITY AS i(job_id, key, given, ttl_ms, ord)
+                JOIN worker.jobs AS j ON j.id = i.job_id
+                CROSS JOIN LATERAL (SELECT encode(sha256(convert_to(j.payload::text, 'UTF8')), 'hex') AS hash) AS h
+            ), first AS (
+                SELECT DISTINCT ON (key) key, job_id, kind, hash, ttl_ms FROM input ORDER BY key, ord
+            ), claimed AS (
+                INSERT INTO worker.idempotency_keys AS k (key, kind, job_id, payload_hash, status, expires_at)
+                SELECT key, kind, job_id, hash, 'processing', now() + ttl_ms * interval '1 millisecond'
+                FROM first ORDER BY key
+                ON CONFLICT (key) DO UPDATE
+                SET kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, payload_hash = EXCLUDED.payload_hash,
+                    status = 'processing', result = '{}', created_at = now(), expires_at = EXCLUDED.expires_at
+                WHERE k.expires_at <= now()
+                RETURNING k.key
+            )
+            SELECT i.job_id, i.key, i.hash, c.key IS NOT NULL AND f.job_id = i.job_id,
+                   CASE WHEN c.key IS NOT NULL THEN f.job_id ELSE e.job_id END,
+                   CASE WHEN c.key IS NOT NULL THEN f.hash ELSE e.payload_hash END,
+                   CASE WHEN c.key IS NOT NULL THEN 'processing' ELSE e.status END
+            FROM input AS i
+            JOIN first AS f ON f.key = i.key
+            LEFT JOIN claimed AS c ON c.key = i.key
+            LEFT JOIN worker.idempotency_keys AS e ON e.key = i.key
+            """, logger: logger)
         var claims: [Int64: IdempotencyClaim] = [:]
         var unseen: [(jobID: Int64, key: String, hash: String)] = []
-        for row in try await connection.run(ClaimKeysStatement(requests: requests), logger: logger) {
-            let (jobID, key, hash, owned, holder, holderHash, holderStatus) = row
+        for try await (jobID, key, hash, owned, holder, holderHash, holderStatus) in rows.decode(
+            (Int64, String, String, Bool, Int64?, String?, String?).self)
+        {
             if owned {
                 claims[jobID] = .owned(key: key)
             } else if let holder, let holderHash, let holderStatus {
@@ -62,7 +94,6 @@ extension JobTransaction {
                 unseen.append((jobID, key, hash))
             }
         }
-        // Held by a transaction that committed while the statement waited for it.
         for (jobID, key, hash) in unseen { claims[jobID] = try await heldKey(key, hash: hash) }
         guard claims.count == requests.count else {
             throw PostgresWorkerError.unexpected("a job of the batch vanished while locked")
@@ -95,93 +126,4 @@ extension JobTransaction {
             WHERE key = \(key)
             """, logger: logger)
     }
-}
-
-/// The key claim of `claimIdempotencyKey` (run unprepared: see `PostgresConnection.run`).
-struct ClaimKeyStatement: PostgresPreparedStatement {
-    static let sql = """
-        WITH job AS (
-            SELECT coalesce($1::text, j.kind || ':' || h.hash) AS key, j.kind, h.hash
-            FROM worker.jobs AS j,
-                 LATERAL (SELECT encode(sha256(convert_to(j.payload::text, 'UTF8')), 'hex') AS hash) AS h
-            WHERE j.id = $2
-        ), claimed AS (
-            INSERT INTO worker.idempotency_keys AS k (key, kind, job_id, payload_hash, status, expires_at)
-            SELECT key, kind, $2, hash, 'processing', now() + $3::bigint * interval '1 millisecond'
-            FROM job
-            ON CONFLICT (key) DO UPDATE
-            SET kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, payload_hash = EXCLUDED.payload_hash,
-                status = 'processing', result = '{}', created_at = now(), expires_at = EXCLUDED.expires_at
-            WHERE k.expires_at <= now()
-            RETURNING k.key
-        )
-        SELECT job.key, job.hash, EXISTS (SELECT 1 FROM claimed) FROM job
-        """
-    typealias Row = (String, String, Bool)
-
-    var key: String?
-    var jobID: Int64
-    var ttlMS: Int64
-
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(key)
-        bindings.append(jobID)
-        bindings.append(ttlMS)
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
-}
-
-/// The keys of a batch, claimed in one statement. Keys asked for twice go to
-/// the first job; rows are inserted in key order, so two batches waiting on
-/// each other's keys wait in one order. The holder of a key not claimed is
-/// read from the statement's snapshot, which misses a holder that committed
-/// while the insert waited for it: such rows come back without a holder.
-struct ClaimKeysStatement: PostgresPreparedStatement {
-    static let sql = """
-        WITH input AS (
-            SELECT i.ord, i.job_id, CASE WHEN i.given THEN i.key ELSE j.kind || ':' || h.hash END AS key,
-                   j.kind, h.hash, i.ttl_ms
-            FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::bigint[])
-                 WITH ORDINALITY AS i(job_id, key, given, ttl_ms, ord)
-            JOIN worker.jobs AS j ON j.id = i.job_id
-            CROSS JOIN LATERAL (SELECT encode(sha256(convert_to(j.payload::text, 'UTF8')), 'hex') AS hash) AS h
-        ), first AS (
-            SELECT DISTINCT ON (key) key, job_id, kind, hash, ttl_ms FROM input ORDER BY key, ord
-        ), claimed AS (
-            INSERT INTO worker.idempotency_keys AS k (key, kind, job_id, payload_hash, status, expires_at)
-            SELECT key, kind, job_id, hash, 'processing', now() + ttl_ms * interval '1 millisecond'
-            FROM first ORDER BY key
-            ON CONFLICT (key) DO UPDATE
-            SET kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, payload_hash = EXCLUDED.payload_hash,
-                status = 'processing', result = '{}', created_at = now(), expires_at = EXCLUDED.expires_at
-            WHERE k.expires_at <= now()
-            RETURNING k.key
-        )
-        SELECT i.job_id, i.key, i.hash, c.key IS NOT NULL AND f.job_id = i.job_id,
-               CASE WHEN c.key IS NOT NULL THEN f.job_id ELSE e.job_id END,
-               CASE WHEN c.key IS NOT NULL THEN f.hash ELSE e.payload_hash END,
-               CASE WHEN c.key IS NOT NULL THEN 'processing' ELSE e.status END
-        FROM input AS i
-        JOIN first AS f ON f.key = i.key
-        LEFT JOIN claimed AS c ON c.key = i.key
-        LEFT JOIN worker.idempotency_keys AS e ON e.key = i.key
-        """
-    typealias Row = (Int64, String, String, Bool, Int64?, String?, String?)
-
-    var requests: [KeyRequest]
-
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(requests.map(\.jobID))
-        // An array of optionals does not bind: a flag says which keys were given.
-        bindings.append(requests.map { $0.key ?? "" })
-        bindings.append(requests.map { $0.key != nil })
-        bindings.append(requests.map(\.ttl.milliseconds))
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }

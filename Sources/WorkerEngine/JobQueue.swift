@@ -58,15 +58,43 @@ public struct JobQueue: Sendable {
     /// still counts its attempts, and a fresh lease token fences out the previous
     /// holder. A job whose previous lease expired gets that lost attempt written
     /// into its error history. A paused queue yields nothing.
+    ///
+    /// Like the lock and the ack, it is planned for its values each time, not
+    /// prepared: a prepared statement's generic plan, made while the table was
+    /// empty, scanned all of it for every batch (see README, Design decisions).
     public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
         let logger = logger
         return try await client.withLiveConnection { connection in
-        let rows = try await connection.run(
-            ClaimStatement(
-                queue: queue, limit: limit, visibilityMS: visibilityTimeout.milliseconds, workerID: workerID),
-            logger: logger)
+        let rows = try await connection.query(
+            """
+            WITH ready AS (
+                SELECT id FROM worker.jobs
+                WHERE queue = \(queue) AND visible_at <= now()
+                  AND NOT EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = \(queue))
+                ORDER BY priority, visible_at, id
+                LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE worker.jobs AS j
+            SET attempts = j.attempts + 1,
+                visible_at = now() + \(visibilityTimeout.milliseconds)::bigint * interval '1 millisecond',
+                lease_token = gen_random_uuid(),
+                leased_by = \(workerID),
+                leased_at = now(),
+                last_error = CASE WHEN j.lease_token IS NULL THEN j.last_error
+                    ELSE 'lease expired: attempt ' || j.attempts || ' by ' || coalesce(j.leased_by, '?') || ' did not finish' END,
+                errors = CASE WHEN j.lease_token IS NULL THEN j.errors
+                    ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempts, 'at', now(), 'error', 'lease expired', 'worker', j.leased_by)) END
+            FROM ready
+            WHERE j.id = ready.id
+            RETURNING j.id, j.queue, j.kind, j.payload::text, j.idempotency_key, j.priority, j.attempts,
+                      j.max_attempts, j.created_at, j.redrive_count, j.lease_token
+            """, logger: logger)
         var jobs: [Job] = []
-        for row in rows {
+        for try await row in rows.decode(
+            (Int64, String, String, String, String?, Int, Int, Int?, Date, Int, UUID).self)
+        {
             jobs.append(Job(
                 id: row.0, queue: row.1, kind: row.2, payload: row.3, idempotencyKey: row.4, priority: row.5,
                 attempts: row.6, maxAttempts: row.7, createdAt: row.8, redriveCount: row.9,
@@ -179,50 +207,4 @@ public enum PostgresWorkerError: Error, CustomStringConvertible, Sendable {
             "the database schema is at version \(found) but this build needs \(required): run `workerctl migrate`"
         }
     }
-}
-
-/// The claim of `JobQueue.claim` (run unprepared: see `PostgresConnection.run`).
-struct ClaimStatement: PostgresPreparedStatement {
-    static let sql = """
-        WITH ready AS (
-            SELECT id FROM worker.jobs
-            WHERE queue = $1 AND visible_at <= now()
-              AND NOT EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = $1)
-            ORDER BY priority, visible_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        )
-        UPDATE worker.jobs AS j
-        SET attempts = j.attempts + 1,
-            visible_at = now() + $3::bigint * interval '1 millisecond',
-            lease_token = gen_random_uuid(),
-            leased_by = $4,
-            leased_at = now(),
-            last_error = CASE WHEN j.lease_token IS NULL THEN j.last_error
-                ELSE 'lease expired: attempt ' || j.attempts || ' by ' || coalesce(j.leased_by, '?') || ' did not finish' END,
-            errors = CASE WHEN j.lease_token IS NULL THEN j.errors
-                ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                    'attempt', j.attempts, 'at', now(), 'error', 'lease expired', 'worker', j.leased_by)) END
-        FROM ready
-        WHERE j.id = ready.id
-        RETURNING j.id, j.queue, j.kind, j.payload::text, j.idempotency_key, j.priority, j.attempts,
-                  j.max_attempts, j.created_at, j.redrive_count, j.lease_token
-        """
-    typealias Row = (Int64, String, String, String, String?, Int, Int, Int?, Date, Int, UUID)
-
-    var queue: String
-    var limit: Int
-    var visibilityMS: Int64
-    var workerID: String
-
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(queue)
-        bindings.append(limit)
-        bindings.append(visibilityMS)
-        bindings.append(workerID)
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }

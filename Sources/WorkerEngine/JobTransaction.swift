@@ -16,10 +16,18 @@ struct JobTransaction: Sendable {
     /// another worker. Holding the rows until commit keeps every other worker
     /// off them however long the batch takes.
     func lock(_ leases: [Lease]) async throws -> (ages: [Int64: Duration], session: Int32?) {
-        let rows = try await connection.run(LockStatement(leases: leases), logger: logger)
+        let rows = try await connection.query(
+            """
+            SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint, pg_backend_pid()
+            FROM worker.jobs AS j
+            JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
+              ON j.id = l.id AND j.lease_token = l.token
+            ORDER BY j.id
+            FOR UPDATE OF j
+            """, logger: logger)
         var ages: [Int64: Duration] = [:]
         var session: Int32?
-        for (id, ageMS, pid) in rows {
+        for try await (id, ageMS, pid) in rows.decode((Int64, Int64, Int32).self) {
             ages[id] = .milliseconds(ageMS)
             session = pid
         }
@@ -53,7 +61,21 @@ struct JobTransaction: Sendable {
     /// Returns the ids of the jobs it deleted.
     func ack(_ leases: [Lease], completing keys: [CompletedKey]) async throws -> Set<Int64> {
         guard !leases.isEmpty else { return [] }
-        return Set(try await connection.run(AckStatement(leases: leases, keys: keys), logger: logger))
+        let rows = try await connection.query(
+            """
+            WITH completed AS (
+                UPDATE worker.idempotency_keys AS k SET status = 'completed', result = c.result
+                FROM unnest(\(keys.map(\.key))::text[], \(keys.map(\.result.json))::text[]::jsonb[]) AS c(key, result)
+                WHERE k.key = c.key
+            )
+            DELETE FROM worker.jobs AS j
+            USING unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
+            WHERE j.id = l.id AND j.lease_token = l.token
+            RETURNING j.id
+            """, logger: logger)
+        var acked: Set<Int64> = []
+        for try await id in rows.decode(Int64.self) { acked.insert(id) }
+        return acked
     }
 
     func reschedule(_ job: Job, after delay: Duration, error: String) async throws {
@@ -89,59 +111,4 @@ struct JobTransaction: Sendable {
             FROM moved
             """, logger: logger)
     }
-}
-
-// The statements every batch runs (unprepared: see `PostgresConnection.run`).
-
-/// See `JobTransaction.lock`.
-struct LockStatement: PostgresPreparedStatement {
-    static let sql = """
-        SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint, pg_backend_pid()
-        FROM worker.jobs AS j
-        JOIN unnest($1::bigint[], $2::uuid[]) AS l(id, token) ON j.id = l.id AND j.lease_token = l.token
-        ORDER BY j.id
-        FOR UPDATE OF j
-        """
-    typealias Row = (Int64, Int64, Int32)
-
-    var leases: [Lease]
-
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(leases.map(\.jobID))
-        bindings.append(leases.map(\.token))
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
-}
-
-/// See `JobTransaction.ack`.
-struct AckStatement: PostgresPreparedStatement {
-    static let sql = """
-        WITH completed AS (
-            UPDATE worker.idempotency_keys AS k SET status = 'completed', result = c.result
-            FROM unnest($3::text[], $4::text[]::jsonb[]) AS c(key, result)
-            WHERE k.key = c.key
-        )
-        DELETE FROM worker.jobs AS j
-        USING unnest($1::bigint[], $2::uuid[]) AS l(id, token)
-        WHERE j.id = l.id AND j.lease_token = l.token
-        RETURNING j.id
-        """
-    typealias Row = Int64
-
-    var leases: [Lease]
-    var keys: [CompletedKey]
-
-    func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings()
-        bindings.append(leases.map(\.jobID))
-        bindings.append(leases.map(\.token))
-        bindings.append(keys.map(\.key))
-        bindings.append(keys.map(\.result.json))
-        return bindings
-    }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }

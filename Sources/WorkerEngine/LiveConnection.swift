@@ -1,4 +1,3 @@
-import Logging
 import NIOCore
 import PostgresNIO
 import Synchronization
@@ -41,27 +40,6 @@ extension PostgresConnection {
             outcome.finish(.failure(CancellationError()))
             let _: EventLoopFuture<Void> = self.close()
         }
-    }
-}
-
-extension PostgresConnection {
-    /// Runs `statement` as an unnamed statement, planned for its values each
-    /// time rather than prepared. For the statements on `worker.jobs` and the
-    /// idempotency table: a prepared statement soon runs a generic plan made
-    /// once for the table's size at that moment, and a queue goes from empty to
-    /// millions of rows and back. Plans made while it was empty scanned the
-    /// whole table for every batch (`scripts/bench`: bursts of 5,000 took 3.8 s
-    /// instead of 0.3 s). These statements run once per batch, so planning
-    /// them costs little; the per-job statements of handlers stay prepared.
-    func run<Statement: PostgresPreparedStatement>(
-        _ statement: Statement, logger: Logger
-    ) async throws -> [Statement.Row] {
-        let query = PostgresQuery(unsafeSQL: Statement.sql, binds: try statement.makeBindings())
-        var rows: [Statement.Row] = []
-        for try await row in try await self.query(query, logger: logger) {
-            rows.append(try statement.decodeRow(row))
-        }
-        return rows
     }
 }
 
