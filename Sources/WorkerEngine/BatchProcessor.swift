@@ -65,7 +65,7 @@ public struct BatchProcessor: Sendable {
                 throw failed
             }
             logger.debug("batch runs again with a savepoint per job", metadata: [
-                "job_id": "\(abandoned.jobID)", "error": "\(Self.describe(abandoned.error))",
+                "job_id": "\(abandoned.jobID.map(String.init) ?? "batch")", "error": "\(Self.describe(abandoned.error))",
             ])
             return try await runInTransaction(
                 jobs, guarded: abandoned, on: connection, shouldStart: shouldStart, inSession: inSession)
@@ -119,12 +119,22 @@ public struct BatchProcessor: Sendable {
             if !requests.isEmpty { claims = try await tx.claimIdempotencyKeys(requests) }
         }
 
+        // Unguarded, a batch handler does the work of its kind's jobs ahead of their turn.
+        func batchable(_ job: Job) -> Bool {
+            guarded == nil && refusals[job.id] == nil && ages.map { $0[job.id] != nil } ?? true
+                && (handlers.idempotencyTTL(for: job.kind) == nil || claims[job.id]?.ownedKey != nil)
+        }
+        var batched: [Int64: KnownAnswer] = [:]
+        var batchStoppedAt: Set<Int64> = []  // jobs a batch call left to `handle`
+
         var outcomes: [JobOutcome] = []
         var finished: [Lease] = []
         var completed: [CompletedKey] = []
         var handlerTimes: [HandlerTime] = []
         for (index, job) in jobs.enumerated() {
-            guard shouldStart() else {
+            var known = batched.removeValue(forKey: job.id)
+            // A job its batch handler did has started already.
+            guard known != nil || shouldStart() else {
                 let rest = Array(jobs[index...])
                 _ = try await JobQueue.release(rest.map(\.lease), on: tx.connection, logger: logger)
                 try await tx.dropIdempotencyKeys(rest.compactMap { claims[$0.id]?.ownedKey })
@@ -136,9 +146,17 @@ public struct BatchProcessor: Sendable {
                 outcomes.append(.leaseLost(jobID: job.id))
                 continue
             }
-            let replay = guarded.flatMap { $0.jobID == job.id ? $0 : nil }
+            if let replay = guarded, replay.jobID == job.id { known = .replayed(replay) }
+            if known == nil, batchable(job), !batchStoppedAt.contains(job.id),
+               let handler = handlers.handler(for: job.kind) as? any BatchJobHandler {
+                let group = Array(jobs[index...].prefix { $0.kind == job.kind && batchable($0) })
+                let answers = try await handleBatch(group, with: handler, in: tx)
+                for (batchedJob, answer) in answers { batched[batchedJob] = answer }
+                if answers.count < group.count { batchStoppedAt.insert(group[answers.count].id) }
+                known = batched.removeValue(forKey: job.id)
+            }
             let done = try await process(
-                job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, replaying: replay)
+                job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, known: known)
             if done.outcome.isFinished { finished.append(job.lease) }
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
@@ -154,6 +172,26 @@ public struct BatchProcessor: Sendable {
             }
         }
         return BatchRun(outcomes: outcomes, handlerTimes: handlerTimes)
+    }
+
+    /// Runs `handleBatch` for `jobs`; returns the answers of those it did,
+    /// each with its share of the call's time.
+    private func handleBatch(
+        _ jobs: [Job], with handler: any BatchJobHandler, in tx: JobTransaction
+    ) async throws -> [(Int64, KnownAnswer)] {
+        let context = JobContext(connection: tx.connection, logger: logger, workerID: workerID)
+        let started = ContinuousClock.now
+        let results: [JobResult]
+        do {
+            results = try await handler.handleBatch(jobs, context: context)
+        } catch {
+            throw FastPathAbandoned(jobID: nil, error: error, handlerTime: nil)
+        }
+        guard results.count <= jobs.count else {
+            throw PostgresWorkerError.unexpected("\(jobs[0].kind) handler returned \(results.count) results for \(jobs.count) jobs")
+        }
+        let share = (ContinuousClock.now - started) / max(results.count, 1)
+        return zip(jobs, results).map { job, result in (job.id, .batched(result, handlerTime: share)) }
     }
 
     private func leaseLost(_ job: Job) {
@@ -176,11 +214,12 @@ public struct BatchProcessor: Sendable {
     /// One job inside the batch's transaction. Done, duplicate and rejected
     /// jobs are acked by the caller, all in one statement, which also stores
     /// the completed key's result. Unguarded, a throwing handler abandons the
-    /// run; `replay` is the failure that did so, given back in place of
-    /// calling the handler again.
+    /// run. `known` is the handler's answer when it is known already: done
+    /// by its batch handler, or the failure that abandoned the unguarded run,
+    /// given back in place of calling the handler again.
     private func process(
         _ job: Job, refusal: Refusal?, claim: IdempotencyClaim?, in tx: JobTransaction, guarded: Bool,
-        replaying replay: FastPathAbandoned?
+        known: KnownAnswer?
     ) async throws -> ProcessedJob {
         // Set at once, and described only when a line is written: swift-log's
         // stream handler renders its metadata again on every key set, and four
@@ -247,9 +286,12 @@ public struct BatchProcessor: Sendable {
                 let result: JobResult
                 do {
                     let started = ContinuousClock.now
-                    defer { handlerTime = replay?.handlerTime ?? (.now - started) }
-                    if let replay { throw replay.error }
-                    result = try await handler.handle(job, context: context)
+                    defer { handlerTime = known?.handlerTime ?? (.now - started) }
+                    switch known {
+                    case .replayed(let abandoned): throw abandoned.error
+                    case .batched(let answer, _): result = answer
+                    case nil: result = try await handler.handle(job, context: context)
+                    }
                 }
                 // Releasing `job` releases `handler` with it.
                 if guarded { try await tx.releaseSavepoint(.job) }
@@ -339,14 +381,30 @@ public struct BatchProcessor: Sendable {
     }
 }
 
-/// Thrown to abandon a batch's unguarded run: job `jobID` failed with
-/// `error`, and what it wrote can only be undone with the whole run.
+/// Thrown to abandon a batch's unguarded run: job `jobID` (`nil`: a batch
+/// handler's call) failed with `error`, and what it wrote can only be undone
+/// with the whole run.
 struct FastPathAbandoned: Error {
-    let jobID: Int64
+    let jobID: Int64?
     let error: any Error
     /// How long its handler ran (`nil`: it failed before the handler).
     /// (A compensated saga never abandons a run: it keeps its compensations.)
     let handlerTime: Duration?
+}
+
+/// A handler's answer for a job, known before the job's turn comes.
+enum KnownAnswer {
+    /// Done by its kind's batch handler, with the job's share of the call's time.
+    case batched(JobResult, handlerTime: Duration)
+    /// The failure that abandoned the unguarded run, replayed in the guarded one.
+    case replayed(FastPathAbandoned)
+
+    var handlerTime: Duration? {
+        switch self {
+        case .batched(_, let time): time
+        case .replayed(let abandoned): abandoned.handlerTime
+        }
+    }
 }
 
 /// A dead letter decided before a job's own statements: its reason, error and

@@ -1,18 +1,12 @@
 /// A parsed JSON document, keeping integers apart from other numbers so that a
 /// schema can tell `5` from `5.5` and `true` from `1`.
-public enum JSONValue: Sendable, Equatable, Decodable {
+public enum JSONValue: Sendable, Equatable {
     case null, bool(Bool), integer(Int64), number(Double), string(String)
     case array([JSONValue]), object([String: JSONValue])
 
-    public init(from decoder: any Decoder) throws {
-        let value = try decoder.singleValueContainer()
-        if value.decodeNil() { self = .null }
-        else if let bool = try? value.decode(Bool.self) { self = .bool(bool) }
-        else if let integer = try? value.decode(Int64.self) { self = .integer(integer) }
-        else if let number = try? value.decode(Double.self) { self = .number(number) }
-        else if let string = try? value.decode(String.self) { self = .string(string) }
-        else if let array = try? value.decode([JSONValue].self) { self = .array(array) }
-        else { self = .object(try value.decode([String: JSONValue].self)) }
+    /// Reads JSON text; throws a message naming what is wrong and where.
+    public init(parsing text: String) throws {
+        self = try JSONParser.parse(text)
     }
 
     /// The JSON Schema type names this value has (an integer is also a number).

@@ -83,6 +83,51 @@ public struct BookingHandler: JobHandler {
     }
 }
 
+extension BookingHandler: BatchJobHandler {
+    /// Books the batch's bookings together when the gateway collects charges
+    /// in batches: `app.reserve_bookings` reserves the seats of each new
+    /// booking and records it, stopping before the first it cannot (an
+    /// existing booking, too few seats, an unknown or cancelled flight:
+    /// `handle` and its saga answer that one); then one request collects their
+    /// payments and one statement confirms them. Three statements whatever the
+    /// batch's size; the flights stay locked by the reservation until commit,
+    /// so none is cancelled under a booking it confirms.
+    public func handleBatch(_ jobs: [Job], context: JobContext) async throws -> [JobResult] {
+        guard let gateway = gateway as? any BatchPaymentGateway else { return [] }
+        let events = try jobs.map { try $0.decode(Event.self) }
+        let reserved = try await context.connection.query(
+            """
+            SELECT seats_left FROM app.reserve_bookings(
+                \(events.map(\.request_id)), \(events.map(\.flight_id)), \(events.map { Int32($0.seats) }),
+                \(events.map(\.amount_cents)), \(events.map(\.currency)))
+            """, logger: context.logger)
+        var count = 0
+        for try await _ in reserved.decode(Int32.self) { count += 1 }
+        guard count > 0 else { return [] }
+
+        let booked = Array(events.prefix(count))
+        let references = try await gateway.chargeAll(
+            booked.map { Charge(key: Self.paymentKey($0), amountCents: $0.amount_cents, currency: $0.currency) },
+            context: context)
+        try await context.connection.query(
+            """
+            UPDATE app.bookings AS b SET status = 'confirmed', payment_ref = c.reference, updated_at = now()
+            FROM unnest(\(booked.map(\.request_id)), \(references)) AS c(request_id, reference)
+            WHERE b.request_id = c.request_id
+            """, logger: context.logger)
+        return zip(booked, references).map { Self.confirmation($0, paymentRef: $1) }
+    }
+
+    static func paymentKey(_ event: Event) -> String { "booking:\(event.request_id)" }
+
+    static func confirmation(_ event: Event, paymentRef: String) -> JobResult {
+        .object([
+            "request_id": .string(event.request_id), "flight_id": .string(event.flight_id),
+            "seats": .integer(Int64(event.seats)), "payment_ref": .string(paymentRef), "status": .string("confirmed"),
+        ])
+    }
+}
+
 /// One attempt of the saga for one event, on the job's transaction.
 private struct Saga {
     typealias Status = BookingHandler.Status
@@ -95,7 +140,7 @@ private struct Saga {
 
     var db: PostgresConnection { context.connection }
     var logger: Logger { context.logger }
-    var paymentKey: String { "booking:\(event.request_id)" }
+    var paymentKey: String { BookingHandler.paymentKey(event) }
 
     /// Creates the booking on its first attempt and locks it; returns where the saga stands.
     func load() async throws -> Status {
@@ -205,10 +250,7 @@ private struct Saga {
     func result(paymentRef: String?) async throws -> JobResult {
         let reference: String
         if let paymentRef { reference = paymentRef } else { reference = try await paymentReference() }
-        return .object([
-            "request_id": .string(event.request_id), "flight_id": .string(event.flight_id),
-            "seats": .integer(Int64(event.seats)), "payment_ref": .string(reference), "status": .string("confirmed"),
-        ])
+        return BookingHandler.confirmation(event, paymentRef: reference)
     }
 
     private func paymentReference() async throws -> String {

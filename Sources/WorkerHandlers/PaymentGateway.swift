@@ -11,6 +11,29 @@ public protocol PaymentGateway: Sendable {
     func refund(reference: String, context: JobContext) async throws
 }
 
+/// A gateway that collects many charges in one request. With one, the
+/// booking handler books a batch's bookings together; with any other, each
+/// booking runs its own saga.
+public protocol BatchPaymentGateway: PaymentGateway {
+    /// Collects each charge once per key and returns their references, in
+    /// order. Throwing abandons the batch's run: its bookings then run one at
+    /// a time and charge again with the same keys.
+    func chargeAll(_ charges: [Charge], context: JobContext) async throws -> [String]
+}
+
+/// One payment to collect, idempotent by its key.
+public struct Charge: Sendable {
+    public var key: String
+    public var amountCents: Int64
+    public var currency: String
+
+    public init(key: String, amountCents: Int64, currency: String) {
+        self.key = key
+        self.amountCents = amountCents
+        self.currency = currency
+    }
+}
+
 /// A gateway failure, classified as the saga needs it.
 public enum PaymentError: Error, Sendable, CustomStringConvertible {
     /// The gateway could not answer (timeout, 5xx): worth retrying.
@@ -30,8 +53,18 @@ public enum PaymentError: Error, Sendable, CustomStringConvertible {
 /// `app.payments` (id = the key) written in the job's transaction, so it
 /// commits or rolls back with the saga, and a booking's payment can later be
 /// refunded with a `refund.requested` event like any other.
-public struct LedgerGateway: PaymentGateway {
+public struct LedgerGateway: BatchPaymentGateway {
     public init() {}
+
+    public func chargeAll(_ charges: [Charge], context: JobContext) async throws -> [String] {
+        try await context.connection.query(
+            """
+            INSERT INTO app.payments (id, amount_cents, currency)
+            SELECT * FROM unnest(\(charges.map(\.key)), \(charges.map(\.amountCents)), \(charges.map(\.currency)))
+            ON CONFLICT (id) DO NOTHING
+            """, logger: context.logger)
+        return charges.map(\.key)
+    }
 
     public func charge(key: String, amountCents: Int64, currency: String, context: JobContext) async throws -> String {
         try await context.connection.query(

@@ -85,12 +85,32 @@ public struct RefundHandler: JobHandler {
         return "unknown payment \(event.payment_id)"
     }
 
-    private func result(_ event: Event, refundedTotal: Int64) -> JobResult {
+    func result(_ event: Event, refundedTotal: Int64) -> JobResult {
         .object([
             "refund_id": .string(event.refund_id), "payment_id": .string(event.payment_id),
             "amount_cents": .integer(event.amount_cents), "currency": .string(event.currency),
             "refunded_total_cents": .integer(refundedTotal), "status": .string("applied"),
         ])
+    }
+}
+
+extension RefundHandler: BatchJobHandler {
+    /// Applies the batch's refunds in one call of `app.apply_refunds`, which
+    /// stops before the first refund that is not simply applied (a rejection,
+    /// an earlier refund of the same reference): `handle` answers that one.
+    public func handleBatch(_ jobs: [Job], context: JobContext) async throws -> [JobResult] {
+        let events = try jobs.map { try $0.decode(Event.self) }
+        let rows = try await context.connection.query(
+            """
+            SELECT refunded_total_cents FROM app.apply_refunds(
+                \(events.map(\.refund_id)), \(events.map(\.payment_id)), \(events.map(\.amount_cents)),
+                \(events.map(\.currency)), \(jobs.map(\.id)))
+            """, logger: context.logger)
+        var results: [JobResult] = []
+        for try await total in rows.decode(Int64.self) {
+            results.append(result(events[results.count], refundedTotal: total))
+        }
+        return results
     }
 }
 

@@ -130,6 +130,30 @@ import WorkerTestSupport
         }
     }
 
+    /// With the ledger gateway a batch's bookings are booked together, up to
+    /// the first that is not simply booked; its saga answers that one.
+    @Test func aBatchOfBookingsGivesTheSameAnswersAsOneAtATime() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 3)
+            for (request, key) in [("bk_1", nil), ("bk_1", "other"), ("bk_2", nil), ("bk_3", nil), ("bk_4", nil), ("bk_5", nil)] {
+                try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking(request), idempotencyKey: key))
+            }
+            let jobs = try await db.queue.claim(queue: "default", limit: 50, visibilityTimeout: .seconds(30), workerID: "w")
+            let outcomes = try await BatchProcessor(client: db.client, handlers: .standard(), workerID: "w", logger: db.logger)
+                .process(jobs)
+            #expect(outcomes.filter { if case .done = $0 { true } else { false } }.count == 4)
+            #expect(outcomes.filter { if case .deadLettered = $0 { true } else { false } }.count == 2)
+            #expect(try await seatsLeft(db) == 0)
+            for request in ["bk_1", "bk_2", "bk_3"] { #expect(try await status(db, request) == "confirmed") }
+            for request in ["bk_4", "bk_5"] { #expect(try await status(db, request) == "cancelled") }
+            #expect(try await db.int("SELECT count(*)::int FROM app.payments WHERE status = 'captured'") == 3)
+            #expect(try await db.string("SELECT payment_ref FROM app.bookings WHERE request_id = 'bk_2'") == "booking:bk_2")
+            // bk_1 under its second key gets the first one's answer.
+            #expect(try await db.int("SELECT count(DISTINCT result)::int FROM worker.idempotency_keys WHERE key IN ('booking:bk_1', 'other')") == 1)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters WHERE reason = 'booking_failed'") == 2)
+        }
+    }
+
     @Test func duplicateBookingRequestsBookOnce() async throws {
         try await withTestDatabase { db in
             try await flight(db, seats: 10)

@@ -54,7 +54,27 @@ import WorkerTestSupport
         ])
         #expect(value.jsonText.hasPrefix(#"{"count":-42,"flags":[true,null],"ratio":0.5,"text":"quote \"#))
         #expect(value.jsonText.contains(#"bell \u0007"#))
-        #expect(try JSONDecoder().decode(JSONValue.self, from: Data(value.jsonText.utf8)) == value)
+        #expect(try JSONValue(parsing: value.jsonText) == value)
+    }
+
+    @Test func jsonTextIsReadAsTheStandardSays() throws {
+        let valid: [(String, JSONValue)] = [
+            (#" {"a": [1, -0, 2.5, 1e3, -1.5E-2, true, false, null], "b": {}} "#,
+             .object(["a": .array([.integer(1), .integer(0), .number(2.5), .number(1000), .number(-0.015), .bool(true), .bool(false), .null]),
+                      "b": .object([:])])),
+            (#""tab\t quote\" slash\/ back\\ \u00e9 \ud83d\ude00""#, .string("tab\t quote\" slash/ back\\ \u{e9} \u{1F600}")),
+            ("\"\u{e9} \u{1F600}\"", .string("\u{e9} \u{1F600}")),
+            ("92233720368547758070", .number(92233720368547758070)),
+            ("[]", .array([])),
+        ]
+        for (text, expected) in valid {
+            #expect(try JSONValue(parsing: text) == expected, "\(text)")
+        }
+        let invalid = ["", "{", "[1,]", #"{"a" 1}"#, "01", "1.", "-", "tru", #""open"#, "1 2", #""\ud800""#, "\"a\u{1}b\"",
+                       String(repeating: "[", count: 600) + String(repeating: "]", count: 600)]
+        for text in invalid {
+            #expect(throws: (any Error).self, "\(text.prefix(20))") { try JSONValue(parsing: text) }
+        }
     }
 
     @Test func aSchemaWithAKeywordThatIsNotCheckedDoesNotLoad() {

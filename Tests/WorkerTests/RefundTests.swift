@@ -19,10 +19,10 @@ import WorkerTestSupport
 
     /// Claims and processes every ready job, one batch at a time, in id order.
     @discardableResult
-    func processAll(_ db: TestDatabase) async throws -> [JobOutcome] {
+    func processAll(_ db: TestDatabase, batchSize: Int = 1) async throws -> [JobOutcome] {
         var outcomes: [JobOutcome] = []
         while true {
-            let jobs = try await db.queue.claim(queue: "default", limit: 1, visibilityTimeout: .seconds(30), workerID: "w")
+            let jobs = try await db.queue.claim(queue: "default", limit: batchSize, visibilityTimeout: .seconds(30), workerID: "w")
             guard !jobs.isEmpty else { return outcomes }
             outcomes += try await BatchProcessor(client: db.client, handlers: handlers, workerID: "w", logger: db.logger).process(jobs)
         }
@@ -132,6 +132,34 @@ import WorkerTestSupport
             let row = stats.stdout.split(separator: "\n").first { $0.hasPrefix("refund.requested") }
             // KIND DONE/MIN RETRIED/MIN DEAD/MIN COMPLETED REJECTED EXPIRED_KEYS
             #expect(row?.split(separator: " ").suffix(3) == ["1", "3", "0"], "\(stats)")
+        }
+    }
+
+    /// A batch's refunds are applied by one call, which stops at a refund it
+    /// cannot simply apply; the per-event path answers that one.
+    @Test func aBatchOfRefundsGivesTheSameAnswersAsOneAtATime() async throws {
+        try await withTestDatabase { db in
+            try await pay(db, cents: 1000)
+            let events: [(String, String?)] = [
+                (refund("rf_a", cents: 300), nil), (refund("rf_b", cents: 200), "x"), (refund("rf_b", cents: 200), "y"),
+                (refund("rf_over", cents: 900), nil), (refund("rf_nobody", payment: "pay_404"), nil),
+                (refund("rf_c", cents: 100), nil),
+            ]
+            for (payload, key) in events {
+                try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: payload, idempotencyKey: key))
+            }
+            let outcomes = try await processAll(db, batchSize: 50)
+            #expect(outcomes.filter { if case .done = $0 { true } else { false } }.count == 4)
+            #expect(outcomes.filter { if case .rejected = $0 { true } else { false } }.count == 2)
+            #expect(try await refunded(db) == 600)
+            #expect(try await db.int("SELECT count(*)::int FROM app.refunds") == 3)
+            #expect(try await db.string("SELECT status FROM app.payments WHERE id = 'pay_1'") == "partially_refunded")
+            // rf_b under its second key gets the first one's answer.
+            #expect(try await db.int("SELECT count(DISTINCT result)::int FROM worker.idempotency_keys WHERE key IN ('x', 'y')") == 1)
+            let over = try await db.string("SELECT result::text FROM worker.idempotency_keys WHERE key = 'refund:rf_over'")
+            #expect(over.contains("exceeds the 400 left of payment pay_1"), "\(over)")
+            let c = try await db.string("SELECT result->>'refunded_total_cents' FROM worker.idempotency_keys WHERE key = 'refund:rf_c'")
+            #expect(c == "600")
         }
     }
 
