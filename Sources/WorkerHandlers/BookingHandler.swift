@@ -18,12 +18,20 @@ import WorkerEngine
 /// dead-lettered as `booking_failed` with every failure. A gateway that is
 /// only unavailable makes the attempt fail as a whole and retry with backoff.
 public struct BookingHandler: JobHandler {
-    struct Event: Decodable {
+    struct Event: FieldDecodable {
         var request_id: String
         var flight_id: String
         var seats: Int
         var amount_cents: Int64
         var currency: String
+
+        init(_ fields: EventFields) throws {
+            request_id = try fields.string("request_id")
+            flight_id = try fields.string("flight_id")
+            seats = Int(try fields.integer("seats"))
+            amount_cents = try fields.integer("amount_cents")
+            currency = try fields.string("currency")
+        }
     }
 
     enum Status: String {

@@ -11,11 +11,18 @@ import WorkerEngine
 /// same refund twice applies once. A refund over the remaining amount, in
 /// another currency, or of an unknown payment is a business rejection.
 public struct RefundHandler: JobHandler {
-    struct Event: Decodable {
+    struct Event: FieldDecodable {
         var refund_id: String
         var payment_id: String
         var amount_cents: Int64
         var currency: String
+
+        init(_ fields: EventFields) throws {
+            refund_id = try fields.string("refund_id")
+            payment_id = try fields.string("payment_id")
+            amount_cents = try fields.integer("amount_cents")
+            currency = try fields.string("currency")
+        }
     }
 
     public init() {}
