@@ -36,6 +36,7 @@ struct StructuredLogHandler: LogHandler {
     let format: LogFormat
     var logLevel: Logger.Level = .info
     var metadata: Logger.Metadata = [:]
+    var metadataProvider: Logger.MetadataProvider?
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -44,6 +45,7 @@ struct StructuredLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         var fields = metadata
+        if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         if let error = event.error { fields["error"] = "\(String(reflecting: error))" }
         let (level, message) = (event.level, event.message)

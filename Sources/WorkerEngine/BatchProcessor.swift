@@ -22,7 +22,7 @@ public struct BatchProcessor: Sendable {
         self.client = client
         self.handlers = handlers
         self.workerID = workerID
-        self.logger = logger
+        self.logger = JobLogMetadata.adding(to: logger)
     }
 
     /// Processes `jobs` in lock order (see `JobHandler.lockOrder`). Before
@@ -221,15 +221,19 @@ public struct BatchProcessor: Sendable {
         _ job: Job, refusal: Refusal?, claim: IdempotencyClaim?, in tx: JobTransaction, guarded: Bool,
         known: KnownAnswer?
     ) async throws -> ProcessedJob {
-        // Set at once, and described only when a line is written: swift-log's
-        // stream handler renders its metadata again on every key set, and four
-        // sets per job were a sixth of a no-op drain's CPU.
-        var logger = self.logger
-        logger.handler.metadata.merge([
+        let metadata: Logger.Metadata = [
             "job_id": .stringConvertible(job.id), "kind": .string(job.kind),
             "attempt": .stringConvertible(job.attempts), "lease": .stringConvertible(job.lease.token),
-        ]) { $1 }
+        ]
+        return try await JobLogMetadata.$current.withValue(metadata) {
+            try await processAsCurrent(job, refusal: refusal, claim: claim, in: tx, guarded: guarded, known: known)
+        }
+    }
 
+    private func processAsCurrent(
+        _ job: Job, refusal: Refusal?, claim: IdempotencyClaim?, in tx: JobTransaction, guarded: Bool,
+        known: KnownAnswer?
+    ) async throws -> ProcessedJob {
         let policy = handlers.policy(for: job.kind)
         let maxAttempts = job.maxAttempts ?? policy.maxAttempts
         func deadLetter(_ reason: DeadLetterReason, _ error: String?, attempts: Int) async throws -> JobOutcome {
