@@ -140,6 +140,8 @@ public final class Worker: Service, Sendable {
         contact.heard()
         monitor.claimed(lane)
         guard !jobs.isEmpty else { return false }
+        // A full batch says more may wait: another lane comes to help.
+        if jobs.count == configuration.batchSize { wake.signal() }
         counters.claimed(jobs.count, from: name)
         let held = jobs.map(\.lease)
         leases.add(held)
