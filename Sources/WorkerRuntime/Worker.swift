@@ -101,11 +101,14 @@ public final class Worker: Service, Sendable {
         // cancellation, so looping on would spin.
         while !isStopping && !Task.isCancelled {
             let generation = wake.generation
-            var claimedAny = false
+            // Only a full batch says more may wait; after a smaller one the
+            // lane waits, and a notification that came meanwhile ends the wait
+            // at once (an empty claim after each batch doubled the claims).
+            var sawFullBatch = false
             do {
                 for step in 0..<queues.count where !isStopping {
                     let name = queues[(turn + step) % queues.count]
-                    if try await runBatch(from: name, lane: lane) { claimedAny = true }
+                    if try await runBatch(from: name, lane: lane) == configuration.batchSize { sawFullBatch = true }
                 }
                 turn = (turn + 1) % queues.count
                 backoff.reset()
@@ -118,14 +121,14 @@ public final class Worker: Service, Sendable {
                 try? await Task.sleep(for: delay)
                 continue
             }
-            if !claimedAny {
+            if !sawFullBatch {
                 await wake.wait(since: generation, upTo: configuration.pollInterval)
             }
         }
     }
 
-    /// Claims and processes one batch; returns whether it found any job.
-    private func runBatch(from name: String, lane: Int) async throws -> Bool {
+    /// Claims and processes one batch; returns how many jobs it claimed.
+    private func runBatch(from name: String, lane: Int) async throws -> Int {
         monitor.claiming(lane)
         defer { monitor.claimed(lane) }
         let (queue, configuration, processor, contact, sessions) = (queue, configuration, processor, contact, sessions)
@@ -139,7 +142,7 @@ public final class Worker: Service, Sendable {
         }
         contact.heard()
         monitor.claimed(lane)
-        guard !jobs.isEmpty else { return false }
+        guard !jobs.isEmpty else { return 0 }
         // A full batch says more may wait: another lane comes to help.
         if jobs.count == configuration.batchSize { wake.signal() }
         counters.claimed(jobs.count, from: name)
@@ -162,6 +165,6 @@ public final class Worker: Service, Sendable {
                 jobs, shouldStart: { !self.isStopping }, inSession: { sessions.began(lane: lane, pid: $0) })
         }
         counters.record(outcomes, of: jobs)
-        return true
+        return jobs.count
     }
 }
