@@ -1,15 +1,14 @@
 -- 006: the refund and booking handlers' set-based statements. A batch's
--- refunds (or bookings) are applied by one call instead of a statement or four
--- per event: the round trips, not the rows, were what a realistic drain spent
--- its time on.
+-- refunds (or bookings) are applied by one call instead of a statement (or
+-- four) per event, each a round trip.
 --
 -- Each function takes the batch's events in lock order, applies them while
 -- each goes the usual way, and stops before the first that does not (an
 -- existing refund or booking, too little left to refund, too few seats, an
--- unknown payment or flight), having written nothing for it: that event then
--- runs through the handler's own per-event path, which knows every answer and
--- its message. One row comes back per event applied, in order.
---
+-- unknown payment or flight), having changed nothing for it (a booking that
+-- exists gives its seats back at once): that event then runs through the
+-- handler's own per-event path, which knows every answer and its message. One
+-- row comes back per event applied, in order.
 
 CREATE FUNCTION app.apply_refunds(
     refund_ids text[], payment_ids text[], amounts bigint[], currencies text[], job_ids bigint[])

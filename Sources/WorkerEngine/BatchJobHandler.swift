@@ -11,7 +11,7 @@ public protocol BatchJobHandler: JobHandler {
     /// order. The jobs are valid events of this kind whose idempotency keys
     /// are owned, in lock order. It stops before the first job it cannot
     /// finish without `handle` (a rejection, a compensation, a resumed saga),
-    /// having written nothing for it: that job then runs through `handle`,
+    /// having changed nothing for it: that job then runs through `handle`,
     /// and the jobs after it come back in another call. Throwing abandons the
     /// run as a failing `handle` does: the batch runs again a job at a time.
     func handleBatch(_ jobs: [Job], context: JobContext) async throws -> [JobResult]
