@@ -59,37 +59,16 @@ public struct JobQueue: Sendable {
     /// holder. A job whose previous lease expired gets that lost attempt written
     /// into its error history. A paused queue yields nothing.
     ///
-    /// Like the lock and the ack, it is planned for its values each time, not
-    /// prepared: a prepared statement's generic plan, made while the table was
-    /// empty, scanned all of it for every batch (see README, Design decisions).
+    /// The statement is `worker.claim` (sql/008): a function, so that its plan
+    /// is the claim index read in order whatever the statistics say.
     public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
         let logger = logger
         return try await client.withLiveConnection { connection in
         let rows = try await connection.query(
             """
-            WITH ready AS (
-                SELECT id FROM worker.jobs
-                WHERE queue = \(queue) AND visible_at <= now()
-                  AND NOT EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = \(queue))
-                ORDER BY priority, visible_at, id
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE worker.jobs AS j
-            SET attempts = j.attempts + 1,
-                visible_at = now() + \(visibilityTimeout.milliseconds)::bigint * interval '1 millisecond',
-                lease_token = gen_random_uuid(),
-                leased_by = \(workerID),
-                leased_at = now(),
-                last_error = CASE WHEN j.lease_token IS NULL THEN j.last_error
-                    ELSE 'lease expired: attempt ' || j.attempts || ' by ' || coalesce(j.leased_by, '?') || ' did not finish' END,
-                errors = CASE WHEN j.lease_token IS NULL THEN j.errors
-                    ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                        'attempt', j.attempts, 'at', now(), 'error', 'lease expired', 'worker', j.leased_by)) END
-            FROM ready
-            WHERE j.id = ready.id
-            RETURNING j.id, j.queue, j.kind, j.payload::text, j.idempotency_key, j.priority, j.attempts,
-                      j.max_attempts, j.created_at, j.redrive_count, j.lease_token
+            SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
+                   redrive_count, lease_token
+            FROM worker.claim(\(queue), \(limit)::integer, \(visibilityTimeout.milliseconds)::bigint, \(workerID))
             """, logger: logger)
         var jobs: [Job] = []
         for try await row in rows.decode(

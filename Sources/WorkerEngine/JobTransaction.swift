@@ -18,12 +18,8 @@ struct JobTransaction: Sendable {
     func lock(_ leases: [Lease]) async throws -> (ages: [Int64: Duration], session: Int32?) {
         let rows = try await connection.query(
             """
-            SELECT j.id, (extract(epoch FROM now() - j.created_at) * 1000)::bigint, pg_backend_pid()
-            FROM worker.jobs AS j
-            JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
-              ON j.id = l.id AND j.lease_token = l.token
-            ORDER BY j.id
-            FOR UPDATE OF j
+            SELECT id, age_ms, backend_pid
+            FROM worker.lock_jobs(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[])
             """, logger: logger)
         var ages: [Int64: Duration] = [:]
         var session: Int32?
@@ -63,15 +59,9 @@ struct JobTransaction: Sendable {
         guard !leases.isEmpty else { return [] }
         let rows = try await connection.query(
             """
-            WITH completed AS (
-                UPDATE worker.idempotency_keys AS k SET status = 'completed', result = c.result
-                FROM unnest(\(keys.map(\.key))::text[], \(keys.map(\.result.json))::text[]::jsonb[]) AS c(key, result)
-                WHERE k.key = c.key
-            )
-            DELETE FROM worker.jobs AS j
-            USING unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
-            WHERE j.id = l.id AND j.lease_token = l.token
-            RETURNING j.id
+            SELECT id FROM worker.ack_jobs(
+                \(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[],
+                \(keys.map(\.key))::text[], \(keys.map(\.result.json))::text[]::jsonb[])
             """, logger: logger)
         var acked: Set<Int64> = []
         for try await id in rows.decode(Int64.self) { acked.insert(id) }

@@ -121,4 +121,59 @@ import WorkerTestSupport
             #expect(again.first?.attempts == 1)
         }
     }
+
+    /// Planned over statistics taken while the queue was empty, the claim once
+    /// sorted every waiting job for each batch and the ack scanned the whole
+    /// table. sql/008's functions leave their planner no such choice.
+    @Test func aBatchReadsTheQueueByIndexOverStatisticsOfAnEmptyQueue() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("ANALYZE worker.jobs")
+            _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 5000)
+            let before = try await QueueReads.read(db)
+            try await db.client.withConnection { connection in
+                var ids: [Int64] = [], tokens: [UUID] = []
+                let claimed = try await connection.query(
+                    "SELECT id, lease_token FROM worker.claim('default', 10, 30000, 'w')", logger: db.logger)
+                for try await (id, token) in claimed.decode((Int64, UUID).self) {
+                    ids.append(id)
+                    tokens.append(token)
+                }
+                #expect(ids.count == 10)
+                try await connection.query("BEGIN", logger: db.logger)
+                let locked = try await connection.query(
+                    "SELECT count(*)::int FROM worker.lock_jobs(\(ids), \(tokens))", logger: db.logger)
+                for try await count in locked.decode(Int.self) { #expect(count == 10) }
+                let acked = try await connection.query(
+                    "SELECT count(*)::int FROM worker.ack_jobs(\(ids), \(tokens), '{}', '{}')", logger: db.logger)
+                for try await count in acked.decode(Int.self) { #expect(count == 10) }
+                try await connection.query("COMMIT", logger: db.logger)
+                try await connection.query("SELECT pg_stat_force_next_flush()", logger: db.logger)
+            }
+            try await eventually("the batch's statistics") { try await QueueReads.read(db).deleted == before.deleted + 10 }
+            let after = try await QueueReads.read(db)
+            #expect(after.sequentialScans == before.sequentialScans)
+            #expect(after.claimIndexEntriesRead - before.claimIndexEntriesRead < 100)
+        }
+    }
+}
+
+/// The server's counters of how worker.jobs was read.
+private struct QueueReads {
+    var sequentialScans: Int
+    var deleted: Int
+    var claimIndexEntriesRead: Int
+
+    static func read(_ db: TestDatabase) async throws -> QueueReads {
+        let rows = try await db.client.query(
+            """
+            SELECT t.seq_scan::int, t.n_tup_del::int, i.idx_tup_read::int
+            FROM pg_stat_user_tables AS t
+            JOIN pg_stat_user_indexes AS i ON i.relid = t.relid AND i.indexrelname = 'jobs_claim_idx'
+            WHERE t.relid = 'worker.jobs'::regclass
+            """, logger: db.logger)
+        for try await (scans, deleted, read) in rows.decode((Int, Int, Int).self) {
+            return QueueReads(sequentialScans: scans, deleted: deleted, claimIndexEntriesRead: read)
+        }
+        throw PostgresWorkerError.unexpected("no statistics for worker.jobs")
+    }
 }
