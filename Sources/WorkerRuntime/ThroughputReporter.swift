@@ -9,6 +9,10 @@ struct ThroughputReporter: Sendable {
     let counters: WorkerCounters
     let workerID: String
     let interval: Duration
+    /// How long a write may wait for its answer. The last write runs after the
+    /// lanes stopped, and nothing cancels it: over a connection whose link went
+    /// dead it would hold up the worker's stop for TCP's quarter of an hour.
+    let deadline: Duration
     let logger: Logger
 
     func run() async {
@@ -19,8 +23,13 @@ struct ThroughputReporter: Sendable {
 
     func flush() async {
         let tallies = counters.takeTallies()
+        let (throughput, workerID, started, deadline) = (throughput, workerID, ContinuousClock.now, deadline)
         do {
-            try await throughput.record(tallies, workerID: workerID)
+            try await withDeadline({ started + deadline }, orElse: {
+                DeadlineExceeded(operation: "throughput record", reason: "no answer from the database in time")
+            }) {
+                try await throughput.record(tallies, workerID: workerID)
+            }
         } catch {
             counters.restore(tallies)
             logger.warning("could not record throughput; will retry", metadata: ["error": "\(String(reflecting: error))"])

@@ -66,7 +66,8 @@ public final class Worker: Service, Sendable {
                 background.addTask { await heartbeat.run() }
                 let reporter = ThroughputReporter(
                     throughput: Throughput(client: client, logger: logger), counters: counters,
-                    workerID: configuration.workerID, interval: .seconds(10), logger: logger)
+                    workerID: configuration.workerID, interval: .seconds(10),
+                    deadline: configuration.statementDeadline, logger: logger)
                 background.addTask { await reporter.run() }
                 if let interval = configuration.metricsInterval {
                     let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)

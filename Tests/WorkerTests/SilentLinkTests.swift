@@ -102,6 +102,28 @@ extension SilentLinkTests {
     }
 }
 
+/// The worker's last throughput write runs after its lanes stopped, and
+/// nothing cancels it: over a pooled connection whose link died silently it
+/// must give up on its own, or the worker's stop waits for TCP.
+extension SilentLinkTests {
+    @Test func aWorkerStopsWhenTheLinksOfItsPooledConnectionsDiedSilently() async throws {
+        try await withTestDatabase { db in
+            try await db.queue.enqueue(NewJob(kind: "cut"))
+            let broken = Mutex<ContinuousClock.Instant?>(nil)
+            _ = try await runWorkerBehindProxy(
+                db, concurrency: 1, silenceTimeout: .seconds(120), handler: { _ in RecordingHandler() }
+            ) { proxy, _, _ in
+                try await eventually("the job to be done") { try await db.jobCount() == 0 }
+                proxy.breakOpenFlows()
+                broken.withLock { $0 = .now }
+            }
+            let brokeAt = try #require(broken.withLock { $0 })
+            // The statement deadline is the visibility timeout here: 1 s.
+            #expect(ContinuousClock.now - brokeAt < .seconds(15))
+        }
+    }
+}
+
 /// On its first call, learns its session, breaks the open flows and then
 /// waits on a statement over its (now dead) connection.
 final class FlowBreakingHandler: JobHandler, Sendable {
