@@ -294,7 +294,9 @@ public struct BatchProcessor: Sendable {
                     switch known {
                     case .replayed(let abandoned): throw abandoned.error
                     case .batched(let answer, _): result = answer
-                    case nil: result = try await handler.handle(job, context: context)
+                    case nil:
+                        logger.debug("job started")
+                        result = try await handler.handle(job, context: context)
                     }
                 }
                 // Releasing `job` releases `handler` with it.
