@@ -1,4 +1,4 @@
--- 010: app.apply_refunds and app.reserve_bookings (sql/006) without a loop.
+-- 009: app.apply_refunds and app.reserve_bookings (sql/006) without a loop.
 -- They ran two or three statements per event; now each runs a fixed handful
 -- per batch: lock the rows the batch touches in the batch's order, find how
 -- many events from the first apply (running sums per payment or flight, so
