@@ -71,13 +71,17 @@ public struct JobQueue: Sendable {
             FROM worker.claim(\(queue), \(limit)::integer, \(visibilityTimeout.milliseconds)::bigint, \(workerID))
             """, logger: logger)
         var jobs: [Job] = []
-        for try await row in rows.decode(
-            (Int64, String, String, String, String?, Int, Int, Int?, Date, Int, UUID).self)
-        {
+        // Cell by cell: decoding an eleven-element tuple looked up the tuple's
+        // type metadata at run time for every row (4% of a no-op drain's CPU).
+        for try await row in rows {
+            let cells = row.makeRandomAccess()
+            let id = try cells[0].decode(Int64.self)
             jobs.append(Job(
-                id: row.0, queue: row.1, kind: row.2, payload: row.3, idempotencyKey: row.4, priority: row.5,
-                attempts: row.6, maxAttempts: row.7, createdAt: row.8, redriveCount: row.9,
-                lease: Lease(jobID: row.0, token: row.10)))
+                id: id, queue: try cells[1].decode(String.self), kind: try cells[2].decode(String.self),
+                payload: try cells[3].decode(String.self), idempotencyKey: try cells[4].decode(String?.self),
+                priority: try cells[5].decode(Int.self), attempts: try cells[6].decode(Int.self),
+                maxAttempts: try cells[7].decode(Int?.self), createdAt: try cells[8].decode(Date.self),
+                redriveCount: try cells[9].decode(Int.self), lease: Lease(jobID: id, token: try cells[10].decode(UUID.self))))
         }
         return jobs.sorted { ($0.priority, $0.id) < ($1.priority, $1.id) }
         }
