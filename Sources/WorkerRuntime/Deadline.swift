@@ -34,3 +34,13 @@ func withDeadline<T: Sendable>(
         return value
     }
 }
+
+/// `withDeadline` with a fixed time limit from now.
+func withDeadline<T: Sendable>(
+    in limit: Duration,
+    orElse exceeded: @escaping @Sendable () -> DeadlineExceeded,
+    _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    let deadline = ContinuousClock.now + limit
+    return try await withDeadline({ deadline }, orElse: exceeded, body)
+}

@@ -19,10 +19,9 @@ struct LeaseHeartbeat: Sendable {
                 try await Task.sleep(for: configuration.heartbeatInterval)
                 let held = leases.all
                 guard !held.isEmpty else { continue }
-                let (queue, timeout, limit) = (queue, configuration.visibilityTimeout, configuration.statementDeadline)
-                let started = ContinuousClock.now
+                let (queue, timeout) = (queue, configuration.visibilityTimeout)
                 let checked = sessions.pids
-                let (extended, live) = try await withDeadline({ started + limit }, orElse: {
+                let (extended, live) = try await withDeadline(in: configuration.statementDeadline, orElse: {
                     DeadlineExceeded(operation: "lease heartbeat", reason: "no answer from the database in time for the leases to be of use")
                 }) {
                     (try await queue.extend(held, visibilityTimeout: timeout), try await queue.liveSessions(checked))

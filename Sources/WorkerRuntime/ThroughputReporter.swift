@@ -23,9 +23,9 @@ struct ThroughputReporter: Sendable {
 
     func flush() async {
         let tallies = counters.takeTallies()
-        let (throughput, workerID, started, deadline) = (throughput, workerID, ContinuousClock.now, deadline)
+        let (throughput, workerID) = (throughput, workerID)
         do {
-            try await withDeadline({ started + deadline }, orElse: {
+            try await withDeadline(in: deadline, orElse: {
                 DeadlineExceeded(operation: "throughput record", reason: "no answer from the database in time")
             }) {
                 try await throughput.record(tallies, workerID: workerID)

@@ -133,8 +133,7 @@ public final class Worker: Service, Sendable {
         monitor.claiming(lane)
         defer { monitor.claimed(lane) }
         let (queue, configuration, processor, contact, sessions) = (queue, configuration, processor, contact, sessions)
-        let started = ContinuousClock.now
-        let jobs = try await withDeadline({ started + configuration.statementDeadline }, orElse: {
+        let jobs = try await withDeadline(in: configuration.statementDeadline, orElse: {
             DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
         }) {
             try await queue.claim(
