@@ -41,44 +41,18 @@ extension JobTransaction {
         return claim
     }
 
-    /// The keys of a whole batch in one statement, in `requests` order: a key
-    /// asked for twice goes to the first job, and the second is a duplicate (or
-    /// conflict) of it. Rows are inserted in key order, so two batches waiting
-    /// on each other's keys wait in one order. The holder of a key not claimed
-    /// is read from the statement's snapshot, which misses a holder that
-    /// committed while the insert waited for it: those are looked up again.
+    /// The keys of a whole batch in one statement (worker.claim_keys, sql/010),
+    /// in `requests` order: a key asked for twice goes to the first job, and the
+    /// second is a duplicate (or conflict) of it. The holder of a key not
+    /// claimed is read from the statement's snapshot, which misses a holder
+    /// that committed while the insert waited for it: those are looked up again.
     func claimIdempotencyKeys(_ requests: [KeyRequest]) async throws -> [Int64: IdempotencyClaim] {
         // An array of optionals does not bind: a flag says which keys were given.
         let rows = try await connection.query(
             """
-            WITH input AS (
-                SELECT i.ord, i.job_id, CASE WHEN i.given THEN i.key ELSE j.kind || ':' || h.hash END AS key,
-                       j.kind, h.hash, i.ttl_ms
-                FROM unnest(\(requests.map(\.jobID))::bigint[], \(requests.map { $0.key ?? "" })::text[],
-                            \(requests.map { $0.key != nil })::boolean[], \(requests.map(\.ttl.milliseconds))::bigint[])
-                     WITH ORDINALITY AS i(job_id, key, given, ttl_ms, ord)
-                JOIN worker.jobs AS j ON j.id = i.job_id
-                CROSS JOIN LATERAL (SELECT encode(sha256(convert_to(j.payload::text, 'UTF8')), 'hex') AS hash) AS h
-            ), first AS (
-                SELECT DISTINCT ON (key) key, job_id, kind, hash, ttl_ms FROM input ORDER BY key, ord
-            ), claimed AS (
-                INSERT INTO worker.idempotency_keys AS k (key, kind, job_id, payload_hash, status, expires_at)
-                SELECT key, kind, job_id, hash, 'processing', now() + ttl_ms * interval '1 millisecond'
-                FROM first ORDER BY key
-                ON CONFLICT (key) DO UPDATE
-                SET kind = EXCLUDED.kind, job_id = EXCLUDED.job_id, payload_hash = EXCLUDED.payload_hash,
-                    status = 'processing', result = '{}', created_at = now(), expires_at = EXCLUDED.expires_at
-                WHERE k.expires_at <= now()
-                RETURNING k.key
-            )
-            SELECT i.job_id, i.key, i.hash, c.key IS NOT NULL AND f.job_id = i.job_id,
-                   CASE WHEN c.key IS NOT NULL THEN f.job_id ELSE e.job_id END,
-                   CASE WHEN c.key IS NOT NULL THEN f.hash ELSE e.payload_hash END,
-                   CASE WHEN c.key IS NOT NULL THEN 'processing' ELSE e.status END
-            FROM input AS i
-            JOIN first AS f ON f.key = i.key
-            LEFT JOIN claimed AS c ON c.key = i.key
-            LEFT JOIN worker.idempotency_keys AS e ON e.key = i.key
+            SELECT job_id, key, payload_hash, owned, holder, holder_hash, holder_status
+            FROM worker.claim_keys(\(requests.map(\.jobID))::bigint[], \(requests.map { $0.key ?? "" })::text[],
+                                   \(requests.map { $0.key != nil })::boolean[], \(requests.map(\.ttl.milliseconds))::bigint[])
             """, logger: logger)
         var claims: [Int64: IdempotencyClaim] = [:]
         var unseen: [(jobID: Int64, key: String, hash: String)] = []

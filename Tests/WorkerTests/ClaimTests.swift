@@ -127,7 +127,7 @@ import WorkerTestSupport
     /// table. sql/008's functions leave their planner no such choice.
     @Test func aBatchReadsTheQueueByIndexOverStatisticsOfAnEmptyQueue() async throws {
         try await withTestDatabase { db in
-            try await db.execute("ANALYZE worker.jobs")
+            try await db.execute("ANALYZE worker.jobs, worker.idempotency_keys")
             _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 5000)
             let before = try await QueueReads.read(db)
             try await db.client.withConnection { connection in
@@ -143,6 +143,12 @@ import WorkerTestSupport
                 let locked = try await connection.query(
                     "SELECT count(*)::int FROM worker.lock_jobs(\(ids), \(tokens))", logger: db.logger)
                 for try await count in locked.decode(Int.self) { #expect(count == 10) }
+                let keyed = try await connection.query(
+                    """
+                    SELECT count(*) FILTER (WHERE owned)::int FROM worker.claim_keys(
+                        \(ids), \(ids.map { "key-\($0)" }), \(ids.map { _ in true }), \(ids.map { _ in Int64(60_000) }))
+                    """, logger: db.logger)
+                for try await owned in keyed.decode(Int.self) { #expect(owned == 10) }
                 let acked = try await connection.query(
                     "SELECT count(*)::int FROM worker.ack_jobs(\(ids), \(tokens), '{}', '{}')", logger: db.logger)
                 for try await count in acked.decode(Int.self) { #expect(count == 10) }
@@ -152,6 +158,7 @@ import WorkerTestSupport
             try await eventually("the batch's statistics") { try await QueueReads.read(db).deleted == before.deleted + 10 }
             let after = try await QueueReads.read(db)
             #expect(after.sequentialScans == before.sequentialScans)
+            #expect(after.keySequentialScans == before.keySequentialScans)
             #expect(after.claimIndexEntriesRead - before.claimIndexEntriesRead < 100)
         }
     }
@@ -160,19 +167,21 @@ import WorkerTestSupport
 /// The server's counters of how worker.jobs was read.
 private struct QueueReads {
     var sequentialScans: Int
+    var keySequentialScans: Int
     var deleted: Int
     var claimIndexEntriesRead: Int
 
     static func read(_ db: TestDatabase) async throws -> QueueReads {
         let rows = try await db.client.query(
             """
-            SELECT t.seq_scan::int, t.n_tup_del::int, i.idx_tup_read::int
+            SELECT t.seq_scan::int, k.seq_scan::int, t.n_tup_del::int, i.idx_tup_read::int
             FROM pg_stat_user_tables AS t
             JOIN pg_stat_user_indexes AS i ON i.relid = t.relid AND i.indexrelname = 'jobs_claim_idx'
+            JOIN pg_stat_user_tables AS k ON k.relid = 'worker.idempotency_keys'::regclass
             WHERE t.relid = 'worker.jobs'::regclass
             """, logger: db.logger)
-        for try await (scans, deleted, read) in rows.decode((Int, Int, Int).self) {
-            return QueueReads(sequentialScans: scans, deleted: deleted, claimIndexEntriesRead: read)
+        for try await (scans, keyScans, deleted, read) in rows.decode((Int, Int, Int, Int).self) {
+            return QueueReads(sequentialScans: scans, keySequentialScans: keyScans, deleted: deleted, claimIndexEntriesRead: read)
         }
         throw PostgresWorkerError.unexpected("no statistics for worker.jobs")
     }
