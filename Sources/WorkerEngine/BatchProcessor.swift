@@ -368,7 +368,7 @@ public struct BatchProcessor: Sendable {
         if size > handlers.maxPayloadBytes {
             return "payload is \(size) bytes, over the limit of \(handlers.maxPayloadBytes)"
         }
-        return handler.schema?.violation(in: job.payload).map { "\(job.kind): \($0)" }
+        return handler.schema?.violation(in: job.document).map { "\(job.kind): \($0)" }
     }
 
     private func deadLetter(

@@ -59,13 +59,13 @@ public struct EventSchema: Sendable {
     /// The first way `payload` breaks the schema, as a message naming the
     /// field, or `nil` when it conforms.
     public func violation(in payload: String) -> String? {
-        let value: JSONValue
-        do {
-            value = try JSONValue(parsing: payload)
-        } catch {
-            return "payload is not JSON"
-        }
-        return violation(of: root, by: value, at: "$")
+        violation(in: try? JSONValue(parsing: payload))
+    }
+
+    /// The same for a payload parsed already (`nil`: it is not JSON).
+    public func violation(in payload: JSONValue?) -> String? {
+        guard let payload else { return "payload is not JSON" }
+        return violation(of: root, by: payload, at: "$")
     }
 
     private func violation(of schema: JSONValue, by value: JSONValue, at path: String) -> String? {

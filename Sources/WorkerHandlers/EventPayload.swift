@@ -23,8 +23,8 @@ extension Job {
     /// The payload as the kind's event; one that does not read is an invalid event.
     func decode<Event: FieldDecodable>(_ type: Event.Type) throws -> Event {
         do {
-            guard case .object(let fields) = try JSONValue(parsing: payload) else {
-                throw EventFields.Problem("the payload is not an object")
+            guard case .object(let fields)? = document else {
+                throw EventFields.Problem(document == nil ? "the payload is not JSON" : "the payload is not an object")
             }
             return try Event(EventFields(fields: fields))
         } catch {

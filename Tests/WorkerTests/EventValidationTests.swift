@@ -64,7 +64,7 @@ import WorkerTestSupport
                       "b": .object([:])])),
             (#""tab\t quote\" slash\/ back\\ \u00e9 \ud83d\ude00""#, .string("tab\t quote\" slash/ back\\ \u{e9} \u{1F600}")),
             ("\"\u{e9} \u{1F600}\"", .string("\u{e9} \u{1F600}")),
-            ("92233720368547758070", .number(92233720368547758070)),
+            ("92233720368547758070", .number(92_233_720_368_547_758_080)),  // the nearest Double
             ("[]", .array([])),
         ]
         for (text, expected) in valid {
