@@ -47,25 +47,16 @@ extension JobTransaction {
     /// claimed is read from the statement's snapshot, which misses a holder
     /// that committed while the insert waited for it: those are looked up again.
     func claimIdempotencyKeys(_ requests: [KeyRequest]) async throws -> [Int64: IdempotencyClaim] {
-        // An array of optionals does not bind: a flag says which keys were given.
-        let rows = try await connection.query(
-            """
-            SELECT job_id, key, payload_hash, owned, holder, holder_hash, holder_status
-            FROM worker.claim_keys(\(requests.map(\.jobID))::bigint[], \(requests.map { $0.key ?? "" })::text[],
-                                   \(requests.map { $0.key != nil })::boolean[], \(requests.map(\.ttl.milliseconds))::bigint[])
-            """, logger: logger)
         var claims: [Int64: IdempotencyClaim] = [:]
         var unseen: [(jobID: Int64, key: String, hash: String)] = []
-        for try await (jobID, key, hash, owned, holder, holderHash, holderStatus) in rows.decode(
-            (Int64, String, String, Bool, Int64?, String?, String?).self)
-        {
-            if owned {
-                claims[jobID] = .owned(key: key)
-            } else if let holder, let holderHash, let holderStatus {
-                claims[jobID] = holderHash == hash
-                    ? .duplicate(key: key, of: holder, status: holderStatus) : .conflict(key: key, of: holder)
+        for try await row in try await connection.execute(ClaimKeysCall(requests: requests), logger: logger) {
+            if row.owned {
+                claims[row.jobID] = .owned(key: row.key)
+            } else if let holder = row.holder, let holderHash = row.holderHash, let holderStatus = row.holderStatus {
+                claims[row.jobID] = holderHash == row.hash
+                    ? .duplicate(key: row.key, of: holder, status: holderStatus) : .conflict(key: row.key, of: holder)
             } else {
-                unseen.append((jobID, key, hash))
+                unseen.append((row.jobID, row.key, row.hash))
             }
         }
         for (jobID, key, hash) in unseen { claims[jobID] = try await heldKey(key, hash: hash) }

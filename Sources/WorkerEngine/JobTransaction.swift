@@ -16,14 +16,9 @@ struct JobTransaction: Sendable {
     /// another worker. Holding the rows until commit keeps every other worker
     /// off them however long the batch takes.
     func lock(_ leases: [Lease]) async throws -> (ages: [Int64: Duration], session: Int32?) {
-        let rows = try await connection.query(
-            """
-            SELECT id, age_ms, backend_pid
-            FROM worker.lock_jobs(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[])
-            """, logger: logger)
         var ages: [Int64: Duration] = [:]
         var session: Int32?
-        for try await (id, ageMS, pid) in rows.decode((Int64, Int64, Int32).self) {
+        for try await (id, ageMS, pid) in try await connection.execute(LockJobsCall(leases: leases), logger: logger) {
             ages[id] = .milliseconds(ageMS)
             session = pid
         }
@@ -57,14 +52,10 @@ struct JobTransaction: Sendable {
     /// Returns the ids of the jobs it deleted.
     func ack(_ leases: [Lease], completing keys: [CompletedKey]) async throws -> Set<Int64> {
         guard !leases.isEmpty else { return [] }
-        let rows = try await connection.query(
-            """
-            SELECT id FROM worker.ack_jobs(
-                \(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[],
-                \(keys.map(\.key))::text[], \(keys.map(\.result.json))::text[]::jsonb[])
-            """, logger: logger)
         var acked: Set<Int64> = []
-        for try await id in rows.decode(Int64.self) { acked.insert(id) }
+        for try await id in try await connection.execute(AckJobsCall(leases: leases, keys: keys), logger: logger) {
+            acked.insert(id)
+        }
         return acked
     }
 

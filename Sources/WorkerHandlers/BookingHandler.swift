@@ -103,14 +103,10 @@ extension BookingHandler: BatchJobHandler {
     public func handleBatch(_ jobs: [Job], context: JobContext) async throws -> [JobResult] {
         guard let gateway = gateway as? any BatchPaymentGateway else { return [] }
         let events = try jobs.map { try $0.decode(Event.self) }
-        let reserved = try await context.connection.query(
-            """
-            SELECT seats_left FROM app.reserve_bookings(
-                \(events.map(\.request_id)), \(events.map(\.flight_id)), \(events.map { Int32($0.seats) }),
-                \(events.map(\.amount_cents)), \(events.map(\.currency)))
-            """, logger: context.logger)
         var count = 0
-        for try await _ in reserved.decode(Int32.self) { count += 1 }
+        for try await _ in try await context.connection.execute(ReserveBookings(events: events), logger: context.logger) {
+            count += 1
+        }
         guard count > 0 else { return [] }
 
         let booked = Array(events.prefix(count))
@@ -134,6 +130,28 @@ extension BookingHandler: BatchJobHandler {
             "seats": .integer(Int64(event.seats)), "payment_ref": .string(paymentRef), "status": .string("confirmed"),
         ])
     }
+}
+
+/// The call of `app.reserve_bookings`, prepared once per connection (its plan
+/// is a function scan whatever the statistics say).
+struct ReserveBookings: PostgresPreparedStatement {
+    static let name = "app_reserve_bookings"
+    static let sql = "SELECT seats_left FROM app.reserve_bookings($1, $2, $3, $4, $5)"
+    static let bindingDataTypes: [PostgresDataType] = [.textArray, .textArray, .int4Array, .int8Array, .textArray]
+
+    var events: [BookingHandler.Event]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 5)
+        bindings.append(events.map(\.request_id))
+        bindings.append(events.map(\.flight_id))
+        bindings.append(events.map { Int32($0.seats) })
+        bindings.append(events.map(\.amount_cents))
+        bindings.append(events.map(\.currency))
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int32 { try row.makeRandomAccess()[0].decode(Int32.self) }
 }
 
 /// One attempt of the saga for one event, on the job's transaction.

@@ -107,14 +107,9 @@ extension RefundHandler: BatchJobHandler {
     /// an earlier refund of the same reference): `handle` answers that one.
     public func handleBatch(_ jobs: [Job], context: JobContext) async throws -> [JobResult] {
         let events = try jobs.map { try $0.decode(Event.self) }
-        let rows = try await context.connection.query(
-            """
-            SELECT refunded_total_cents FROM app.apply_refunds(
-                \(events.map(\.refund_id)), \(events.map(\.payment_id)), \(events.map(\.amount_cents)),
-                \(events.map(\.currency)), \(jobs.map(\.id)))
-            """, logger: context.logger)
+        let call = ApplyRefunds(events: events, jobIDs: jobs.map(\.id))
         var results: [JobResult] = []
-        for try await total in rows.decode(Int64.self) {
+        for try await total in try await context.connection.execute(call, logger: context.logger) {
             results.append(result(events[results.count], refundedTotal: total))
         }
         return results
@@ -160,4 +155,27 @@ struct ApplyRefund: PostgresPreparedStatement {
     }
 
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// The call of `app.apply_refunds`, prepared once per connection (its plan
+/// is a function scan whatever the statistics say).
+struct ApplyRefunds: PostgresPreparedStatement {
+    static let name = "app_apply_refunds"
+    static let sql = "SELECT refunded_total_cents FROM app.apply_refunds($1, $2, $3, $4, $5)"
+    static let bindingDataTypes: [PostgresDataType] = [.textArray, .textArray, .int8Array, .textArray, .int8Array]
+
+    var events: [RefundHandler.Event]
+    var jobIDs: [Int64]
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 5)
+        bindings.append(events.map(\.refund_id))
+        bindings.append(events.map(\.payment_id))
+        bindings.append(events.map(\.amount_cents))
+        bindings.append(events.map(\.currency))
+        bindings.append(jobIDs)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.makeRandomAccess()[0].decode(Int64.self) }
 }
