@@ -1,14 +1,19 @@
-import Foundation
 import WorkerEngine
 
 /// Kind `demo.task`: the demo's stand-in for real work. Its payload says how
 /// it behaves, so the demo can show retries and dead letters:
 /// `{"work_ms": 20, "fail_rate": 0.2, "poison": false}`.
 public struct DemoHandler: JobHandler {
-    struct Payload: Decodable {
-        var work_ms: Int?
+    struct Payload: FieldDecodable {
+        var work_ms: Int64?
         var fail_rate: Double?
         var poison: Bool?
+
+        init(_ fields: EventFields) throws {
+            work_ms = try fields.optional("work_ms", fields.integer)
+            fail_rate = try fields.optional("fail_rate", fields.number)
+            poison = try fields.optional("poison", fields.bool)
+        }
     }
 
     public init() {}

@@ -1,20 +1,8 @@
-import Foundation
 import WorkerEngine
 
-extension Job {
-    /// The payload as the kind's event; one that does not decode is an invalid event.
-    func decode<Event: Decodable>(_ type: Event.Type) throws -> Event {
-        do {
-            return try JSONDecoder().decode(Event.self, from: Data(payload.utf8))
-        } catch {
-            throw JobError.invalidEvent("\(kind) payload: \(error)")
-        }
-    }
-}
-
-/// An event read field by field from its parsed payload: refunds and
-/// bookings are read three times per job (lock order, key, work), and
-/// JSONDecoder took an eighth of workerd's CPU time doing so.
+/// An event read field by field from its parsed payload (`Job.document`):
+/// refunds and bookings are read three times per job (lock order, key, work),
+/// and JSONDecoder took an eighth of workerd's CPU time doing so.
 protocol FieldDecodable {
     init(_ fields: EventFields) throws
 }
@@ -52,6 +40,27 @@ struct EventFields {
         case .integer(let value)?: return value
         case .number(let value)? where value.rounded() == value && abs(value) < 9.0e15: return Int64(value)
         default: throw Problem("\(name) is not an integer")
+        }
+    }
+
+    func number(_ name: String) throws -> Double {
+        switch fields[name] {
+        case .integer(let value)?: return Double(value)
+        case .number(let value)?: return value
+        default: throw Problem("\(name) is not a number")
+        }
+    }
+
+    func bool(_ name: String) throws -> Bool {
+        guard case .bool(let value)? = fields[name] else { throw Problem("\(name) is not a boolean") }
+        return value
+    }
+
+    /// A field that may be missing or null, read with `read` when it is there.
+    func optional<Value>(_ name: String, _ read: (String) throws -> Value) throws -> Value? {
+        switch fields[name] {
+        case nil, .null?: nil
+        default: try read(name)
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import PostgresNIO
 import Testing
 import WorkerEngine
+import WorkerHandlers
 import WorkerTestSupport
 
 @Suite(.timeLimit(.minutes(2))) struct ProcessingTests {
@@ -30,6 +31,29 @@ import WorkerTestSupport
             #expect(try await db.jobCount() == 2)
             #expect(try await db.int("SELECT count(*)::int FROM effects") == 3)
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE payload ? 'fail' AND last_error = 'boom' AND lease_token IS NULL") == 2)
+        }
+    }
+
+    /// The payloads scripts/demo sends, read field by field from the parsed payload.
+    @Test func demoTasksDoWhatTheirPayloadSays() async throws {
+        try await withTestDatabase { db in
+            var handlers = HandlerRegistry()
+            handlers.register("demo.task", DemoHandler())
+            let payloads = [
+                #"{"work_ms": 1, "wave": 3}"#, #"{"work_ms": null}"#, #"{"poison": true}"#, #"{"fail_rate": 1}"#,
+                #"{"work_ms": "soon"}"#,
+            ]
+            var ids: [Int64] = []
+            for payload in payloads { ids.append(try await db.queue.enqueue(NewJob(kind: "demo.task", payload: payload))) }
+            let outcomes = try await processor(db, handlers).process(try await claimAll(db))
+            let byJob = Dictionary(uniqueKeysWithValues: outcomes.map { ($0.jobID, $0) })
+            #expect(byJob[ids[0]] == .done(jobID: ids[0]))
+            #expect(byJob[ids[1]] == .done(jobID: ids[1]))
+            #expect(byJob[ids[2]] == .deadLettered(jobID: ids[2], reason: .nonRetryable))
+            if case .retried? = byJob[ids[3]] {} else { Issue.record("fail_rate 1 did not retry: \(String(describing: byJob[ids[3]]))") }
+            #expect(byJob[ids[4]] == .deadLettered(jobID: ids[4], reason: .invalidEvent))
+            #expect(try await db.int(
+                "SELECT count(*)::int FROM worker.dead_letters WHERE last_error LIKE '%work_ms is not an integer%'") == 1)
         }
     }
 
