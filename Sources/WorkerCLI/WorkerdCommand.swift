@@ -18,7 +18,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
             Every option can also be set in the environment (flags win), which is how the systemd \
             unit configures it: DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE, \
             WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
-            WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
+            WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_SILENCE_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
             WORKERD_LOG_FORMAT, WORKERD_METRICS_ADDRESS, WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY and \
             WORKERD_IDEMPOTENCY_TTL (these two take several KIND:VALUE separated by ';').
 
@@ -40,6 +40,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var pollInterval: String?
     @Option(help: "Time allowed to drain on SIGTERM (env WORKERD_STOP_TIMEOUT, default 25s).")
     var stopTimeout: String?
+    @Option(help: "Abandon batches after the database stayed silent this long (env WORKERD_SILENCE_TIMEOUT, default 30s or the visibility timeout if longer).")
+    var silenceTimeout: String?
     @Option(help: "Name written to leased_by (env WORKERD_WORKER_ID, default HOST:PID).")
     var workerID: String?
     @Option(help: "Sweep expired idempotency keys this often, or 'off' (env WORKERD_SWEEP_INTERVAL, default 5m).")
@@ -83,6 +85,10 @@ public struct WorkerdCommand: AsyncParsableCommand {
             visibilityTimeout, "visibility-timeout", env: "WORKERD_VISIBILITY_TIMEOUT", default: "30s")
         worker.pollInterval = try read.duration(pollInterval, "poll-interval", env: "WORKERD_POLL_INTERVAL", default: "1s")
         worker.stopTimeout = try read.duration(stopTimeout, "stop-timeout", env: "WORKERD_STOP_TIMEOUT", default: "25s")
+        if read.string(silenceTimeout, "silence-timeout", env: "WORKERD_SILENCE_TIMEOUT", default: "") != "" {
+            worker.silenceTimeout = try read.duration(
+                silenceTimeout, "silence-timeout", env: "WORKERD_SILENCE_TIMEOUT", default: "30s")
+        }
         worker.workerID = read.string(workerID, "worker-id", env: "WORKERD_WORKER_ID", default: worker.workerID)
         let sweep = read.string(sweepInterval, "sweep-interval", env: "WORKERD_SWEEP_INTERVAL", default: "5m")
         worker.sweepInterval = sweep == "off"

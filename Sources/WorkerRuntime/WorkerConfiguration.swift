@@ -30,7 +30,14 @@ public struct WorkerConfiguration: Sendable {
     /// otherwise holds a lane for TCP's ~15 minutes. Generous, so that a slow
     /// moment on a loaded host is not mistaken for a cut. A batch whose
     /// session the server dropped is abandoned at once (`BatchSessions`).
-    public var silenceTimeout: Duration = .seconds(30)
+    /// Unless set, 30 s or the visibility timeout (three heartbeats) if that
+    /// is longer: while every lane runs long jobs, heartbeats are all the
+    /// database answers.
+    public var silenceTimeout: Duration {
+        get { silenceTimeoutSetting ?? max(.seconds(30), visibilityTimeout) }
+        set { silenceTimeoutSetting = newValue }
+    }
+    private var silenceTimeoutSetting: Duration?
 
     public init(
         queues: [String] = ["default"], concurrency: Int = 10, batchSize: Int = 10,
@@ -84,6 +91,11 @@ public struct WorkerConfiguration: Sendable {
         }
         guard pollInterval >= .milliseconds(10) else {
             throw ConfigurationError(setting: "--poll-interval / WORKERD_POLL_INTERVAL", "must be at least 10ms")
+        }
+        guard silenceTimeout > heartbeatInterval * 2 else {
+            throw ConfigurationError(
+                setting: "--silence-timeout / WORKERD_SILENCE_TIMEOUT",
+                "must be longer than two lease heartbeats (a third of --visibility-timeout each: \(heartbeatInterval.milliseconds)ms)")
         }
     }
 }

@@ -22,6 +22,22 @@ import WorkerEngine
         #expect(env.idempotencyTTL(for: "booking.requested") == .seconds(1800))
     }
 
+    /// The silence timeout outlasts the heartbeats: while every lane runs a
+    /// long job, they are all the database answers.
+    @Test func theSilenceTimeoutOutlastsTheHeartbeats() throws {
+        #expect(try settings([]).worker.silenceTimeout == .seconds(30))
+        #expect(try settings(["--visibility-timeout", "2m"]).worker.silenceTimeout == .seconds(120))
+        #expect(try settings(["--silence-timeout", "45s"]).worker.silenceTimeout == .seconds(45))
+        #expect(try settings([], ["WORKERD_SILENCE_TIMEOUT": "1m"]).worker.silenceTimeout == .seconds(60))
+        for arguments in [["--silence-timeout", "20s"], ["--silence-timeout", "1m", "--visibility-timeout", "90s"]] {
+            #expect {
+                try settings(arguments)
+            } throws: { error in
+                (error as? ConfigurationError)?.setting == "--silence-timeout / WORKERD_SILENCE_TIMEOUT"
+            }
+        }
+    }
+
     @Test func badPerKindSettingsNameTheSetting() {
         for arguments in [["--idempotency-ttl", "refund.requested:0s"], ["--idempotency-ttl", "2h"], ["--retry", ":base=1s"]] {
             #expect {
