@@ -24,6 +24,13 @@ struct SettingReader {
         try DurationParser.parse(string(flag, name, env: env, default: value), setting: "--\(name) / \(env)")
     }
 
+    /// A duration whose default is derived elsewhere: `nil` when neither the
+    /// flag nor the environment gives one.
+    func duration(_ flag: String?, _ name: String, env: String) throws -> Duration? {
+        let text = string(flag, name, env: env, default: "")
+        return text.isEmpty ? nil : try DurationParser.parse(text, setting: "--\(name) / \(env)")
+    }
+
     func list(_ flag: String?, _ name: String, env: String, default value: String) -> [String] {
         string(flag, name, env: env, default: value)
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

@@ -85,9 +85,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
             visibilityTimeout, "visibility-timeout", env: "WORKERD_VISIBILITY_TIMEOUT", default: "30s")
         worker.pollInterval = try read.duration(pollInterval, "poll-interval", env: "WORKERD_POLL_INTERVAL", default: "1s")
         worker.stopTimeout = try read.duration(stopTimeout, "stop-timeout", env: "WORKERD_STOP_TIMEOUT", default: "25s")
-        if read.string(silenceTimeout, "silence-timeout", env: "WORKERD_SILENCE_TIMEOUT", default: "") != "" {
-            worker.silenceTimeout = try read.duration(
-                silenceTimeout, "silence-timeout", env: "WORKERD_SILENCE_TIMEOUT", default: "30s")
+        if let silence = try read.duration(silenceTimeout, "silence-timeout", env: "WORKERD_SILENCE_TIMEOUT") {
+            worker.silenceTimeout = silence
         }
         worker.workerID = read.string(workerID, "worker-id", env: "WORKERD_WORKER_ID", default: worker.workerID)
         let sweep = read.string(sweepInterval, "sweep-interval", env: "WORKERD_SWEEP_INTERVAL", default: "5m")
