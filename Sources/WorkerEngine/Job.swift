@@ -7,9 +7,11 @@ public struct Job: Sendable, Equatable, Identifiable {
     public var kind: String
     /// The payload as JSON text, exactly as PostgreSQL stores it.
     public let payload: String
-    /// The payload parsed (`nil`: not JSON), once: the schema check, the lock
-    /// order, the idempotency key and the handler all read it, and parsing it
-    /// for each was a twentieth of workerd's CPU time in a refund and booking mix.
+    /// The payload parsed once: the schema check, the lock order, the
+    /// idempotency key and the handler all read it, and parsing it for each was
+    /// a twentieth of workerd's CPU time in a refund and booking mix. `nil`:
+    /// not JSON, or longer than the claim's parse limit (such a job is refused
+    /// as too large before anything reads its payload).
     public let document: JSONValue?
     public var idempotencyKey: String?
     public var priority: Int
@@ -23,13 +25,14 @@ public struct Job: Sendable, Equatable, Identifiable {
 
     public init(
         id: Int64, queue: String, kind: String, payload: String, idempotencyKey: String?, priority: Int,
-        attempts: Int, maxAttempts: Int?, createdAt: Date, redriveCount: Int, lease: Lease
+        attempts: Int, maxAttempts: Int?, createdAt: Date, redriveCount: Int, lease: Lease,
+        parsingUpTo parseLimit: Int = .max
     ) {
         self.id = id
         self.queue = queue
         self.kind = kind
         self.payload = payload
-        self.document = try? JSONValue(parsing: payload)
+        self.document = payload.utf8.count <= parseLimit ? try? JSONValue(parsing: payload) : nil
         self.idempotencyKey = idempotencyKey
         self.priority = priority
         self.attempts = attempts

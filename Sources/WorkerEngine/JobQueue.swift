@@ -61,12 +61,16 @@ public struct JobQueue: Sendable {
     ///
     /// The statement is `worker.claim` (sql/008): a function, so that its plan
     /// is the claim index read in order whatever the statistics say; its call
-    /// is prepared (`ClaimCall`).
-    public func claim(queue: String, limit: Int, visibilityTimeout: Duration, workerID: String) async throws -> [Job] {
+    /// is prepared (`ClaimCall`). Payloads longer than `payloadLimit` bytes are
+    /// not parsed (`Job.document` is nil): the processor refuses them unread.
+    public func claim(
+        queue: String, limit: Int, visibilityTimeout: Duration, workerID: String, payloadLimit: Int = .max
+    ) async throws -> [Job] {
         let logger = logger
         return try await client.withLiveConnection { connection in
         let call = ClaimCall(
-            queue: queue, limit: Int32(clamping: limit), visibilityMS: visibilityTimeout.milliseconds, workerID: workerID)
+            queue: queue, limit: Int32(clamping: limit), visibilityMS: visibilityTimeout.milliseconds, workerID: workerID,
+            payloadLimit: payloadLimit)
         var jobs: [Job] = []
         for try await job in try await connection.execute(call, logger: logger) { jobs.append(job) }
         return jobs.sorted { ($0.priority, $0.id) < ($1.priority, $1.id) }

@@ -24,6 +24,8 @@ struct ClaimCall: PostgresPreparedStatement {
     var limit: Int32
     var visibilityMS: Int64
     var workerID: String
+    /// Longer payloads are not parsed: they are refused unread as too large.
+    var payloadLimit: Int
 
     func makeBindings() -> PostgresBindings {
         var bindings = PostgresBindings(capacity: 4)
@@ -42,7 +44,8 @@ struct ClaimCall: PostgresPreparedStatement {
             payload: try cells[3].decode(String.self), idempotencyKey: try cells[4].decode(String?.self),
             priority: try cells[5].decode(Int.self), attempts: try cells[6].decode(Int.self),
             maxAttempts: try cells[7].decode(Int?.self), createdAt: try cells[8].decode(Date.self),
-            redriveCount: try cells[9].decode(Int.self), lease: Lease(jobID: id, token: try cells[10].decode(UUID.self)))
+            redriveCount: try cells[9].decode(Int.self), lease: Lease(jobID: id, token: try cells[10].decode(UUID.self)),
+            parsingUpTo: payloadLimit)
     }
 }
 

@@ -138,7 +138,7 @@ public final class Worker: Service, Sendable {
         }) {
             try await queue.claim(
                 queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
-                workerID: configuration.workerID)
+                workerID: configuration.workerID, payloadLimit: processor.handlers.maxPayloadBytes)
         }
         contact.heard()
         monitor.claimed(lane)

@@ -29,6 +29,19 @@ import WorkerTestSupport
         }
     }
 
+    @Test func payloadsOverTheLimitAreNotParsed() async throws {
+        try await withTestDatabase { db in
+            let small = try await db.queue.enqueue(NewJob(kind: "noop", payload: #"{"n": 1}"#))
+            let large = try await db.queue.enqueue(NewJob(kind: "noop", payload: #"{"n": 12345678901}"#))
+            let jobs = try await db.queue.claim(
+                queue: "default", limit: 5, visibilityTimeout: .seconds(30), workerID: "w", payloadLimit: 12)
+            let documents = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.document) })
+            #expect(documents[small] == .some(.object(["n": .integer(1)])))
+            #expect(documents[large] == .some(nil))
+            #expect(jobs.first { $0.id == large }?.payload == #"{"n": 12345678901}"#)
+        }
+    }
+
     @Test func concurrentWorkersNeverGetTheSameJob() async throws {
         try await withTestDatabase(connections: 12) { db in
             _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 2000)
