@@ -84,9 +84,29 @@ public struct JobQueue: Sendable {
     /// processed right now or was lost.
     @discardableResult
     public func extend(_ leases: [Lease], visibilityTimeout: Duration) async throws -> Set<Lease> {
-        guard !leases.isEmpty else { return [] }
+        let logger = logger
+        return try await client.withLiveConnection {
+            try await Self.extend(leases, visibilityTimeout: visibilityTimeout, on: $0, logger: logger)
+        }
+    }
+
+    /// A heartbeat on one pooled connection: extends `leases` (see `extend`)
+    /// and answers which of the backend pids `pids` the server still has a
+    /// session for.
+    public func beat(
+        extending leases: [Lease], visibilityTimeout: Duration, checking pids: [Int32]
+    ) async throws -> (extended: Set<Lease>, live: Set<Int32>) {
         let logger = logger
         return try await client.withLiveConnection { connection in
+            (try await Self.extend(leases, visibilityTimeout: visibilityTimeout, on: connection, logger: logger),
+             try await Self.liveSessions(pids, on: connection, logger: logger))
+        }
+    }
+
+    static func extend(
+        _ leases: [Lease], visibilityTimeout: Duration, on connection: PostgresConnection, logger: Logger
+    ) async throws -> Set<Lease> {
+        guard !leases.isEmpty else { return [] }
         let rows = try await connection.query(
             """
             WITH held AS (
@@ -103,20 +123,15 @@ public struct JobQueue: Sendable {
         var extended: Set<Lease> = []
         for try await (id, token) in rows.decode((Int64, UUID).self) { extended.insert(Lease(jobID: id, token: token)) }
         return extended
-        }
     }
 
-    /// Which of the given backend pids the server still has a session for.
-    public func liveSessions(_ pids: [Int32]) async throws -> Set<Int32> {
+    static func liveSessions(_ pids: [Int32], on connection: PostgresConnection, logger: Logger) async throws -> Set<Int32> {
         guard !pids.isEmpty else { return [] }
-        let logger = logger
-        return try await client.withLiveConnection { connection in
-            let rows = try await connection.query(
-                "SELECT pid FROM pg_stat_activity WHERE pid = ANY(\(pids)::integer[])", logger: logger)
-            var live: Set<Int32> = []
-            for try await pid in rows.decode(Int32.self) { live.insert(pid) }
-            return live
-        }
+        let rows = try await connection.query(
+            "SELECT pid FROM pg_stat_activity WHERE pid = ANY(\(pids)::integer[])", logger: logger)
+        var live: Set<Int32> = []
+        for try await pid in rows.decode(Int32.self) { live.insert(pid) }
+        return live
     }
 
     /// Gives back leases that were claimed but not started (shutdown): the jobs

@@ -24,7 +24,7 @@ struct LeaseHeartbeat: Sendable {
                 let (extended, live) = try await withDeadline(in: configuration.statementDeadline, orElse: {
                     DeadlineExceeded(operation: "lease heartbeat", reason: "no answer from the database in time for the leases to be of use")
                 }) {
-                    (try await queue.extend(held, visibilityTimeout: timeout), try await queue.liveSessions(checked))
+                    try await queue.beat(extending: held, visibilityTimeout: timeout, checking: checked)
                 }
                 contact.heard()
                 for pid in sessions.found(live, among: checked) {
