@@ -170,8 +170,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
             : nil
 
         let client = PostgresClient(
-            configuration: try settings.database.clientConfiguration(
-                maximumConnections: settings.worker.connectionsNeeded),
+            configuration: try settings.database.workerClientConfiguration(connections: settings.worker.connectionsNeeded),
             backgroundLogger: logger)
         let worker = Worker(
             client: client, configuration: settings.worker, handlers: settings.handlers, logger: logger)

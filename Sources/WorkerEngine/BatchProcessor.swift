@@ -221,11 +221,7 @@ public struct BatchProcessor: Sendable {
         _ job: Job, refusal: Refusal?, claim: IdempotencyClaim?, in tx: JobTransaction, guarded: Bool,
         known: KnownAnswer?
     ) async throws -> ProcessedJob {
-        let metadata: Logger.Metadata = [
-            "job_id": .stringConvertible(job.id), "kind": .string(job.kind),
-            "attempt": .stringConvertible(job.attempts), "lease": .stringConvertible(job.lease.token),
-        ]
-        return try await JobLogMetadata.$current.withValue(metadata) {
+        try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) {
             try await processAsCurrent(job, refusal: refusal, claim: claim, in: tx, guarded: guarded, known: known)
         }
     }

@@ -7,7 +7,8 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 }
 
 /// Runs `body` until it returns or `deadline()` passes. The deadline is read
-/// again every second, so it may move while `body` runs. On expiry
+/// again at each of `ticker`'s ticks (without one, every second and at the
+/// deadline), so it may move while `body` runs. On expiry
 /// `body` is cancelled, which closes the connection of a statement in flight
 /// (see `withLiveConnection`), and `exceeded` is thrown.
 ///
@@ -16,6 +17,7 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 /// that time although the server dropped the session long before.
 func withDeadline<T: Sendable>(
     _ deadline: @escaping @Sendable () -> ContinuousClock.Instant,
+    ticker: DeadlineTicker? = nil,
     orElse exceeded: @escaping @Sendable () -> DeadlineExceeded,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
@@ -25,7 +27,11 @@ func withDeadline<T: Sendable>(
             while true {
                 let limit = deadline()
                 if ContinuousClock.now >= limit { throw exceeded() }
-                try await Task.sleep(until: min(limit, .now + .seconds(1)), clock: .continuous)
+                if let ticker {
+                    try await ticker.nextTick()
+                } else {
+                    try await Task.sleep(until: min(limit, .now + .seconds(1)), clock: .continuous)
+                }
             }
         }
         defer { group.cancelAll() }
@@ -38,9 +44,10 @@ func withDeadline<T: Sendable>(
 /// `withDeadline` with a fixed time limit from now.
 func withDeadline<T: Sendable>(
     in limit: Duration,
+    ticker: DeadlineTicker? = nil,
     orElse exceeded: @escaping @Sendable () -> DeadlineExceeded,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let deadline = ContinuousClock.now + limit
-    return try await withDeadline({ deadline }, orElse: exceeded, body)
+    return try await withDeadline({ deadline }, ticker: ticker, orElse: exceeded, body)
 }

@@ -21,6 +21,7 @@ public final class Worker: Service, Sendable {
     private let monitor = LaneMonitor()
     private let contact = DatabaseContact()
     private let sessions = BatchSessions()
+    private let ticker: DeadlineTicker
 
     public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
         var logger = logger
@@ -28,6 +29,8 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.client = client
         self.logger = logger
+        // A batch's deadlines are noticed at most a tenth of the shortest late.
+        self.ticker = DeadlineTicker(period: max(.milliseconds(10), min(.seconds(1), configuration.statementDeadline / 10)))
         self.queue = JobQueue(client: client, logger: logger)
         self.processor = BatchProcessor(
             client: client, handlers: handlers, workerID: configuration.workerID, logger: logger)
@@ -62,6 +65,7 @@ public final class Worker: Service, Sendable {
                 let heartbeat = LeaseHeartbeat(
                     queue: queue, leases: leases, contact: contact, sessions: sessions, configuration: configuration,
                     logger: logger)
+                background.addTask { await self.ticker.run() }
                 background.addTask { await listener.run() }
                 background.addTask { await heartbeat.run() }
                 let reporter = ThroughputReporter(
@@ -133,7 +137,7 @@ public final class Worker: Service, Sendable {
         monitor.claiming(lane)
         defer { monitor.claimed(lane) }
         let (queue, configuration, processor, contact, sessions) = (queue, configuration, processor, contact, sessions)
-        let jobs = try await withDeadline(in: configuration.statementDeadline, orElse: {
+        let jobs = try await withDeadline(in: configuration.statementDeadline, ticker: ticker, orElse: {
             DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
         }) {
             try await queue.claim(
@@ -154,7 +158,7 @@ public final class Worker: Service, Sendable {
         defer { sessions.ended(lane: lane) }
         let outcomes = try await withDeadline({
             sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
-        }, orElse: {
+        }, ticker: ticker, orElse: {
             DeadlineExceeded(
                 operation: "batch",
                 reason: sessions.isGone(lane: lane)

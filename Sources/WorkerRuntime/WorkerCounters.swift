@@ -70,18 +70,29 @@ final class WorkerCounters: Sendable {
                 if let key = kinds[outcome.jobID] { state.tallies[key, default: ThroughputTally()].add(outcome) }
             }
         }
+        // One counter per label set, not per job: each is looked up in the
+        // metrics factory under its lock.
+        var counts: [CounterLabels: Int] = [:]
         for outcome in outcomes {
             guard let key = kinds[outcome.jobID] else { continue }
-            Counter(label: JobMetrics.outcomes, dimensions: [
-                ("queue", key.queue), ("kind", key.kind), ("outcome", outcome.metricName),
-            ]).increment()
+            counts[CounterLabels(label: JobMetrics.outcomes, key: key, name: "outcome", value: outcome.metricName), default: 0] += 1
             if case .deadLettered(_, let reason) = outcome {
-                Counter(label: JobMetrics.deadLetters, dimensions: [
-                    ("queue", key.queue), ("kind", key.kind), ("reason", reason.rawValue),
-                ]).increment()
+                counts[CounterLabels(label: JobMetrics.deadLetters, key: key, name: "reason", value: reason.rawValue), default: 0] += 1
             }
         }
+        for (labels, count) in counts {
+            Counter(label: labels.label, dimensions: [
+                ("queue", labels.key.queue), ("kind", labels.key.kind), (labels.name, labels.value),
+            ]).increment(by: count)
+        }
     }
+}
+
+private struct CounterLabels: Hashable {
+    let label: String
+    let key: Throughput.Key
+    let name: String
+    let value: String
 }
 
 extension JobOutcome {

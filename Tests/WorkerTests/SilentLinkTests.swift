@@ -57,7 +57,8 @@ import WorkerTestSupport
         configuration.silenceTimeout = silenceTimeout
         let totals: WorkerTotals
         do {
-            totals = try await withPostgresClient(try database.clientConfiguration(maximumConnections: 8), logger: db.logger) {
+            totals = try await withPostgresClient(
+                try database.workerClientConfiguration(connections: configuration.connectionsNeeded), logger: db.logger) {
                 [handlers, configuration] client in
                 let worker = Worker(client: client, configuration: configuration, handlers: handlers, logger: db.logger)
                 let running = Task { try await worker.run() }
