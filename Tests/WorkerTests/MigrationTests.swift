@@ -70,6 +70,21 @@ import WorkerTestSupport
         }
     }
 
+    /// A plan node turned off is costed 10^10, enough for JIT compilation on
+    /// every call should that node be the only plan left (see sql/011).
+    @Test func functionsThatTurnPlanNodesOffTurnJITOffToo() async throws {
+        try await withTestDatabase { db in
+            let tuned = """
+                FROM pg_proc WHERE pronamespace IN ('worker'::regnamespace, 'app'::regnamespace)
+                AND array_to_string(proconfig, ',') LIKE '%enable_%'
+                """
+            #expect(try await db.int("SELECT count(*)::int \(unescaped: tuned)") == 6)
+            let compiled = try await db.string(
+                "SELECT coalesce(string_agg(proname, ', '), 'none') \(unescaped: tuned) AND NOT 'jit=off' = ANY(proconfig)")
+            #expect(compiled == "none")
+        }
+    }
+
     @Test func theRequiredVersionIsTheNewestFile() {
         #expect(migrations.last?.version == Migrator.requiredVersion)
     }
