@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import WorkerEngine
 
-/// The filters `dlq list` and `redrive` share.
+/// The filters `dlq list`, `dlq purge` and `redrive` share.
 struct DeadLetterFilterOptions: ParsableArguments {
     @Option(help: "Only this queue.") var queue: String?
     @Option(help: "Only this job kind.") var kind: String?
@@ -25,8 +25,8 @@ struct DeadLetterFilterOptions: ParsableArguments {
 
 struct DLQCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "dlq", abstract: "Inspect the dead-letter table.",
-        subcommands: [DLQListCommand.self, DLQShowCommand.self])
+        commandName: "dlq", abstract: "Inspect and purge the dead-letter table.",
+        subcommands: [DLQListCommand.self, DLQShowCommand.self, DLQPurgeCommand.self])
 }
 
 struct DLQListCommand: AsyncParsableCommand {
@@ -144,4 +144,52 @@ struct RedriveCommand: AsyncParsableCommand {
         }
         print("\(verb) \(moved.count) job\(moved.count == 1 ? "" : "s")")
     }
+}
+
+struct DLQPurgeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "purge", abstract: "Delete dead letters for good.",
+        discussion: """
+            Give at least one filter, or --all; e.g. --until 30d keeps the last 30 days. Deletes 1,000 per \
+            transaction; --dry-run counts and changes nothing.
+            """)
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var filters: DeadLetterFilterOptions
+    @Flag(help: "Purge every dead letter (required when no filter is given).") var all = false
+    @Option(help: "Delete at most this many.") var limit: Int?
+    @Flag(help: "Count what would go and change nothing.") var dryRun = false
+    @Flag(help: "Print JSON instead of a line.") var json = false
+
+    func validate() throws {
+        if filters.isEmpty && !all {
+            throw ValidationError("give a filter (--queue, --kind, --reason, --id, --since, --until) or --all")
+        }
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func run() async throws {
+        let filter = try filters.filter()
+        let (limit, dryRun) = (self.limit ?? Int.max, self.dryRun)
+        let purged = try await database.withClient { client, logger in
+            let dlq = DeadLetterQueue(client: client, logger: logger)
+            if dryRun { return try await dlq.purge(filter, limit: limit, dryRun: true) }
+            // Small batches keep each transaction, and the locks it holds, short.
+            var purged = 0
+            while purged < limit {
+                let batch = min(limit - purged, 1000)
+                let count = try await dlq.purge(filter, limit: batch)
+                purged += count
+                if count < batch { break }
+            }
+            return purged
+        }
+        if json { return try JSONOutput.print(PurgeResult(purged: purged, dryRun: dryRun)) }
+        print("\(dryRun ? "would purge" : "purged") \(purged) dead letter\(purged == 1 ? "" : "s")")
+    }
+}
+
+private struct PurgeResult: Encodable {
+    let purged: Int
+    let dryRun: Bool
 }

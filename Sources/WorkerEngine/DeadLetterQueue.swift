@@ -61,7 +61,7 @@ public struct RedrivenJob: Sendable, Equatable, Codable {
     }
 }
 
-/// Reading and redriving `worker.dead_letters`.
+/// Reading, redriving and purging `worker.dead_letters`.
 public struct DeadLetterQueue: Sendable {
     public let client: PostgresClient
     public let logger: Logger
@@ -72,21 +72,14 @@ public struct DeadLetterQueue: Sendable {
     }
 
     public func list(_ filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
-        let f = filter
         let rows = try await client.query(
-            """
-            SELECT id, queue, kind, payload::text, idempotency_key, attempts, redrive_count, reason, last_error,
-                   errors::text, created_at, failed_at, failed_by
-            FROM worker.dead_letters
-            WHERE (\(f.queue)::text IS NULL OR queue = \(f.queue))
-              AND (\(f.kind)::text IS NULL OR kind = \(f.kind))
-              AND (\(f.reason)::text IS NULL OR reason = \(f.reason))
-              AND (\(f.ids)::bigint[] IS NULL OR id = ANY(\(f.ids)::bigint[]))
-              AND (\(f.since)::timestamptz IS NULL OR failed_at >= \(f.since))
-              AND (\(f.until)::timestamptz IS NULL OR failed_at < \(f.until))
-            ORDER BY failed_at DESC, id DESC
-            LIMIT \(limit)
-            """, logger: logger)
+            filter.query(
+                """
+                SELECT id, queue, kind, payload::text, idempotency_key, attempts, redrive_count, reason, last_error,
+                       errors::text, created_at, failed_at, failed_by
+                FROM worker.dead_letters
+                """, orderedBy: "failed_at DESC, id DESC", limit: limit),
+            logger: logger)
         var letters: [DeadLetter] = []
         for try await r in rows.decode(
             (Int64, String, String, String, String?, Int, Int, String, String?, String, Date, Date, String?).self)
@@ -108,33 +101,13 @@ public struct DeadLetterQueue: Sendable {
     /// is moving are skipped, so concurrent redrives never put a job back twice.
     /// With `dryRun`, returns what would move and changes nothing.
     public func redrive(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> [RedrivenJob] {
-        let f = filter
-        let rows: PostgresRowSequence
-        if dryRun {
-            rows = try await client.query(
+        let query = dryRun
+            ? filter.query(
+                "SELECT id, queue, kind, reason, redrive_count + 1 FROM worker.dead_letters", orderedBy: "id", limit: limit)
+            : filter.query(
+                "WITH picked AS (SELECT id FROM worker.dead_letters", orderedBy: "id", limit: limit,
                 """
-                SELECT id, queue, kind, reason, redrive_count + 1 FROM worker.dead_letters
-                WHERE (\(f.queue)::text IS NULL OR queue = \(f.queue))
-                  AND (\(f.kind)::text IS NULL OR kind = \(f.kind))
-                  AND (\(f.reason)::text IS NULL OR reason = \(f.reason))
-                  AND (\(f.ids)::bigint[] IS NULL OR id = ANY(\(f.ids)::bigint[]))
-                  AND (\(f.since)::timestamptz IS NULL OR failed_at >= \(f.since))
-                  AND (\(f.until)::timestamptz IS NULL OR failed_at < \(f.until))
-                ORDER BY id LIMIT \(limit)
-                """, logger: logger)
-        } else {
-            rows = try await client.query(
-                """
-                WITH picked AS (
-                    SELECT id FROM worker.dead_letters
-                    WHERE (\(f.queue)::text IS NULL OR queue = \(f.queue))
-                      AND (\(f.kind)::text IS NULL OR kind = \(f.kind))
-                      AND (\(f.reason)::text IS NULL OR reason = \(f.reason))
-                      AND (\(f.ids)::bigint[] IS NULL OR id = ANY(\(f.ids)::bigint[]))
-                      AND (\(f.since)::timestamptz IS NULL OR failed_at >= \(f.since))
-                      AND (\(f.until)::timestamptz IS NULL OR failed_at < \(f.until))
-                    ORDER BY id LIMIT \(limit)
-                    FOR UPDATE SKIP LOCKED
+                 FOR UPDATE SKIP LOCKED
                 ), moved AS (
                     DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING d.*
                 ), inserted AS (
@@ -149,12 +122,47 @@ public struct DeadLetterQueue: Sendable {
                 SELECT i.id, m.queue, m.kind, m.reason, i.redrive_count
                 FROM inserted AS i JOIN moved AS m ON m.id = i.id
                 ORDER BY i.id
-                """, logger: logger)
-        }
+                """)
         var jobs: [RedrivenJob] = []
-        for try await r in rows.decode((Int64, String, String, String, Int).self) {
+        for try await r in try await client.query(query, logger: logger).decode((Int64, String, String, String, Int).self) {
             jobs.append(RedrivenJob(id: r.0, queue: r.1, kind: r.2, reason: r.3, redriveCount: r.4))
         }
         return jobs
+    }
+
+    /// Deletes up to `limit` matching dead letters for good in one statement
+    /// and returns how many; rows a redrive is moving are skipped. With
+    /// `dryRun`, counts what would go and changes nothing.
+    public func purge(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> Int {
+        let query = dryRun
+            ? filter.query("SELECT count(*)::int FROM (SELECT FROM worker.dead_letters", orderedBy: "id", limit: limit, ") AS m")
+            : filter.query(
+                "WITH picked AS (SELECT id FROM worker.dead_letters", orderedBy: "id", limit: limit,
+                """
+                 FOR UPDATE SKIP LOCKED
+                ), gone AS (
+                    DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING 1
+                )
+                SELECT count(*)::int FROM gone
+                """)
+        for try await count in try await client.query(query, logger: logger).decode(Int.self) { return count }
+        return 0
+    }
+}
+
+extension DeadLetterFilter {
+    /// `head` (constant SQL), then this filter as its WHERE clause with the
+    /// values bound as parameters, `ORDER BY order LIMIT limit`, then `tail`.
+    func query(_ head: String, orderedBy order: String, limit: Int, _ tail: String = "") -> PostgresQuery {
+        """
+        \(unescaped: head)
+        WHERE (\(queue)::text IS NULL OR queue = \(queue))
+          AND (\(kind)::text IS NULL OR kind = \(kind))
+          AND (\(reason)::text IS NULL OR reason = \(reason))
+          AND (\(ids)::bigint[] IS NULL OR id = ANY(\(ids)::bigint[]))
+          AND (\(since)::timestamptz IS NULL OR failed_at >= \(since))
+          AND (\(until)::timestamptz IS NULL OR failed_at < \(until))
+        ORDER BY \(unescaped: order) LIMIT \(limit)\(unescaped: tail)
+        """
     }
 }

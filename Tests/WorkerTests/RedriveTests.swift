@@ -89,6 +89,57 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aPurgeDeletesWhatItsFilterMatchesAndADryRunOnlyCounts() async throws {
+        try await withTestDatabase { db in
+            let ids = try await deadLetter(db, [
+                ("mail", "send", .retryable("smtp down")),
+                ("mail", "bounce", .nonRetryable("bad address")),
+                ("billing", "send", .invalidEvent("no amount")),
+            ])
+            #expect(try await db.deadLetters.purge(DeadLetterFilter(queue: "mail"), limit: 100, dryRun: true) == 2)
+            #expect(try await db.deadLetters.purge(DeadLetterFilter(queue: "mail' OR '1'='1"), limit: 100) == 0)
+            #expect(try await db.deadLetters.purge(DeadLetterFilter(until: Date().addingTimeInterval(-3600)), limit: 100) == 0)
+            #expect(try await db.deadCount() == 3)
+            #expect(try await db.deadLetters.purge(DeadLetterFilter(kind: "send"), limit: 1) == 1)
+            #expect(try await db.deadLetters.list(DeadLetterFilter(), limit: 10).map(\.id).sorted() == [ids[1], ids[2]])
+            #expect(try await db.deadLetters.purge(DeadLetterFilter(reason: "max_attempts"), limit: 100) == 0)
+            #expect(try await db.deadLetters.purge(DeadLetterFilter(ids: [ids[1], ids[2]]), limit: 100) == 2)
+            let (dead, jobs) = (try await db.deadCount(), try await db.jobCount())
+            #expect(dead == 0 && jobs == 0)
+        }
+    }
+
+    @Test func aDeadLetterIsEitherRedrivenOrPurgedNeverBoth() async throws {
+        try await withTestDatabase { db in
+            try await db.execute(
+                """
+                INSERT INTO worker.dead_letters (id, queue, kind, payload, priority, attempts, created_at, redrive_count, reason, errors)
+                SELECT g, 'default', 'test', '{}', 0, 3, now(), 0, 'max_attempts', '[]' FROM generate_series(1, 3000) AS g
+                """)
+            let filter = DeadLetterFilter(queue: "default")
+            async let redriven: Int = {
+                var moved = 0
+                while true {
+                    let batch = try await db.deadLetters.redrive(filter, limit: 100).count
+                    if batch == 0 { return moved }
+                    moved += batch
+                }
+            }()
+            async let purged: Int = {
+                var gone = 0
+                while true {
+                    let batch = try await db.deadLetters.purge(filter, limit: 100)
+                    if batch == 0 { return gone }
+                    gone += batch
+                }
+            }()
+            let (moved, gone) = try await (redriven, purged)
+            #expect(moved + gone == 3000)
+            #expect(try await db.jobCount() == moved)
+            #expect(try await db.deadCount() == 0)
+        }
+    }
+
     @Test func theLimitCapsHowManyMove() async throws {
         try await withTestDatabase { db in
             _ = try await deadLetter(db, [("q", "k", .nonRetryable("x")), ("q", "k", .nonRetryable("y")), ("q", "k", .nonRetryable("z"))])

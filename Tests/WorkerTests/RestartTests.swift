@@ -30,7 +30,30 @@ import WorkerTestSupport
             "--batch-size", "10", "--visibility-timeout", "2s", "--poll-interval", "200ms", "--log-level", "debug",
         ], environment: env)
         let config = try DatabaseConfig.parse(url: url)
-        let enqueued = try await withPostgresClient(try config.clientConfiguration(maximumConnections: 2), logger: makeTestLogger()) { client in
+        let enqueued: [ClosedRange<Int64>]
+        do {
+            enqueued = try await enqueueThroughRestarts(config: config, env: env, dir: dir)
+        } catch {
+            Issue.record("workerd's log until then: \(workerd.stderrSoFar.suffix(6000))")
+            throw error
+        }
+
+        workerd.send(SIGTERM)
+        let result = await workerd.result()
+        #expect(result.status == 0, "\(result.stderr.suffix(2000))")
+        // Every job was acked at least once; one whose commit a restart cut ran again.
+        let done = Set(result.stderr.split(separator: "\n").filter { $0.hasSuffix("job done") }.compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("job_id=") }.flatMap { Int64($0.dropFirst(7)) }
+        })
+        let lost = enqueued.flatMap { Array($0) }.filter { !done.contains($0) }
+        #expect(enqueued.map(\.count).reduce(0, +) == 700)
+        #expect(lost.isEmpty, "jobs never done: \(lost.prefix(20))")
+    }
+
+    /// Enqueues 700 jobs in three parts around a fast and an immediate
+    /// restart, waits until none is left and returns their ids.
+    func enqueueThroughRestarts(config: DatabaseConfig, env: [String: String], dir: String) async throws -> [ClosedRange<Int64>] {
+        try await withPostgresClient(try config.clientConfiguration(maximumConnections: 2), logger: makeTestLogger()) { client in
             var enqueued: [ClosedRange<Int64>] = []
             let queue = JobQueue(client: client, logger: makeTestLogger())
             // Errors while the server is down count as "not yet".
@@ -54,17 +77,6 @@ import WorkerTestSupport
             #expect(try await queue.deadLetterCount() == 0)
             return enqueued
         }
-
-        workerd.send(SIGTERM)
-        let result = await workerd.result()
-        #expect(result.status == 0, "\(result.stderr.suffix(2000))")
-        // Every job was acked at least once; one whose commit a restart cut ran again.
-        let done = Set(result.stderr.split(separator: "\n").filter { $0.hasSuffix("job done") }.compactMap { line in
-            line.split(separator: " ").first { $0.hasPrefix("job_id=") }.flatMap { Int64($0.dropFirst(7)) }
-        })
-        let lost = enqueued.flatMap { Array($0) }.filter { !done.contains($0) }
-        #expect(enqueued.map(\.count).reduce(0, +) == 700)
-        #expect(lost.isEmpty, "jobs never done: \(lost.prefix(20))")
     }
 }
 

@@ -7,7 +7,7 @@ import WorkerTestSupport
 /// `workerctl` as an operator runs it: the real binary against a real database.
 @Suite(.timeLimit(.minutes(2))) struct WorkerctlTests {
     @Test func everyCommandHasHelp() async throws {
-        for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["redrive"]] {
+        for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "purge"], ["redrive"]] {
             let result = try await runTool("workerctl", command + ["--help"])
             #expect(result.status == 0, "\(command): \(result)")
             #expect(result.stdout.contains("USAGE: workerctl"), "\(command): \(result)")
@@ -134,6 +134,9 @@ import WorkerTestSupport
                 (["dlq", "list", "--limit", "0"], "--limit"),
                 (["dlq", "show", "abc"], "id"),
                 (["dlq", "show", "999999"], "no dead letter with id 999999"),
+                (["dlq", "purge"], "give a filter"),
+                (["dlq", "purge", "--all", "--limit", "0"], "--limit"),
+                (["dlq", "purge", "--until", "a month ago"], "--until"),
                 (["stats", "--colour"], "--colour"),
                 (["frobnicate"], "frobnicate"),
                 (["stats", "--database-url", "mysql://db/x"], "DATABASE_URL"),
@@ -176,6 +179,31 @@ import WorkerTestSupport
             #expect(moved?.compactMap { $0["id"] as? Int } == [Int(ids.upperBound)], "\(rest)")
             #expect(try await db.deadCount() == 0)
             #expect(try await db.jobCount() == 2)
+        }
+    }
+
+    @Test func deadLettersArePurgedByFilterWithDryRunFirst() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler { _, _ in throw JobError.nonRetryable("no") }
+            for queue in ["billing", "billing", "mail"] {
+                _ = try await db.queue.enqueue(NewJob(queue: queue, kind: "test", payload: "{}"))
+                let claimed = try await db.queue.claim(queue: queue, limit: 10, visibilityTimeout: .seconds(30), workerID: "w")
+                _ = try await BatchProcessor(client: db.client, handlers: .testing(handler), workerID: "w", logger: db.logger).process(claimed)
+            }
+            #expect(try await db.deadCount() == 3)
+
+            let dryRun = try await runTool("workerctl", ["dlq", "purge", "--queue", "billing", "--dry-run"], database: db)
+            #expect(dryRun.status == 0 && dryRun.stdout.contains("would purge 2 dead letters"), "\(dryRun)")
+            #expect(try await db.deadCount() == 3)
+            // None is a day old yet.
+            let old = try await runTool("workerctl", ["dlq", "purge", "--until", "1d"], database: db)
+            #expect(old.status == 0 && old.stdout.contains("purged 0 dead letters"), "\(old)")
+            let billing = try await runTool("workerctl", ["dlq", "purge", "--queue", "billing", "--json"], database: db)
+            let result = try JSONSerialization.jsonObject(with: Data(billing.stdout.utf8)) as? [String: Any]
+            #expect(result?["purged"] as? Int == 2 && result?["dry_run"] as? Bool == false, "\(billing)")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters WHERE queue = 'mail'") == 1)
+            #expect(try await db.deadCount() == 1)
+            #expect(try await db.jobCount() == 0)
         }
     }
 
