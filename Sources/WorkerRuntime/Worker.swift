@@ -29,7 +29,7 @@ public final class Worker: Service, Sendable {
         self.configuration = configuration
         self.client = client
         self.logger = logger
-        // A batch's deadlines are noticed at most a tenth of the shortest late.
+        // A batch's deadlines are noticed at most a tenth of the shorter one, and a second, late.
         self.ticker = DeadlineTicker(period: max(.milliseconds(10), min(.seconds(1), configuration.statementDeadline / 10)))
         self.queue = JobQueue(client: client, logger: logger)
         self.processor = BatchProcessor(
