@@ -148,17 +148,18 @@ public struct DatabaseConfig: Sendable, Equatable {
         return configuration
     }
 
-    /// The pool of a worker, whose connections are in use all the time: all
-    /// `connections` stay open, without the pool's idle timeout or keep-alive
-    /// pings. Each of those is a timer the pool arms whenever a connection
-    /// comes back to it (three tasks and a dispatch timer each), twice per
-    /// batch: a quarter of workerd's CPU time in a no-op drain (2.95-3.49 s ->
-    /// 2.25-2.39 s per 200,000 jobs, three interleaved runs). A dead
-    /// connection is found by the statement that uses it: its deadline, or
-    /// the heartbeat's look for the batch's session, closes it.
+    /// The pool of a worker, whose connections are in use all the time:
+    /// without the pool's keep-alive pings. Their timer is armed each time a
+    /// connection comes back to the pool, twice per batch (three tasks and a
+    /// dispatch timer each): workerd's CPU for 200,000 no-op jobs 3.55-3.82 s
+    /// with it, 2.66-3.71 s without (four interleaved pairs on a noisy
+    /// machine). A dead connection is found by the statement that uses it:
+    /// its deadline, or the heartbeat's look for the batch's session, closes
+    /// it. (The idle timeout's timer stays: keeping connections open with
+    /// `minimumConnections` crashed postgres-nio 1.33's pool once the server
+    /// came back from a restart; `RestartTests` shows it.)
     public func workerClientConfiguration(connections: Int) throws -> PostgresClient.Configuration {
         var configuration = try clientConfiguration(maximumConnections: connections)
-        configuration.options.minimumConnections = connections
         configuration.options.keepAliveBehavior = nil
         return configuration
     }
