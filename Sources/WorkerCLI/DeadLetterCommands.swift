@@ -21,6 +21,13 @@ struct DeadLetterFilterOptions: ParsableArguments {
     }
 
     func validate() throws { _ = try filter() }
+
+    /// Refuses a command over every dead letter unless `all` says so.
+    func requireOne(unless all: Bool) throws {
+        if isEmpty && !all {
+            throw ValidationError("give a filter (--queue, --kind, --reason, --id, --since, --until) or --all")
+        }
+    }
 }
 
 struct DLQCommand: AsyncParsableCommand {
@@ -108,9 +115,7 @@ struct RedriveCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of lines.") var json = false
 
     func validate() throws {
-        if filters.isEmpty && !all {
-            throw ValidationError("give a filter (--queue, --kind, --reason, --id, --since, --until) or --all")
-        }
+        try filters.requireOne(unless: all)
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         if let rate, rate < 1 { throw ValidationError("--rate must be at least 1 job per second") }
     }
@@ -162,9 +167,7 @@ struct DLQPurgeCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of a line.") var json = false
 
     func validate() throws {
-        if filters.isEmpty && !all {
-            throw ValidationError("give a filter (--queue, --kind, --reason, --id, --since, --until) or --all")
-        }
+        try filters.requireOne(unless: all)
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
     }
 

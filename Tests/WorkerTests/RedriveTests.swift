@@ -21,6 +21,24 @@ import WorkerTestSupport
         return ids
     }
 
+    /// mail/send (max_attempts), mail/bounce (non_retryable), billing/send (invalid_event).
+    func threeDeadLetters(_ db: TestDatabase) async throws -> [Int64] {
+        try await deadLetter(db, [
+            ("mail", "send", .retryable("smtp down")),
+            ("mail", "bounce", .nonRetryable("bad address")),
+            ("billing", "send", .invalidEvent("no amount")),
+        ])
+    }
+
+    /// Dead letters made directly in queue `default`: for tests about the move, not how they died.
+    func insertDeadLetters(_ db: TestDatabase, count: Int) async throws {
+        try await db.execute(
+            """
+            INSERT INTO worker.dead_letters (id, queue, kind, payload, priority, attempts, created_at, redrive_count, reason, errors)
+            SELECT g, 'default', 'test', '{}', 0, 3, now(), 0, 'max_attempts', '[]' FROM generate_series(1, \(count)) AS g
+            """)
+    }
+
     @Test func redrivePutsAJobBackOnceWithAttemptsResetAndTheRedriveCountKept() async throws {
         try await withTestDatabase { db in
             let ids = try await deadLetter(db, [("default", "test", .retryable("down"))])
@@ -39,12 +57,7 @@ import WorkerTestSupport
 
     @Test func concurrentRedrivesMoveEachJobExactlyOnce() async throws {
         try await withTestDatabase { db in
-            // Dead letters made directly: this test is about the move, not how they died.
-            try await db.execute(
-                """
-                INSERT INTO worker.dead_letters (id, queue, kind, payload, priority, attempts, created_at, redrive_count, reason, errors)
-                SELECT g, 'default', 'test', '{}', 0, 3, now(), 0, 'max_attempts', '[]' FROM generate_series(1, 3000) AS g
-                """)
+            try await insertDeadLetters(db, count: 3000)
             let moved = try await withThrowingTaskGroup(of: [Int64].self) { group in
                 for _ in 0..<6 {
                     group.addTask {
@@ -66,11 +79,7 @@ import WorkerTestSupport
 
     @Test func filtersSelectByQueueKindReasonIdAndTime() async throws {
         try await withTestDatabase { db in
-            let ids = try await deadLetter(db, [
-                ("mail", "send", .retryable("smtp down")),
-                ("mail", "bounce", .nonRetryable("bad address")),
-                ("billing", "send", .invalidEvent("no amount")),
-            ])
+            let ids = try await threeDeadLetters(db)
             func redrive(_ filter: DeadLetterFilter) async throws -> [Int64] {
                 try await db.deadLetters.redrive(filter, limit: 100, dryRun: true).map(\.id)
             }
@@ -91,11 +100,7 @@ import WorkerTestSupport
 
     @Test func aPurgeDeletesWhatItsFilterMatchesAndADryRunOnlyCounts() async throws {
         try await withTestDatabase { db in
-            let ids = try await deadLetter(db, [
-                ("mail", "send", .retryable("smtp down")),
-                ("mail", "bounce", .nonRetryable("bad address")),
-                ("billing", "send", .invalidEvent("no amount")),
-            ])
+            let ids = try await threeDeadLetters(db)
             #expect(try await db.deadLetters.purge(DeadLetterFilter(queue: "mail"), limit: 100, dryRun: true) == 2)
             #expect(try await db.deadLetters.purge(DeadLetterFilter(queue: "mail' OR '1'='1"), limit: 100) == 0)
             #expect(try await db.deadLetters.purge(DeadLetterFilter(until: Date().addingTimeInterval(-3600)), limit: 100) == 0)
@@ -111,11 +116,7 @@ import WorkerTestSupport
 
     @Test func aDeadLetterIsEitherRedrivenOrPurgedNeverBoth() async throws {
         try await withTestDatabase { db in
-            try await db.execute(
-                """
-                INSERT INTO worker.dead_letters (id, queue, kind, payload, priority, attempts, created_at, redrive_count, reason, errors)
-                SELECT g, 'default', 'test', '{}', 0, 3, now(), 0, 'max_attempts', '[]' FROM generate_series(1, 3000) AS g
-                """)
+            try await insertDeadLetters(db, count: 3000)
             let filter = DeadLetterFilter(queue: "default")
             async let redriven: Int = {
                 var moved = 0
