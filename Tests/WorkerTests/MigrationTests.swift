@@ -85,6 +85,24 @@ import WorkerTestSupport
         }
     }
 
+    /// ANALYZE skips the payloads and unique keys (sql/012) and still
+    /// gathers what the claim is planned with.
+    @Test func analyzeSkipsColumnsNoPlanDependsOn() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("""
+                INSERT INTO worker.jobs (kind, payload, idempotency_key)
+                SELECT 'noop', jsonb_build_object('n', n), 'key-' || n FROM generate_series(1, 500) AS n
+                """)
+            try await db.execute("ANALYZE worker.jobs")
+            let gathered = try await db.string("""
+                SELECT string_agg(attname, ',' ORDER BY attname) FROM pg_stats
+                WHERE schemaname = 'worker' AND tablename = 'jobs'
+                  AND attname IN ('queue', 'visible_at', 'payload', 'idempotency_key')
+                """)
+            #expect(gathered == "queue,visible_at")
+        }
+    }
+
     @Test func theRequiredVersionIsTheNewestFile() {
         #expect(migrations.last?.version == Migrator.requiredVersion)
     }
