@@ -35,8 +35,21 @@ public struct BatchProcessor: Sendable {
         inSession: @escaping @Sendable (Int32) -> Void = { _ in }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
+        return try await client.withConnection { connection in
+            try await process(jobs, on: connection, shouldStart: shouldStart, inSession: inSession)
+        }
+    }
+
+    /// `process` on a connection the caller holds; like `withLiveConnection`,
+    /// it fails as soon as the connection closes, and cancelling it closes the
+    /// connection (the server then rolls the batch back).
+    public func process(
+        _ jobs: [Job], on connection: PostgresConnection, shouldStart: @escaping @Sendable () -> Bool = { true },
+        inSession: @escaping @Sendable (Int32) -> Void = { _ in }
+    ) async throws -> [JobOutcome] {
+        guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
-        return try await client.withLiveConnection { connection in
+        return try await connection.failingOnClose { connection in
             let run: BatchRun
             if jobs.allSatisfy(self.needsNoTransaction) {
                 let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)

@@ -66,14 +66,28 @@ public struct JobQueue: Sendable {
     public func claim(
         queue: String, limit: Int, visibilityTimeout: Duration, workerID: String, payloadLimit: Int = .max
     ) async throws -> [Job] {
+        try await client.withConnection { connection in
+            try await claim(
+                queue: queue, limit: limit, visibilityTimeout: visibilityTimeout, workerID: workerID,
+                payloadLimit: payloadLimit, on: connection)
+        }
+    }
+
+    /// `claim` on a connection the caller holds (a worker lane keeps one for
+    /// a run of batches); like `withLiveConnection`, it fails as soon as the
+    /// connection closes, and cancelling it closes the connection.
+    public func claim(
+        queue: String, limit: Int, visibilityTimeout: Duration, workerID: String, payloadLimit: Int = .max,
+        on connection: PostgresConnection
+    ) async throws -> [Job] {
         let logger = logger
-        return try await client.withLiveConnection { connection in
         let call = ClaimCall(
             queue: queue, limit: Int32(clamping: limit), visibilityMS: visibilityTimeout.milliseconds, workerID: workerID,
             payloadLimit: payloadLimit)
-        var jobs: [Job] = []
-        for try await job in try await connection.execute(call, logger: logger) { jobs.append(job) }
-        return jobs.sorted { ($0.priority, $0.id) < ($1.priority, $1.id) }
+        return try await connection.failingOnClose { connection in
+            var jobs: [Job] = []
+            for try await job in try await connection.execute(call, logger: logger) { jobs.append(job) }
+            return jobs.sorted { ($0.priority, $0.id) < ($1.priority, $1.id) }
         }
     }
 
