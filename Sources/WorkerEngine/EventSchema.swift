@@ -7,11 +7,8 @@ import Foundation
 /// effect. An unsupported keyword is an error when the schema loads, so a
 /// schema never promises a check it does not make.
 public struct EventSchema: Sendable {
-    private let root: JSONValue
+    private let root: SchemaNode
     public let source: String
-    /// Each `pattern` of the schema, compiled once (compiling one per check
-    /// was a fifteenth of workerd's CPU time in a realistic drain).
-    private let patterns: [String: CompiledPattern]
 
     static let supported: Set<String> = [
         "$schema", "$id", "title", "description", "examples", "type", "properties", "required",
@@ -21,39 +18,13 @@ public struct EventSchema: Sendable {
 
     public init(json: String, source: String) throws {
         self.source = source
+        let schema: JSONValue
         do {
-            root = try JSONValue(parsing: json)
+            schema = try JSONValue(parsing: json)
         } catch {
             throw EventSchemaError(source: source, message: "not JSON: \(error)")
         }
-        var patterns: [String: CompiledPattern] = [:]
-        try Self.check(root, at: "#", source: source, patterns: &patterns)
-        self.patterns = patterns
-    }
-
-    private static func check(
-        _ schema: JSONValue, at path: String, source: String, patterns: inout [String: CompiledPattern]
-    ) throws {
-        guard case .object(let keywords) = schema else {
-            throw EventSchemaError(source: source, message: "\(path) is not a schema object")
-        }
-        for (keyword, value) in keywords {
-            guard supported.contains(keyword) else {
-                throw EventSchemaError(source: source, message: "\(path): unsupported keyword '\(keyword)'")
-            }
-            if keyword == "pattern", case .string(let pattern) = value {
-                guard let regex = try? NSRegularExpression(pattern: pattern) else {
-                    throw EventSchemaError(source: source, message: "\(path): invalid pattern '\(pattern)'")
-                }
-                patterns[pattern] = CompiledPattern(regex: regex)
-            }
-        }
-        if case .object(let properties)? = keywords["properties"] {
-            for (name, property) in properties {
-                try check(property, at: "\(path)/properties/\(name)", source: source, patterns: &patterns)
-            }
-        }
-        if let items = keywords["items"] { try check(items, at: "\(path)/items", source: source, patterns: &patterns) }
+        root = try SchemaNode(schema, at: "#", source: source)
     }
 
     /// The first way `payload` breaks the schema, as a message naming the
@@ -68,55 +39,44 @@ public struct EventSchema: Sendable {
         return violation(of: root, by: payload, at: "$")
     }
 
-    private func violation(of schema: JSONValue, by value: JSONValue, at path: String) -> String? {
-        guard case .object(let s) = schema else { return nil }
-        if let expected = s["type"] {
-            let names: [String] = switch expected {
-            case .string(let name): [name]
-            case .array(let list): list.compactMap { if case .string(let n) = $0 { n } else { nil } }
-            default: []
-            }
-            if value.typeNames.isDisjoint(with: names) {
-                return "\(path): expected \(names.joined(separator: " or ")), got \(Self.describe(value))"
-            }
+    private func violation(of s: SchemaNode, by value: JSONValue, at path: String) -> String? {
+        if let type = s.type, value.types.isDisjoint(with: type.accepted) {
+            return "\(path): expected \(type.names.joined(separator: " or ")), got \(Self.describe(value))"
         }
-        if case .array(let allowed)? = s["enum"], !allowed.contains(value) {
+        if let allowed = s.allowed, !allowed.contains(value) {
             return "\(path): \(Self.describe(value)) is not one of the allowed values"
         }
-        if let constant = s["const"], constant != value {
+        if let constant = s.constant, constant != value {
             return "\(path): must be \(Self.describe(constant))"
         }
         if let number = value.numeric {
-            if let minimum = s["minimum"]?.numeric, number < minimum { return "\(path): \(Self.describe(value)) is below the minimum \(Self.format(minimum))" }
-            if let floor = s["exclusiveMinimum"]?.numeric, number <= floor { return "\(path): \(Self.describe(value)) must be greater than \(Self.format(floor))" }
-            if let maximum = s["maximum"]?.numeric, number > maximum { return "\(path): \(Self.describe(value)) is above the maximum \(Self.format(maximum))" }
+            if let minimum = s.minimum, number < minimum { return "\(path): \(Self.describe(value)) is below the minimum \(Self.format(minimum))" }
+            if let floor = s.exclusiveMinimum, number <= floor { return "\(path): \(Self.describe(value)) must be greater than \(Self.format(floor))" }
+            if let maximum = s.maximum, number > maximum { return "\(path): \(Self.describe(value)) is above the maximum \(Self.format(maximum))" }
         }
         if case .string(let text) = value {
-            if let minimum = s["minLength"]?.numeric, Double(text.count) < minimum { return "\(path): shorter than \(Self.format(minimum)) characters" }
-            if let maximum = s["maxLength"]?.numeric, Double(text.count) > maximum { return "\(path): longer than \(Self.format(maximum)) characters" }
-            if case .string(let pattern)? = s["pattern"], let compiled = patterns[pattern],
-               compiled.regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) == nil {
-                return "\(path): does not match \(pattern)"
+            if let minimum = s.minLength, Double(text.count) < minimum { return "\(path): shorter than \(Self.format(minimum)) characters" }
+            if let maximum = s.maxLength, Double(text.count) > maximum { return "\(path): longer than \(Self.format(maximum)) characters" }
+            if let pattern = s.pattern,
+               pattern.regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) == nil {
+                return "\(path): does not match \(pattern.source)"
             }
         }
         if case .array(let elements) = value {
-            if let minimum = s["minItems"]?.numeric, Double(elements.count) < minimum { return "\(path): fewer than \(Self.format(minimum)) items" }
-            if let maximum = s["maxItems"]?.numeric, Double(elements.count) > maximum { return "\(path): more than \(Self.format(maximum)) items" }
-            if let items = s["items"] {
+            if let minimum = s.minItems, Double(elements.count) < minimum { return "\(path): fewer than \(Self.format(minimum)) items" }
+            if let maximum = s.maxItems, Double(elements.count) > maximum { return "\(path): more than \(Self.format(maximum)) items" }
+            if let items = s.items {
                 for (index, element) in elements.enumerated() {
                     if let problem = violation(of: items, by: element, at: "\(path)[\(index)]") { return problem }
                 }
             }
         }
         if case .object(let fields) = value {
-            if case .array(let required)? = s["required"] {
-                for case .string(let name) in required where fields[name] == nil { return "\(path).\(name): missing" }
-            }
-            let properties: [String: JSONValue] = if case .object(let p)? = s["properties"] { p } else { [:] }
+            for name in s.required where fields[name] == nil { return "\(path).\(name): missing" }
             for name in fields.keys.sorted() {
-                if let property = properties[name] {
+                if let property = s.properties[name] {
                     if let problem = violation(of: property, by: fields[name]!, at: "\(path).\(name)") { return problem }
-                } else if case .bool(false)? = s["additionalProperties"] {
+                } else if s.closed {
                     return "\(path).\(name): unknown field"
                 }
             }
@@ -141,9 +101,118 @@ public struct EventSchema: Sendable {
     }
 }
 
+/// One schema object, its keywords read when the schema loads: a check
+/// looks nothing up by name. (Reading them from the parsed schema at every
+/// check, about ten hash lookups and a set of type names per field, was a
+/// tenth of workerd's CPU time in a realistic drain.)
+private final class SchemaNode: Sendable {
+    let type: (names: [String], accepted: JSONTypes)?
+    let allowed: [JSONValue]?
+    let constant: JSONValue?
+    let minimum, exclusiveMinimum, maximum: Double?
+    let minLength, maxLength, minItems, maxItems: Double?
+    let pattern: CompiledPattern?
+    let items: SchemaNode?
+    let required: [String]
+    let properties: [String: SchemaNode]
+    /// `additionalProperties: false`
+    let closed: Bool
+
+    init(_ schema: JSONValue, at path: String, source: String) throws {
+        guard case .object(let keywords) = schema else {
+            throw EventSchemaError(source: source, message: "\(path) is not a schema object")
+        }
+        for keyword in keywords.keys where !EventSchema.supported.contains(keyword) {
+            throw EventSchemaError(source: source, message: "\(path): unsupported keyword '\(keyword)'")
+        }
+        type = keywords["type"].map { expected in
+            let names: [String] = switch expected {
+            case .string(let name): [name]
+            case .array(let list): list.compactMap { if case .string(let n) = $0 { n } else { nil } }
+            default: []
+            }
+            return (names, names.reduce(into: JSONTypes()) { $0.formUnion(JSONTypes(named: $1)) })
+        }
+        if case .array(let values)? = keywords["enum"] { allowed = values } else { allowed = nil }
+        constant = keywords["const"]
+        minimum = keywords["minimum"]?.numeric
+        exclusiveMinimum = keywords["exclusiveMinimum"]?.numeric
+        maximum = keywords["maximum"]?.numeric
+        minLength = keywords["minLength"]?.numeric
+        maxLength = keywords["maxLength"]?.numeric
+        minItems = keywords["minItems"]?.numeric
+        maxItems = keywords["maxItems"]?.numeric
+        if case .string(let text)? = keywords["pattern"] {
+            guard let regex = try? NSRegularExpression(pattern: text) else {
+                throw EventSchemaError(source: source, message: "\(path): invalid pattern '\(text)'")
+            }
+            pattern = CompiledPattern(source: text, regex: regex)
+        } else {
+            pattern = nil
+        }
+        items = try keywords["items"].map { try SchemaNode($0, at: "\(path)/items", source: source) }
+        if case .array(let names)? = keywords["required"] {
+            required = names.compactMap { if case .string(let name) = $0 { name } else { nil } }
+        } else {
+            required = []
+        }
+        var properties: [String: SchemaNode] = [:]
+        if case .object(let declared)? = keywords["properties"] {
+            for (name, property) in declared {
+                properties[name] = try SchemaNode(property, at: "\(path)/properties/\(name)", source: source)
+            }
+        }
+        self.properties = properties
+        closed = keywords["additionalProperties"] == .bool(false)
+    }
+}
+
+/// The JSON Schema types a value has (an integer is also a number).
+private struct JSONTypes: OptionSet, Sendable {
+    let rawValue: UInt8
+    static let null = JSONTypes(rawValue: 1 << 0)
+    static let boolean = JSONTypes(rawValue: 1 << 1)
+    static let integer = JSONTypes(rawValue: 1 << 2)
+    static let number = JSONTypes(rawValue: 1 << 3)
+    static let string = JSONTypes(rawValue: 1 << 4)
+    static let array = JSONTypes(rawValue: 1 << 5)
+    static let object = JSONTypes(rawValue: 1 << 6)
+
+    init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// An unknown name accepts nothing.
+    init(named name: String) {
+        self = switch name {
+        case "null": .null
+        case "boolean": .boolean
+        case "integer": .integer
+        case "number": .number
+        case "string": .string
+        case "array": .array
+        case "object": .object
+        default: []
+        }
+    }
+}
+
+extension JSONValue {
+    fileprivate var types: JSONTypes {
+        switch self {
+        case .null: .null
+        case .bool: .boolean
+        case .integer: [.integer, .number]
+        case .number(let n): n.rounded() == n && abs(n) < 9.0e15 ? [.integer, .number] : .number
+        case .string: .string
+        case .array: .array
+        case .object: .object
+        }
+    }
+}
+
 /// A schema's compiled `pattern`. NSRegularExpression is immutable once made
 /// and documented as safe to use from any thread.
 private struct CompiledPattern: @unchecked Sendable {
+    let source: String
     let regex: NSRegularExpression
 }
 

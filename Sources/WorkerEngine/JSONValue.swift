@@ -9,19 +9,6 @@ public enum JSONValue: Sendable, Equatable {
         self = try JSONParser.parse(text)
     }
 
-    /// The JSON Schema type names this value has (an integer is also a number).
-    var typeNames: Set<String> {
-        switch self {
-        case .null: ["null"]
-        case .bool: ["boolean"]
-        case .integer: ["integer", "number"]
-        case .number(let n): n.rounded() == n && abs(n) < 9.0e15 ? ["integer", "number"] : ["number"]
-        case .string: ["string"]
-        case .array: ["array"]
-        case .object: ["object"]
-        }
-    }
-
     var numeric: Double? {
         switch self {
         case .integer(let i): Double(i)

@@ -77,6 +77,37 @@ import WorkerTestSupport
         }
     }
 
+    @Test func everySupportedKeywordIsChecked() throws {
+        let schema = try EventSchema(json: #"""
+            {"type": "object", "required": ["mode"], "properties": {
+              "mode": {"enum": ["fast", "safe"]},
+              "version": {"const": 2},
+              "ratio": {"type": ["number", "null"], "exclusiveMinimum": 0},
+              "name": {"type": "string", "minLength": 2, "maxLength": 4},
+              "tags": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string", "pattern": "^[a-z]+$"}}
+            }}
+            """#, source: "test")
+        let cases: [(String, String?)] = [
+            (#"{"mode": "fast", "version": 2, "ratio": null, "name": "ab", "tags": ["x", "y"]}"#, nil),
+            (#"{"mode": "slow"}"#, #"$.mode: "slow" is not one of the allowed values"#),
+            (#"{"mode": "safe", "version": 3}"#, "$.version: must be 2"),
+            (#"{"mode": "safe", "ratio": 0}"#, "$.ratio: 0 must be greater than 0"),
+            (#"{"mode": "safe", "ratio": "1"}"#, #"$.ratio: expected number or null, got "1""#),
+            (#"{"mode": "safe", "name": "a"}"#, "$.name: shorter than 2 characters"),
+            (#"{"mode": "safe", "name": "abcde"}"#, "$.name: longer than 4 characters"),
+            (#"{"mode": "safe", "tags": []}"#, "$.tags: fewer than 1 items"),
+            (#"{"mode": "safe", "tags": ["a", "b", "c"]}"#, "$.tags: more than 2 items"),
+            (#"{"mode": "safe", "tags": ["a", "B"]}"#, "$.tags[1]: does not match ^[a-z]+$"),
+            (#"{"version": 2}"#, "$.mode: missing"),
+        ]
+        for (payload, message) in cases {
+            #expect(schema.violation(in: payload) == message, "\(payload)")
+        }
+        #expect(throws: EventSchemaError.self) {
+            try EventSchema(json: #"{"properties": {"a": {"pattern": "(unclosed"}}}"#, source: "test")
+        }
+    }
+
     @Test func aSchemaWithAKeywordThatIsNotCheckedDoesNotLoad() {
         #expect(throws: EventSchemaError.self) {
             try EventSchema(json: #"{"type": "object", "oneOf": []}"#, source: "test")
