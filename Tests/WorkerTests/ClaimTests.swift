@@ -78,6 +78,52 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aBatchTakesPriorityLevelsInOrderPastJobsThatAreNotReady() async throws {
+        try await withTestDatabase { db in
+            try await db.queue.enqueue(NewJob(kind: "noop", priority: -2, delay: .seconds(3600)))
+            let urgent = try await db.queue.enqueue(NewJob(kind: "noop", priority: -1))
+            try await db.queue.enqueue(NewJob(kind: "noop", priority: 0, delay: .seconds(3600)))
+            let first = try await db.queue.enqueue(NewJob(kind: "noop", priority: 0))
+            let second = try await db.queue.enqueue(NewJob(kind: "noop", priority: 0))
+            let late = try await db.queue.enqueue(NewJob(kind: "noop", priority: 5))
+            let claim = { (limit: Int) in
+                try await db.queue.claim(queue: "default", limit: limit, visibilityTimeout: .seconds(30), workerID: "w").map(\.id)
+            }
+            #expect(try await claim(3) == [urgent, first, second])
+            #expect(try await claim(10) == [late])
+            #expect(try await claim(10) == [])
+        }
+    }
+
+    /// Jobs that wait for later (scheduled, backing off, leased) at a level
+    /// with fewer ready jobs than the batch are not read past (sql/013).
+    @Test func aClaimDoesNotReadPastJobsThatWaitForLater() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("""
+                INSERT INTO worker.jobs (kind, priority, visible_at)
+                SELECT 'noop', 0, now() + interval '1 day' FROM generate_series(1, 50000)
+                """)
+            try await db.execute("INSERT INTO worker.jobs (kind, priority) SELECT 'noop', 1 FROM generate_series(1, 10)")
+            try await db.execute("VACUUM ANALYZE worker.jobs")
+            try await db.execute("""
+                CREATE FUNCTION public.claim_buffers() RETURNS int LANGUAGE plpgsql AS $$
+                DECLARE plan json;
+                BEGIN
+                    -- Twice: the session's first call also plans the claim's statements.
+                    FOR i IN 1..2 LOOP
+                        EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM worker.claim(''default'', 1, 30000, ''w'')'
+                            INTO plan;
+                    END LOOP;
+                    RETURN (plan -> 0 -> 'Plan' ->> 'Shared Hit Blocks')::int + (plan -> 0 -> 'Plan' ->> 'Shared Read Blocks')::int;
+                END $$
+                """)
+            // sql/008's claim read past the 50,000 waiting jobs' index entries: 317 buffers, here 29.
+            let buffers = try await db.int("SELECT public.claim_buffers()")
+            #expect(buffers < 100, "a claim of one job read \(buffers) buffers")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE priority = 1 AND attempts = 1") == 2)
+        }
+    }
+
     @Test func claimsOnlyTheNamedQueue() async throws {
         try await withTestDatabase { db in
             try await db.queue.enqueue(NewJob(queue: "a", kind: "noop"))
