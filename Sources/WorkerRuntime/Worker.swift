@@ -127,9 +127,9 @@ public final class Worker: Service, Sendable {
     /// last round and the queue whose turn is next.
     ///
     /// The rounds share one pooled connection and one deadline watch, whose
-    /// deadline follows the lane's step (see `deadline(of:)`): leasing a
-    /// connection and releasing it, and a watch, per batch cost workerd a
-    /// fifth of its CPU time in a no-op drain.
+    /// deadline follows the lane's step (see `deadline(of:)`): two leases of
+    /// a connection and two watches per batch cost workerd about a sixth of
+    /// its CPU time in a no-op drain.
     private func runBatches(lane: Int, from turn: Int) async throws -> (generation: UInt64, turn: Int) {
         let (queues, batchSize) = (configuration.queues, configuration.batchSize)
         monitor.claiming(lane)
