@@ -150,10 +150,11 @@ public struct DatabaseConfig: Sendable, Equatable {
 
     /// The pool of a worker, whose connections are in use all the time:
     /// without the pool's keep-alive pings. Their timer is armed each time a
-    /// connection comes back to the pool, twice per batch (three tasks and a
-    /// dispatch timer each): workerd's CPU for 200,000 no-op jobs 3.55-3.82 s
-    /// with it, 2.66-3.71 s without (four interleaved pairs on a noisy
-    /// machine). A dead connection is found by the statement that uses it:
+    /// connection comes back to the pool (three tasks and a dispatch timer
+    /// each); when that was twice per batch (before lanes kept their
+    /// connection for a run of batches), workerd's CPU for 200,000 no-op jobs
+    /// was 3.55-3.82 s with it, 2.66-3.71 s without (four interleaved pairs on
+    /// a noisy machine). A dead connection is found by the statement that uses it:
     /// its deadline, or the heartbeat's look for the batch's session, closes
     /// it. (The idle timeout's timer stays: keeping connections open with
     /// `minimumConnections` crashed postgres-nio 1.33's pool once the server
