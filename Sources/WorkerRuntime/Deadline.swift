@@ -44,10 +44,9 @@ func withDeadline<T: Sendable>(
 /// `withDeadline` with a fixed time limit from now.
 func withDeadline<T: Sendable>(
     in limit: Duration,
-    ticker: DeadlineTicker? = nil,
     orElse exceeded: @escaping @Sendable () -> DeadlineExceeded,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let deadline = ContinuousClock.now + limit
-    return try await withDeadline({ deadline }, ticker: ticker, orElse: exceeded, body)
+    return try await withDeadline({ deadline }, orElse: exceeded, body)
 }

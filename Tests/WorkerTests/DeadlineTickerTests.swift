@@ -11,7 +11,7 @@ import WorkerTestSupport
         defer { ticking.cancel() }
         let bodyCancelled = Atomic<Bool>(false)
         await #expect(throws: DeadlineExceeded.self) {
-            try await withDeadline(in: .milliseconds(100), ticker: ticker, orElse: {
+            try await withDeadline(after(.milliseconds(100)), ticker: ticker, orElse: {
                 DeadlineExceeded(operation: "test", reason: "too late")
             }) {
                 // Only the deadline's cancellation ends this within the suite's time limit.
@@ -30,7 +30,7 @@ import WorkerTestSupport
             // The watch may or may not be waiting for the tick when the body
             // returns; either way the task group waits for it, and a watch left
             // waiting would outlast the suite's time limit.
-            let answer = try await withDeadline(in: .seconds(3600), ticker: ticker, orElse: {
+            let answer = try await withDeadline(after(.seconds(3600)), ticker: ticker, orElse: {
                 DeadlineExceeded(operation: "test", reason: "too late")
             }) {
                 try await eventually("the watch to wait for a tick") { round == 0 || ticker.waiting == 1 }
@@ -44,11 +44,17 @@ import WorkerTestSupport
     @Test func withoutARunningTickerDeadlinesStillPass() async throws {
         let ticker = DeadlineTicker(period: .milliseconds(20))
         await #expect(throws: DeadlineExceeded.self) {
-            try await withDeadline(in: .milliseconds(50), ticker: ticker, orElse: {
+            try await withDeadline(after(.milliseconds(50)), ticker: ticker, orElse: {
                 DeadlineExceeded(operation: "test", reason: "too late")
             }) {
                 try await Task.sleep(for: .seconds(3600))
             }
         }
     }
+}
+
+/// A fixed deadline, `limit` from now, as the lanes' deadline closures answer.
+private func after(_ limit: Duration) -> @Sendable () -> ContinuousClock.Instant {
+    let deadline = ContinuousClock.now + limit
+    return { deadline }
 }
