@@ -47,8 +47,7 @@ public struct Migration: Sendable, Equatable {
         if let path = explicit ?? environment["WORKER_SQL_DIR"] {
             return URL(fileURLWithPath: path)
         }
-        let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
-        let binDirectory = executable.deletingLastPathComponent()
+        let binDirectory = runningExecutable().deletingLastPathComponent()
         let candidates = [
             binDirectory.appendingPathComponent("../share/worker/sql"),
             binDirectory.appendingPathComponent("../../sql"),          // .build/debug/workerctl
@@ -59,6 +58,16 @@ public struct Migration: Sendable, Equatable {
             return candidate.standardizedFileURL
         }
         throw MigrationError.directoryNotFound(candidates.map { $0.standardizedFileURL.path })
+    }
+
+    /// The running binary's own file. Not argv[0]: started from PATH, as an
+    /// operator types `workerctl migrate`, that is the bare name, and the
+    /// install's share/worker/sql was looked for beside the current directory.
+    private static func runningExecutable() -> URL {
+        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            return URL(fileURLWithPath: path)
+        }
+        return URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
     }
 }
 

@@ -13,11 +13,16 @@ public final class ToolProcess: Sendable {
 
     /// Starts the package's executable `tool` with `arguments`.
     public convenience init(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        let executable = try Self.binaryDirectory().appendingPathComponent(tool)
+        try self.init(executable: Self.executable(tool), arguments, environment: environment)
+    }
+
+    /// Where the package's executable `tool` was built.
+    public static func executable(_ tool: String) throws -> URL {
+        let executable = try binaryDirectory().appendingPathComponent(tool)
         guard FileManager.default.isExecutableFile(atPath: executable.path) else {
             throw DatabaseTestError(detail: "\(executable.path) is missing: run `swift build --build-tests` first")
         }
-        try self.init(executable: executable, arguments, environment: environment)
+        return executable
     }
 
     /// Starts `executable` with `arguments`. The child inherits no database or
