@@ -144,22 +144,22 @@ public struct BatchProcessor: Sendable {
         var finished: [Lease] = []
         var completed: [CompletedKey] = []
         var handlerTimes: [HandlerTime] = []
+        var unstarted: [Job] = []
         for (index, job) in jobs.enumerated() {
             var known = batched.removeValue(forKey: job.id)
-            // A job its batch handler did has started already.
-            guard known != nil || shouldStart() else {
-                let rest = Array(jobs[index...])
-                _ = try await JobQueue.release(rest.map(\.lease), on: tx.connection, logger: logger)
-                try await tx.dropIdempotencyKeys(rest.compactMap { claims[$0.id]?.ownedKey })
-                outcomes += rest.map { .released(jobID: $0.id) }
-                break
+            if let replay = guarded, replay.jobID == job.id { known = .replayed(replay) }
+            // Once the worker stops, only jobs that have started go on: those
+            // their batch handler did, and the failure being replayed (its
+            // attempt happened: it is counted and its error kept, not given back).
+            guard known != nil || (unstarted.isEmpty && shouldStart()) else {
+                unstarted.append(job)
+                continue
             }
             if let ages, ages[job.id] == nil {
                 leaseLost(job)
                 outcomes.append(.leaseLost(jobID: job.id))
                 continue
             }
-            if let replay = guarded, replay.jobID == job.id { known = .replayed(replay) }
             if known == nil, batchable(job), !batchStoppedAt.contains(job.id),
                let handler = handlers.handler(for: job.kind) as? any BatchJobHandler {
                 let group = Array(jobs[index...].prefix { $0.kind == job.kind && batchable($0) })
@@ -174,6 +174,11 @@ public struct BatchProcessor: Sendable {
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
             outcomes.append(done.outcome)
+        }
+        if !unstarted.isEmpty {
+            _ = try await JobQueue.release(unstarted.map(\.lease), on: tx.connection, logger: logger)
+            try await tx.dropIdempotencyKeys(unstarted.compactMap { claims[$0.id]?.ownedKey })
+            outcomes += unstarted.map { .released(jobID: $0.id) }
         }
         let acked = try await tx.ack(finished, completing: completed)
         if ages == nil && acked.count < finished.count {
@@ -345,7 +350,10 @@ public struct BatchProcessor: Sendable {
                 return ProcessedJob(try await deadLetter(.maxAttempts, message, attempts: job.attempts), nil, handlerTime)
             }
             let delay = policy.delay(afterAttempt: job.attempts)
-            try await tx.reschedule(job, after: delay, error: message)
+            guard try await tx.reschedule(job, after: delay, error: message) else {
+                leaseLost(job)
+                return ProcessedJob(.leaseLost(jobID: job.id), nil, handlerTime)
+            }
             logger.warning("job failed, retrying", metadata: ["error": "\(message)", "retry_in_ms": "\(delay.milliseconds)"])
             return ProcessedJob(.retried(jobID: job.id, delay: delay), nil, handlerTime)
         }
@@ -383,7 +391,10 @@ public struct BatchProcessor: Sendable {
     private func deadLetter(
         _ job: Job, _ reason: DeadLetterReason, error: String?, attempts: Int, in tx: JobTransaction, logger: Logger
     ) async throws -> JobOutcome {
-        try await tx.deadLetter(job, reason: reason, error: error, attempts: attempts)
+        guard try await tx.deadLetter(job, reason: reason, error: error, attempts: attempts) else {
+            leaseLost(job)
+            return .leaseLost(jobID: job.id)
+        }
         logger.error("job dead-lettered", metadata: ["reason": "\(reason.rawValue)", "error": "\(error ?? "-")"])
         return .deadLettered(jobID: job.id, reason: reason)
     }

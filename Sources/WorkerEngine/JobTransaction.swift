@@ -59,7 +59,9 @@ struct JobTransaction: Sendable {
         return acked
     }
 
-    func reschedule(_ job: Job, after delay: Duration, error: String) async throws {
+    /// Whether the job was still ours: without the batch's lock (a batch of
+    /// jobs that write nothing), a zombie's reschedule finds no row.
+    func reschedule(_ job: Job, after delay: Duration, error: String) async throws -> Bool {
         try await connection.query(
             """
             UPDATE worker.jobs
@@ -69,12 +71,14 @@ struct JobTransaction: Sendable {
                 errors = errors || jsonb_build_array(jsonb_build_object(
                     'attempt', attempts, 'at', now(), 'error', \(error)::text, 'worker', \(workerID)::text))
             WHERE id = \(job.id) AND lease_token = \(job.lease.token)
-            """, logger: logger)
+            RETURNING id
+            """, logger: logger).hasRows()
     }
 
     /// Moves the job to the dead-letter table in one statement: the row leaves
-    /// `jobs` and enters `dead_letters` together or not at all.
-    func deadLetter(_ job: Job, reason: DeadLetterReason, error: String?, attempts: Int) async throws {
+    /// `jobs` and enters `dead_letters` together or not at all. Whether the
+    /// job was still ours, as for `reschedule`.
+    func deadLetter(_ job: Job, reason: DeadLetterReason, error: String?, attempts: Int) async throws -> Bool {
         try await connection.query(
             """
             WITH moved AS (
@@ -90,6 +94,17 @@ struct JobTransaction: Sendable {
                          'attempt', attempts, 'at', now(), 'error', \(error)::text, 'worker', \(workerID)::text)) END,
                 \(workerID)
             FROM moved
-            """, logger: logger)
+            RETURNING id
+            """, logger: logger).hasRows()
+    }
+}
+
+extension PostgresRowSequence {
+    /// Whether the statement answered any row (all are read: the
+    /// connection then serves the next statement at once).
+    func hasRows() async throws -> Bool {
+        var any = false
+        for try await _ in self { any = true }
+        return any
     }
 }

@@ -186,6 +186,55 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aZombieCannotAckRescheduleOrDeadLetterJobsThatRunWithoutTheBatchLock() async throws {
+        // Jobs that write nothing need no transaction and are not locked: the
+        // lease token in each statement is what keeps a zombie out.
+        try await withTestDatabase { db in
+            let handler = RecordingHandler(idempotencyTTL: nil, writesToDatabase: false) { job, _ in
+                if job.payload.contains("retry") { throw JobError.retryable("boom") }
+                if job.payload.contains("fatal") { throw JobError.nonRetryable("bad") }
+            }
+            let done = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"ok":1}"#))
+            let retried = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"retry":1}"#))
+            let fatal = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"fatal":1}"#))
+            let zombieBatch = try await claimAll(db, worker: "A")
+            try await db.makeAllDue()
+            let batchB = try await claimAll(db, worker: "B")
+            #expect(batchB.count == 3)
+            #expect(try await processor(db, .testing(handler), worker: "A").process(zombieBatch) == [
+                .leaseLost(jobID: done), .leaseLost(jobID: retried), .leaseLost(jobID: fatal),
+            ])
+            // B's leases are as B took them.
+            #expect(try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE leased_by = 'B' AND attempts = 2 AND NOT errors::text ~ 'boom|bad'") == 3)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters") == 0)
+            let outcomes = try await processor(db, .testing(handler), worker: "B").process(batchB)
+            #expect(outcomes.map(\.jobID) == [done, retried, fatal])
+            #expect(outcomes[0] == .done(jobID: done) && outcomes[2] == .deadLettered(jobID: fatal, reason: .nonRetryable))
+        }
+    }
+
+    @Test func aFailedAttemptIsCountedWhenTheWorkerStopsBeforeTheRerun() async throws {
+        try await withTestDatabase { db in
+            // The failure abandons the run without savepoints; the worker
+            // begins to stop before the run with a savepoint per job.
+            let handler = RecordingHandler { job, _ in
+                if job.payload.contains("fail") { throw JobError.retryable("boom") }
+            }
+            let first = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"ok":1}"#))
+            let failing = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"fail":1}"#))
+            let started = Counter()
+            let outcomes = try await processor(db, .testing(handler)).process(
+                try await claimAll(db), shouldStart: { started.increment() <= 2 })
+            #expect(outcomes.count == 2 && outcomes.last == .released(jobID: first), "\(outcomes)")
+            if case .retried(failing, _)? = outcomes.first {} else { Issue.record("the failure was not recorded: \(outcomes)") }
+            #expect(handler.invocations(of: failing) == 1)
+            #expect(try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE id = \(failing) AND attempts = 1 AND last_error = 'boom'") == 1)
+            #expect(try await db.int("SELECT attempts FROM worker.jobs WHERE id = \(first)") == 0)
+        }
+    }
+
     @Test func aJobReachesTheDeadLetterTableAfterExactlyMaxAttempts() async throws {
         try await withTestDatabase { db in
             let handler = RecordingHandler { _, _ in throw JobError.retryable("still down") }
