@@ -97,7 +97,9 @@ public struct DeadLetterQueue: Sendable {
 
     /// Moves up to `limit` matching dead letters back to the queue in one
     /// statement: each leaves the dead-letter table and enters `jobs` under its
-    /// old id with attempts reset and `redrive_count + 1`. Rows another redrive
+    /// old id with attempts reset and `redrive_count + 1`, its error history
+    /// kept and the dead-lettering added to it (a reason with no error text,
+    /// such as attempts lost to crashes, would otherwise leave no trace). Rows another redrive
     /// is moving are skipped, so concurrent redrives never put a job back twice.
     /// With `dryRun`, returns what would move and changes nothing.
     public func redrive(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> [RedrivenJob] {
@@ -115,7 +117,11 @@ public struct DeadLetterQueue: Sendable {
                                              max_attempts, visible_at, created_at, last_error, errors, redrive_count)
                     OVERRIDING SYSTEM VALUE
                     SELECT id, queue, kind, payload, idempotency_key, priority, 0,
-                           max_attempts, now(), now(), last_error, errors, redrive_count + 1
+                           max_attempts, now(), now(), last_error,
+                           errors || jsonb_build_array(jsonb_build_object(
+                               'attempt', attempts, 'at', failed_at, 'dead_lettered', reason, 'worker', failed_by,
+                               'redriven_at', now())),
+                           redrive_count + 1
                     FROM moved
                     RETURNING id, redrive_count
                 )

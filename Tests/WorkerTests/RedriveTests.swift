@@ -51,6 +51,13 @@ import WorkerTestSupport
             // Dead again: the count survives the round trip and grows on the next redrive.
             _ = try await BatchProcessor(client: db.client, handlers: .testing(RecordingHandler { _, _ in throw JobError.nonRetryable("no") }), workerID: "w", logger: db.logger).process([job])
             #expect(try await db.deadLetters.show(id: ids[0])?.redriveCount == 1)
+            // Both deaths are in the history: the first one's reason with when it was redriven.
+            #expect(try await db.int("""
+                SELECT count(*)::int FROM worker.dead_letters, jsonb_array_elements(errors) AS e
+                WHERE id = \(ids[0]) AND e->>'dead_lettered' = 'max_attempts' AND e->>'worker' = 'w'
+                  AND e ? 'redriven_at' AND (e->>'attempt')::int = 1
+                """) == 1)
+            #expect(try await db.int("SELECT jsonb_array_length(errors)::int FROM worker.dead_letters WHERE id = \(ids[0])") == 3)
             #expect(try await db.deadLetters.redrive(DeadLetterFilter(ids: ids), limit: 10).first?.redriveCount == 2)
         }
     }
