@@ -78,7 +78,7 @@ struct DLQShowCommand: AsyncParsableCommand {
         guard let letter = try await database.withClient({ client, logger in
             try await DeadLetterQueue(client: client, logger: logger).show(id: id)
         }) else {
-            throw ValidationError("no dead letter with id \(id)")
+            throw CommandFailure("no dead letter with id \(id)")
         }
         if json { return try JSONOutput.print(letter) }
         let time = ISO8601DateFormatter()

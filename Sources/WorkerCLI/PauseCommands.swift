@@ -41,7 +41,7 @@ struct ResumeCommand: AsyncParsableCommand {
             try await QueuePauses(client: client, logger: logger).resume(queue)
         }
         guard resumed else {
-            throw ValidationError("queue '\(queue)' is not paused")
+            throw CommandFailure("queue '\(queue)' is not paused")
         }
         print("resumed queue '\(queue)'")
     }

@@ -9,7 +9,10 @@ public struct WorkerctlCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "workerctl",
         abstract: "Administer the PostgreSQL job queue: schema, stats, dead letters.",
-        discussion: "The database comes from --database-url, DATABASE_URL, or the PG* variables, as with psql.",
+        discussion: """
+            The database comes from --database-url, else DATABASE_URL, else the file named by DATABASE_URL_FILE, \
+            else the systemd credential database-url, else the PG* variables, as with psql.
+            """,
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, DLQCommand.self, RedriveCommand.self,
             PauseCommand.self, ResumeCommand.self, SweepCommand.self,
@@ -23,15 +26,11 @@ struct DatabaseOptions: ParsableArguments {
     @Option(help: "postgres://user:password@host:port/database?sslmode=... (default: DATABASE_URL, then PG* variables).")
     var databaseURL: String?
 
-    /// Runs `body` with a connected pool; configuration errors exit with a message that names the setting.
+    /// Runs `body` with a connected pool; configuration errors exit with a
+    /// message that names the setting, statement errors with the server's.
     func withClient<T: Sendable>(_ body: @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
         let logger = Logger(label: "workerctl")
-        let config: DatabaseConfig
-        do {
-            config = try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment)
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.description)
-        }
+        let config = try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment)
         var poolLogger = logger
         poolLogger.logLevel = .error  // the pool's start-up chatter is not the operator's business
         try await config.probe(logger: poolLogger)
@@ -41,8 +40,20 @@ struct DatabaseOptions: ParsableArguments {
             }
         } catch let error as PSQLError {
             throw DatabaseCommandError(error)
+        } catch let error as PostgresTransactionError {
+            // What failed inside a transaction, not the wrapper's dump of it.
+            guard let failed = (error.beginError ?? error.closureError ?? error.commitError) as? PSQLError else { throw error }
+            throw DatabaseCommandError(failed)
         }
     }
+}
+
+/// A command that ran and could not do what was asked (nothing to show, a
+/// queue not paused): its reason and exit status 1, without the usage text
+/// that bad arguments get.
+struct CommandFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// A statement failed: the server's message, and what to do when the schema is missing.

@@ -98,13 +98,22 @@ public struct WorkerdCommand: AsyncParsableCommand {
             by: read.string(defaultRetry, "default-retry", env: "WORKERD_DEFAULT_RETRY", default: ""),
             setting: "--default-retry / WORKERD_DEFAULT_RETRY")
         var handlers = HandlerRegistry.standard(defaultPolicy: defaultPolicy)
+        // A kind no handler serves is a typo: its jobs would never see the setting.
+        func known(_ kind: String, _ setting: String) throws {
+            guard handlers.handler(for: kind) == nil else { return }
+            throw ConfigurationError(
+                setting: setting, "no handler for kind '\(kind)' (kinds: \(handlers.kinds.joined(separator: ", ")))")
+        }
         for (kind, policy) in try Self.perKind(retry, env: "WORKERD_RETRY", flag: "retry", environment: environment) {
-            handlers.setPolicy(try defaultPolicy.overridden(by: policy, setting: "--retry / WORKERD_RETRY"), for: kind)
+            let setting = "--retry / WORKERD_RETRY"
+            try known(kind, setting)
+            handlers.setPolicy(try defaultPolicy.overridden(by: policy, setting: setting), for: kind)
         }
         for (kind, ttl) in try Self.perKind(
             idempotencyTTL, env: "WORKERD_IDEMPOTENCY_TTL", flag: "idempotency-ttl", environment: environment)
         {
             let setting = "--idempotency-ttl / WORKERD_IDEMPOTENCY_TTL"
+            try known(kind, setting)
             let duration = try DurationParser.parse(ttl, setting: setting)
             guard duration >= .seconds(1) else { throw ConfigurationError(setting: setting, "\(kind): must be at least 1s") }
             handlers.setIdempotencyTTL(duration, for: kind)
@@ -155,23 +164,25 @@ public struct WorkerdCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let settings: Settings
+        let clientConfiguration: PostgresClient.Configuration
+        let sqlDirectory: URL?
         do {
             settings = try self.settings(environment: ProcessInfo.processInfo.environment)
             try LogSetup.bootstrap(
                 level: settings.logLevel, format: settings.logFormat, setting: "--log-level / WORKERD_LOG_LEVEL",
                 formatSetting: "--log-format / WORKERD_LOG_FORMAT")
+            clientConfiguration = try settings.database.workerClientConfiguration(
+                connections: settings.worker.connectionsNeeded)  // reads sslrootcert
+            sqlDirectory = migrate
+                ? try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
+                : nil
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("workerd: \(error)\n".utf8))
             throw ExitCode(78)  // EX_CONFIG: systemd's RestartPreventExitStatus= keeps it from looping
         }
         let logger = Logger(label: "workerd")
-        let sqlDirectory = migrate
-            ? try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
-            : nil
 
-        let client = PostgresClient(
-            configuration: try settings.database.workerClientConfiguration(connections: settings.worker.connectionsNeeded),
-            backgroundLogger: logger)
+        let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
         let worker = Worker(
             client: client, configuration: settings.worker, handlers: settings.handlers, logger: logger)
         let startup = WorkerStartup(

@@ -1,3 +1,4 @@
+import NIOSSL
 import PostgresNIO
 
 /// An error as an operator can act on it. PSQLError's `description` hides the
@@ -12,5 +13,19 @@ public func errorText(_ error: any Error) -> String {
         if let underlying = psql.underlying { return errorText(underlying) }
         return "PostgreSQL client error: \(psql.code)"
     }
+    if let tls = tlsErrorText(error) { return tls }
     return String(describing: error)
+}
+
+/// TLS failures in the words of libpq's sslmode, not BoringSSL's error stack.
+private func tlsErrorText(_ error: any Error) -> String? {
+    if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
+        return "the server's certificate is not for this host name (sslmode=verify-full checks it)"
+    }
+    if case NIOSSLError.handshakeFailed(let detail)? = error as? NIOSSLError,
+       String(describing: detail).contains("CERTIFICATE_VERIFY_FAILED") {
+        return "certificate verify failed (CERTIFICATE_VERIFY_FAILED): the server's certificate is not signed by "
+            + "a CA this client trusts; set sslrootcert to the CA's file"
+    }
+    return nil
 }

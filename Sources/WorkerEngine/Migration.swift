@@ -45,6 +45,10 @@ public struct Migration: Sendable, Equatable {
     /// source tree the binary was built from, else `./sql`.
     public static func locateDirectory(explicit: String?, environment: [String: String]) throws -> URL {
         if let path = explicit ?? environment["WORKER_SQL_DIR"] {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw ConfigurationError(setting: "--sql-dir / WORKER_SQL_DIR", "'\(path)' is not a directory")
+            }
             return URL(fileURLWithPath: path)
         }
         let binDirectory = runningExecutable().deletingLastPathComponent()

@@ -50,6 +50,17 @@ import WorkerTestSupport
         }
     }
 
+    @Test func commandsOnADatabaseWithoutTheSchemaSayToMigrate() async throws {
+        try await withEmptyTestDatabase { db in
+            for arguments in [["stats"], ["sweep"], ["dlq", "list"], ["redrive", "--all", "--dry-run"], ["pause", "billing"]] {
+                let result = try await runTool("workerctl", arguments, database: db)
+                #expect(result.status == 1 && result.stderr.contains("run `workerctl migrate`"), "\(arguments): \(result)")
+                // The server's message, not a dump of the client's error values.
+                #expect(result.stderr.split(separator: "\n").count <= 2, "\(arguments): \(result)")
+            }
+        }
+    }
+
     @Test func enqueuedJobsShowInStatsAsJSONAndAsATable() async throws {
         try await withTestDatabase { db in
             let now = try await runTool("workerctl", ["enqueue", "--queue", "mail", "--kind", "noop", "--count", "3"], database: db)
@@ -163,11 +174,21 @@ import WorkerTestSupport
                 (["stats", "--colour"], "--colour"),
                 (["frobnicate"], "frobnicate"),
                 (["stats", "--database-url", "mysql://db/x"], "DATABASE_URL"),
+                (["redrive", "--all", "--rate", "0"], "--rate"),
+                (["pause", ""], "QUEUE"),
+                (["sweep", "--batch-size", "0"], "--batch-size"),
+                (["migrate", "--sql-dir", "/nonexistent/sql"], "--sql-dir"),
+                (["resume", "billing"], "queue 'billing' is not paused"),
             ]
             for (arguments, fragment) in cases {
                 let result = try await runTool("workerctl", arguments, database: db)
                 #expect(result.status != 0, "\(arguments): \(result)")
                 #expect(result.stderr.contains(fragment), "\(arguments) should say \(fragment): \(result)")
+            }
+            // A command that ran and found nothing to do is not a usage error.
+            for arguments in [["dlq", "show", "999999"], ["resume", "billing"]] {
+                let result = try await runTool("workerctl", arguments, database: db)
+                #expect(result.status == 1 && !result.stderr.contains("Usage:"), "\(arguments): \(result)")
             }
             #expect(try await db.jobCount() == 0)
             #expect(try await db.deadCount() == 1)

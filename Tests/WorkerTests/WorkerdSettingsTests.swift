@@ -39,7 +39,11 @@ import WorkerEngine
     }
 
     @Test func badPerKindSettingsNameTheSetting() {
-        for arguments in [["--idempotency-ttl", "refund.requested:0s"], ["--idempotency-ttl", "2h"], ["--retry", ":base=1s"]] {
+        for arguments in [
+            ["--idempotency-ttl", "refund.requested:0s"], ["--idempotency-ttl", "2h"], ["--retry", ":base=1s"],
+            // A kind no handler serves: a typo the jobs would never feel.
+            ["--retry", "refund.requestd:base=1s"], ["--idempotency-ttl", "booking:1h"],
+        ] {
             #expect {
                 try settings(arguments)
             } throws: { error in
