@@ -41,7 +41,7 @@ struct DLQListCommand: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var filters: DeadLetterFilterOptions
-    @Option(help: "At most this many.") var limit = 50
+    @Option(parsing: .unconditional, help: "At most this many.") var limit = 50
     @Flag(help: "Print JSON instead of a table.") var json = false
 
     func validate() throws {
@@ -109,9 +109,9 @@ struct RedriveCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var filters: DeadLetterFilterOptions
     @Flag(help: "Redrive every dead letter (required when no filter is given).") var all = false
-    @Option(help: "Move at most this many.") var limit: Int?
+    @Option(parsing: .unconditional, help: "Move at most this many.") var limit: Int?
     @Flag(help: "Print what would move and change nothing.") var dryRun = false
-    @Option(help: "Move at most this many jobs per second.") var rate: Int?
+    @Option(parsing: .unconditional, help: "Move at most this many jobs per second.") var rate: Int?
     @Flag(help: "Print JSON instead of lines.") var json = false
 
     func validate() throws {
@@ -162,7 +162,7 @@ struct DLQPurgeCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var filters: DeadLetterFilterOptions
     @Flag(help: "Purge every dead letter (required when no filter is given).") var all = false
-    @Option(help: "Delete at most this many.") var limit: Int?
+    @Option(parsing: .unconditional, help: "Delete at most this many.") var limit: Int?
     @Flag(help: "Count what would go and change nothing.") var dryRun = false
     @Flag(help: "Print JSON instead of a line.") var json = false
 

@@ -132,10 +132,10 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(help: "Job kind, e.g. noop or demo.task.") var kind: String
     @Option(help: "JSON payload.") var payload = "{}"
     @Option(help: "Idempotency key.") var idempotencyKey: String?
-    @Option(help: "Priority; lower runs first.") var priority = 0
-    @Option(help: "Attempts before dead-lettering (default: the kind's retry policy).") var maxAttempts: Int?
+    @Option(parsing: .unconditional, help: "Priority; lower runs first.") var priority = 0
+    @Option(parsing: .unconditional, help: "Attempts before dead-lettering (default: the kind's retry policy).") var maxAttempts: Int?
     @Option(help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
-    @Option(help: "How many copies to insert.") var count = 1
+    @Option(parsing: .unconditional, help: "How many copies to insert.") var count = 1
 
     func validate() throws {
         guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("--queue must have 1 to 128 characters") }
@@ -169,8 +169,8 @@ struct SweepCommand: AsyncParsableCommand {
         abstract: "Delete expired idempotency keys now, in small batches (workerd also does this every --sweep-interval).")
 
     @OptionGroup var database: DatabaseOptions
-    @Option(help: "Keys deleted per transaction.") var batchSize = 1000
-    @Option(help: "Stop after this many batches.") var maxBatches: Int?
+    @Option(parsing: .unconditional, help: "Keys deleted per transaction.") var batchSize = 1000
+    @Option(parsing: .unconditional, help: "Stop after this many batches.") var maxBatches: Int?
 
     func validate() throws {
         guard (1...100_000).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...100000") }

@@ -30,17 +30,17 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var databaseURL: String?
     @Option(help: "Comma-separated queues to work (env WORKERD_QUEUES, default: default).")
     var queues: String?
-    @Option(help: "Batches processed at once, one connection each (env WORKERD_CONCURRENCY, default 10).")
+    @Option(parsing: .unconditional, help: "Batches processed at once, one connection each (env WORKERD_CONCURRENCY, default 10).")
     var concurrency: String?
-    @Option(help: "Jobs claimed and committed together (env WORKERD_BATCH_SIZE, default 10).")
+    @Option(parsing: .unconditional, help: "Jobs claimed and committed together (env WORKERD_BATCH_SIZE, default 10).")
     var batchSize: String?
-    @Option(help: "Lease length before a claimed job is given to another worker (env WORKERD_VISIBILITY_TIMEOUT, default 30s).")
+    @Option(parsing: .unconditional, help: "Lease length before a claimed job is given to another worker (env WORKERD_VISIBILITY_TIMEOUT, default 30s).")
     var visibilityTimeout: String?
-    @Option(help: "Look for due jobs this often without a notification (env WORKERD_POLL_INTERVAL, default 1s).")
+    @Option(parsing: .unconditional, help: "Look for due jobs this often without a notification (env WORKERD_POLL_INTERVAL, default 1s).")
     var pollInterval: String?
-    @Option(help: "Time allowed to drain on SIGTERM (env WORKERD_STOP_TIMEOUT, default 25s).")
+    @Option(parsing: .unconditional, help: "Time allowed to drain on SIGTERM (env WORKERD_STOP_TIMEOUT, default 25s).")
     var stopTimeout: String?
-    @Option(help: "Abandon batches after the database stayed silent this long (env WORKERD_SILENCE_TIMEOUT, default 30s or the visibility timeout if longer).")
+    @Option(parsing: .unconditional, help: "Abandon batches after the database stayed silent this long (env WORKERD_SILENCE_TIMEOUT, default 30s or the visibility timeout if longer).")
     var silenceTimeout: String?
     @Option(help: "Name written to leased_by (env WORKERD_WORKER_ID, default HOST:PID).")
     var workerID: String?

@@ -61,6 +61,14 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aNegativePriorityIsAValueNotAnOption() async throws {
+        try await withTestDatabase { db in
+            let result = try await runTool("workerctl", ["enqueue", "--kind", "noop", "--priority", "-5"], database: db)
+            #expect(result.status == 0, "\(result)")
+            #expect(try await db.int("SELECT priority::int FROM worker.jobs") == -5)
+        }
+    }
+
     @Test func enqueuedJobsShowInStatsAsJSONAndAsATable() async throws {
         try await withTestDatabase { db in
             let now = try await runTool("workerctl", ["enqueue", "--queue", "mail", "--kind", "noop", "--count", "3"], database: db)
@@ -175,6 +183,9 @@ import WorkerTestSupport
                 (["frobnicate"], "frobnicate"),
                 (["stats", "--database-url", "mysql://db/x"], "DATABASE_URL"),
                 (["redrive", "--all", "--rate", "0"], "--rate"),
+                // A negative number is the option's value, and wrong for what it says, not a missing value.
+                (["dlq", "list", "--limit", "-1"], "--limit must be in"),
+                (["redrive", "--all", "--limit", "-5"], "--limit must be at least 1"),
                 (["pause", ""], "QUEUE"),
                 (["sweep", "--batch-size", "0"], "--batch-size"),
                 (["migrate", "--sql-dir", "/nonexistent/sql"], "--sql-dir"),

@@ -8,6 +8,8 @@ import WorkerTestSupport
     @Test func invalidConfigurationStopsStartupNamingTheSetting() async throws {
         let cases: [([String], [String: String], String)] = [
             (["--concurrency", "0"], [:], "--concurrency"),
+            (["--batch-size", "-1"], [:], "--batch-size"),
+            (["--stop-timeout", "-5s"], [:], "--stop-timeout"),
             (["--visibility-timeout", "banana"], [:], "--visibility-timeout"),
             ([], ["WORKERD_BATCH_SIZE", "-3"].pairs, "WORKERD_BATCH_SIZE"),
             ([], ["DATABASE_URL": "mysql://db/jobs"], "DATABASE_URL"),
