@@ -80,6 +80,31 @@ import WorkerTestSupport
         }
     }
 
+    @Test func concurrentDifferentRefundsOfOnePaymentNeverRefundBeyondIt() async throws {
+        try await withTestDatabase(connections: 24) { db in
+            try await pay(db, cents: 1000)
+            for n in 0..<20 {
+                _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: refund("rf_\(n)", cents: 100)))
+            }
+            // Workers with batches of one and of five: the set-based path and the per-event one race for the payment.
+            let workers = (0..<4).map { n in
+                Worker(client: db.client, configuration: WorkerConfiguration(concurrency: 3, batchSize: n % 2 == 0 ? 1 : 5, workerID: "w\(n)"),
+                       handlers: handlers, logger: db.logger)
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in workers { group.addTask { try await worker.run() } }
+                try await eventually("every refund to be handled") { try await db.jobCount() == 0 }
+                workers.forEach { $0.stop() }
+                try await group.waitForAll()
+            }
+            #expect(try await refunded(db) == 1000)
+            #expect(try await db.int("SELECT count(*)::int FROM app.refunds") == 10)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'completed'") == 10)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'rejected'") == 10)
+            #expect(try await db.deadCount() == 0)
+        }
+    }
+
     @Test func theSameRefundUnderAnotherKeyGetsTheFirstOnesResult() async throws {
         try await withTestDatabase { db in
             try await pay(db)
