@@ -157,6 +157,24 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aJobWhoseLeaseExpiredIsClaimedAloneAndABatchStopsBeforeIt() async throws {
+        try await withTestDatabase { db in
+            let ids = Array(try await db.queue.enqueue(NewJob(kind: "noop"), count: 6))
+            func claim() async throws -> [Int64] {
+                try await db.queue.claim(queue: "default", limit: 10, visibilityTimeout: .seconds(30), workerID: "w").map(\.id)
+            }
+            // A worker took the second and third and died with them.
+            try await db.execute("UPDATE worker.jobs SET visible_at = now() + interval '1 hour' WHERE id NOT IN (\(ids[1]), \(ids[2]))")
+            #expect(try await claim() == [ids[1], ids[2]])
+            try await db.makeAllDue()
+            #expect(try await claim() == [ids[0]])  // stops before the first expired one
+            try await db.execute("DELETE FROM worker.jobs WHERE id = \(ids[0])")  // done
+            #expect(try await claim() == [ids[1]])  // alone
+            #expect(try await claim() == [ids[2]])  // alone
+            #expect(try await claim() == Array(ids[3...]))
+        }
+    }
+
     @Test func theHeartbeatExtendsOnlyLeasesStillHeld() async throws {
         try await withTestDatabase { db in
             _ = try await db.queue.enqueue(NewJob(kind: "noop"), count: 2)

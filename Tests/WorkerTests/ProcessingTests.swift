@@ -199,7 +199,8 @@ import WorkerTestSupport
             let fatal = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"fatal":1}"#))
             let zombieBatch = try await claimAll(db, worker: "A")
             try await db.makeAllDue()
-            let batchB = try await claimAll(db, worker: "B")
+            var batchB: [Job] = []
+            for _ in 0..<3 { batchB += try await claimAll(db, worker: "B") }  // expired leases: a claim each
             #expect(batchB.count == 3)
             #expect(try await processor(db, .testing(handler), worker: "A").process(zombieBatch) == [
                 .leaseLost(jobID: done), .leaseLost(jobID: retried), .leaseLost(jobID: fatal),
@@ -274,6 +275,27 @@ import WorkerTestSupport
             let letter = try #require(try await db.deadLetters.show(id: id))
             #expect(letter.attempts == 3)
             #expect(letter.lastError?.hasPrefix("lease expired") == true)
+        }
+    }
+
+    @Test func aJobThatCrashesItsWorkerDoesNotSpendItsBatchMatesAttempts() async throws {
+        try await withTestDatabase { db in
+            let poison = try await db.queue.enqueue(NewJob(kind: "test", maxAttempts: 3))
+            let others = try await db.queue.enqueue(NewJob(kind: "test", maxAttempts: 3), count: 4)
+            let handler = RecordingHandler()
+            for _ in 0..<12 {
+                let batch = try await claimAll(db)
+                if batch.isEmpty { break }
+                if let job = batch.first(where: { $0.id == poison }), job.attempts <= 3 {
+                    try await db.makeAllDue()  // its worker died with the whole batch
+                    continue
+                }
+                _ = try await processor(db, .testing(handler)).process(batch)
+            }
+            #expect(try await db.jobCount() == 0)
+            #expect(try await db.deadLetters.show(id: poison)?.reason == "max_attempts")
+            #expect(try await db.deadCount() == 1)
+            #expect(Set(handler.invocations.map(\.id)) == Set(others))
         }
     }
 
