@@ -16,7 +16,9 @@ public final class MetricsServer: Service, Sendable {
     /// Where it listens; with port 0 the port the system chose.
     public var address: String {
         guard let local = channel.localAddress else { return "?" }
-        return "\(local.ipAddress ?? "?"):\(local.port ?? 0)"
+        let ip = local.ipAddress ?? "?"
+        // An IPv6 address is bracketed, as in a URL and in --metrics-address.
+        return "\(ip.contains(":") ? "[\(ip)]" : ip):\(local.port ?? 0)"
     }
 
     /// Binds at once, so that a taken port stops startup with its reason.
