@@ -14,7 +14,7 @@
 -- claim each, in the claim's order, so none waits behind the others. The
 -- ready jobs are read and locked by one statement and claimed by another;
 -- the pgbench ceiling was within its run-to-run spread of sql/013's claim
--- (41,755/39,049/46,947 jobs/s against 50,914/43,894/37,966, interleaved).
+-- (faster in seven of twelve interleaved pairs of 200,000 jobs).
 
 CREATE OR REPLACE FUNCTION worker.claim(claim_queue text, batch_size integer, visibility_ms bigint, worker_id text)
 RETURNS TABLE (
