@@ -99,9 +99,9 @@ public struct DeadLetterQueue: Sendable {
     /// statement: each leaves the dead-letter table and enters `jobs` under its
     /// old id with attempts reset and `redrive_count + 1`, its error history
     /// kept and the dead-lettering added to it (a reason with no error text,
-    /// such as attempts lost to crashes, would otherwise leave no trace). Rows another redrive
-    /// is moving are skipped, so concurrent redrives never put a job back twice.
-    /// With `dryRun`, returns what would move and changes nothing.
+    /// such as attempts lost to crashes, would otherwise leave no trace). Rows
+    /// another redrive is moving are skipped, so concurrent redrives never put
+    /// a job back twice. With `dryRun`, returns what would move and changes nothing.
     public func redrive(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> [RedrivenJob] {
         let query = dryRun
             ? filter.query(

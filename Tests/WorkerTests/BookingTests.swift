@@ -50,12 +50,7 @@ import WorkerTestSupport
                 Worker(client: db.client, configuration: WorkerConfiguration(concurrency: 4, batchSize: 3, workerID: "w\(n)"),
                        handlers: .standard(), logger: db.logger)
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in workers { group.addTask { try await worker.run() } }
-                try await eventually("every booking to be handled") { try await db.jobCount() == 0 }
-                workers.forEach { $0.stop() }
-                try await group.waitForAll()
-            }
+            try await runUntilDrained(workers, db, "every booking to be handled")
             #expect(try await seatsLeft(db) == 0)
             #expect(try await db.int("SELECT count(*)::int FROM app.bookings WHERE status = 'confirmed'") == 10)
             #expect(try await db.int("SELECT count(*)::int FROM app.bookings WHERE status = 'cancelled'") == 90)

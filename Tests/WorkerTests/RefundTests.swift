@@ -64,12 +64,7 @@ import WorkerTestSupport
                 Worker(client: db.client, configuration: WorkerConfiguration(concurrency: 4, batchSize: 1, workerID: "w\(n)"),
                        handlers: handlers, logger: db.logger)
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in workers { group.addTask { try await worker.run() } }
-                try await eventually("every copy to be handled") { try await db.jobCount() == 0 }
-                workers.forEach { $0.stop() }
-                try await group.waitForAll()
-            }
+            try await runUntilDrained(workers, db, "every copy to be handled")
             #expect(try await refunded(db) == 500)
             #expect(try await db.int("SELECT count(*)::int FROM app.refunds") == 1)
             #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE key = 'refund:rf_1' AND status = 'completed'") == 1)
@@ -91,12 +86,7 @@ import WorkerTestSupport
                 Worker(client: db.client, configuration: WorkerConfiguration(concurrency: 3, batchSize: n % 2 == 0 ? 1 : 5, workerID: "w\(n)"),
                        handlers: handlers, logger: db.logger)
             }
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for worker in workers { group.addTask { try await worker.run() } }
-                try await eventually("every refund to be handled") { try await db.jobCount() == 0 }
-                workers.forEach { $0.stop() }
-                try await group.waitForAll()
-            }
+            try await runUntilDrained(workers, db, "every refund to be handled")
             #expect(try await refunded(db) == 1000)
             #expect(try await db.int("SELECT count(*)::int FROM app.refunds") == 10)
             #expect(try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE status = 'completed'") == 10)
