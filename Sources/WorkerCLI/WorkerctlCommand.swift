@@ -115,6 +115,8 @@ struct MigrateCommand: AsyncParsableCommand {
         let directory = try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
         let migrations = try Migration.load(from: directory)
         let (applied, version) = try await database.withClient { client, logger in
+            var logger = logger
+            logger.logLevel = .warning  // each applied migration is printed below, once
             let migrator = Migrator(client: client, logger: logger)
             return (try await migrator.migrate(migrations), try await migrator.currentVersion())
         }

@@ -20,6 +20,7 @@ import WorkerTestSupport
             let first = try await runTool("workerctl", ["migrate"], database: db, environment: env)
             #expect(first.status == 0, "\(first)")
             #expect(first.stdout.contains("applied 001_queue"))
+            #expect(!first.stderr.contains("001_queue"), "printed once, not logged too: \(first.stderr)")
             let second = try await runTool("workerctl", ["migrate"], database: db, environment: env)
             #expect(second.status == 0, "\(second)")
             #expect(second.stdout.contains("schema is up to date at version \(Migrator.requiredVersion)"))
