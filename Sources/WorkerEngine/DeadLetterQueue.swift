@@ -3,7 +3,7 @@ import Logging
 import PostgresNIO
 
 /// A job in `worker.dead_letters`, as `workerctl dlq` shows it.
-public struct DeadLetter: Sendable, Equatable, Codable {
+public struct DeadLetter: Sendable, Equatable {
     public var id: Int64
     public var queue: String
     public var kind: String
@@ -18,6 +18,33 @@ public struct DeadLetter: Sendable, Equatable, Codable {
     public var createdAt: Date
     public var failedAt: Date
     public var failedBy: String?
+}
+
+extension DeadLetter: Encodable {
+    private enum CodingKeys: String, CodingKey {
+        case id, queue, kind, payload, idempotencyKey, attempts, redriveCount, reason, lastError, errors
+        case createdAt, failedAt, failedBy
+    }
+
+    /// The payload and the error history as JSON, not as strings of JSON, so
+    /// that `workerctl dlq show 4711 --json | jq .payload.refund_id` works.
+    public func encode(to encoder: any Encoder) throws {
+        func json(_ text: String) -> JSONValue { (try? JSONValue(parsing: text)) ?? .string(text) }
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(queue, forKey: .queue)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(json(payload), forKey: .payload)
+        try container.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
+        try container.encode(attempts, forKey: .attempts)
+        try container.encode(redriveCount, forKey: .redriveCount)
+        try container.encode(reason, forKey: .reason)
+        try container.encodeIfPresent(lastError, forKey: .lastError)
+        try container.encode(json(errors), forKey: .errors)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(failedAt, forKey: .failedAt)
+        try container.encodeIfPresent(failedBy, forKey: .failedBy)
+    }
 }
 
 /// Which dead letters an operation applies to; `nil` fields match everything.

@@ -18,6 +18,21 @@ public enum JSONValue: Sendable, Equatable {
     }
 }
 
+extension JSONValue: Encodable {
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let b): try container.encode(b)
+        case .integer(let i): try container.encode(i)
+        case .number(let n): try container.encode(n)
+        case .string(let s): try container.encode(s)
+        case .array(let items): try container.encode(items)
+        case .object(let fields): try container.encode(fields)
+        }
+    }
+}
+
 extension JSONValue {
     /// The value as JSON text, object keys sorted (so that equal values give
     /// equal text). Written by hand: JSONSerialization took a tenth of

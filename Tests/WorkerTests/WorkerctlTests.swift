@@ -222,6 +222,12 @@ import WorkerTestSupport
             #expect(show.status == 0, "\(show)")
             #expect(show.stdout.contains("reason:          non_retryable"))
             #expect(show.stdout.contains(#"payload:         {"n": 1}"#))
+            // As JSON, the payload and the error history are JSON, not strings of it.
+            let shown = try await runTool("workerctl", ["dlq", "show", "\(ids.lowerBound)", "--json"], database: db)
+            let letter = try #require(try JSONSerialization.jsonObject(with: Data(shown.stdout.utf8)) as? [String: Any], "\(shown)")
+            #expect((letter["payload"] as? [String: Any])?["n"] as? Int == 1, "\(shown)")
+            #expect((letter["errors"] as? [[String: Any]])?.first?["error"] as? String == "card declined for \(ids.lowerBound)")
+            #expect(letter["redrive_count"] as? Int == 0 && letter["reason"] as? String == "non_retryable")
 
             let dryRun = try await runTool("workerctl", ["redrive", "--queue", "billing", "--dry-run"], database: db)
             #expect(dryRun.status == 0 && dryRun.stdout.contains("would redrive 2 jobs"), "\(dryRun)")
