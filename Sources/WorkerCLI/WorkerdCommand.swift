@@ -216,6 +216,9 @@ extension WorkerdCommand {
             .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30),
         ]
         MetricsSystem.bootstrap(factory)
+        // A series an alert watches exists from the start, at 0: one that
+        // appears only with its first count leaves `rate()` with no data.
+        for name in [JobMetrics.batchErrors, JobMetrics.heartbeatFailures] { _ = Counter(label: name) }
         do {
             return try await MetricsServer(host: host, port: port, registry: registry, logger: logger)
         } catch {

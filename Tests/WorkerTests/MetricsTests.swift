@@ -60,6 +60,8 @@ import WorkerTestSupport
             #expect(sample(text, #"worker_queue_paused{queue="held"}"#) == 1)
             #expect(sample(text, #"worker_queue_ready_jobs{queue="held"}"#) == 1)
             #expect(sample(text, "worker_leases_held") == 0)
+            // Counters that alerts watch are there at 0 before their first count.
+            #expect(sample(text, "worker_batch_errors_total") == 0 && sample(text, "worker_heartbeat_failures_total") == 0, "\(text)")
             #expect(text.contains("# TYPE worker_handler_duration_seconds histogram"))
             #expect(try await get(endpoint.replacingOccurrences(of: "/metrics", with: "/other")).status == 404)
 
