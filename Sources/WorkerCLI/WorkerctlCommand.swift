@@ -39,34 +39,30 @@ struct DatabaseOptions: ParsableArguments {
                 try await body($0, logger)
             }
         } catch let error as PSQLError {
-            throw DatabaseCommandError(error)
+            throw CommandFailure(error)
         } catch let error as PostgresTransactionError {
             // What failed inside a transaction, not the wrapper's dump of it.
             guard let failed = (error.beginError ?? error.closureError ?? error.commitError) as? PSQLError else { throw error }
-            throw DatabaseCommandError(failed)
+            throw CommandFailure(failed)
         }
     }
 }
 
 /// A command that ran and could not do what was asked (nothing to show, a
-/// queue not paused): its reason and exit status 1, without the usage text
-/// that bad arguments get.
+/// queue not paused, a statement the database refused): its reason and exit
+/// status 1, without the usage text that bad arguments get.
 struct CommandFailure: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
-}
 
-/// A statement failed: the server's message, and what to do when the schema is missing.
-struct DatabaseCommandError: Error, CustomStringConvertible {
-    var description: String
-
+    /// The server's message, and what to do when the schema is missing.
     init(_ error: PSQLError) {
         let state = error.serverInfo?[.sqlState]
         var text = errorText(error)
         if state == "42P01" || state == "3F000" {  // undefined table / schema
             text += "; the worker schema is missing or outdated: run `workerctl migrate`"
         }
-        description = text
+        self.init(text)
     }
 }
 

@@ -223,7 +223,7 @@ extension WorkerdCommand {
             return try await MetricsServer(host: host, port: port, registry: registry, logger: logger)
         } catch {
             FileHandle.standardError.write(Data(
-                "workerd: --metrics-address / WORKERD_METRICS_ADDRESS: cannot listen on \(host.contains(":") ? "[\(host)]" : host):\(port): \(error)\n".utf8))
+                "workerd: --metrics-address / WORKERD_METRICS_ADDRESS: cannot listen on \(MetricsServer.address(host: host, port: port)): \(error)\n".utf8))
             throw ExitCode(1)
         }
     }

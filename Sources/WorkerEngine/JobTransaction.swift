@@ -98,13 +98,3 @@ struct JobTransaction: Sendable {
             """, logger: logger).hasRows()
     }
 }
-
-extension PostgresRowSequence {
-    /// Whether the statement answered any row (all are read: the
-    /// connection then serves the next statement at once).
-    func hasRows() async throws -> Bool {
-        var any = false
-        for try await _ in self { any = true }
-        return any
-    }
-}

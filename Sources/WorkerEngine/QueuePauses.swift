@@ -24,27 +24,23 @@ public struct QueuePauses: Sendable {
     /// Returns false when the queue was paused already (the first pause and its reason stay).
     @discardableResult
     public func pause(_ queue: String, reason: String? = nil) async throws -> Bool {
-        let rows = try await client.query(
+        try await client.query(
             """
             INSERT INTO worker.queue_pauses (queue, reason) VALUES (\(queue), \(reason))
             ON CONFLICT (queue) DO NOTHING
             RETURNING queue
-            """, logger: logger)
-        for try await _ in rows.decode(String.self) { return true }
-        return false
+            """, logger: logger).hasRows()
     }
 
     /// Returns false when the queue was not paused. Wakes the workers of the
     /// queue at once, as an insert would, instead of at their next poll.
     @discardableResult
     public func resume(_ queue: String) async throws -> Bool {
-        let rows = try await client.query(
+        try await client.query(
             """
             WITH resumed AS (DELETE FROM worker.queue_pauses WHERE queue = \(queue) RETURNING queue)
             SELECT queue, pg_notify('worker_jobs', queue) FROM resumed
-            """, logger: logger)
-        for try await _ in rows.decode((String, String).self) { return true }
-        return false
+            """, logger: logger).hasRows()
     }
 
     public func list() async throws -> [Pause] {

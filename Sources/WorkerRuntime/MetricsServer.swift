@@ -16,9 +16,12 @@ public final class MetricsServer: Service, Sendable {
     /// Where it listens; with port 0 the port the system chose.
     public var address: String {
         guard let local = channel.localAddress else { return "?" }
-        let ip = local.ipAddress ?? "?"
-        // An IPv6 address is bracketed, as in a URL and in --metrics-address.
-        return "\(ip.contains(":") ? "[\(ip)]" : ip):\(local.port ?? 0)"
+        return Self.address(host: local.ipAddress ?? "?", port: local.port ?? 0)
+    }
+
+    /// `HOST:PORT`, an IPv6 host bracketed, as in a URL and in --metrics-address.
+    public static func address(host: String, port: Int) -> String {
+        "\(host.contains(":") ? "[\(host)]" : host):\(port)"
     }
 
     /// Binds at once, so that a taken port stops startup with its reason.
