@@ -25,6 +25,8 @@ public struct SystemdNotifier: Sendable {
 
     /// Sends `KEY=value` lines; failures are ignored, as sd_notify's are: the
     /// service must not stop working because its supervisor stopped listening.
+    /// Nor wait for it: a full socket queue fails the send (MSG_DONTWAIT) rather
+    /// than block the calling thread, a thread of Swift's cooperative pool.
     @discardableResult
     public func send(_ message: String) -> Bool {
         guard let socketPath else { return false }
@@ -48,7 +50,7 @@ public struct SystemdNotifier: Sendable {
         let bytes = Array(message.utf8)
         let sent = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL), socketAddress, length)
+                sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress, length)
             }
         }
         return sent == bytes.count

@@ -54,6 +54,18 @@ import WorkerTestSupport
         #expect(theirs.watchdogTimeout == nil)
         #expect(SystemdNotifier(environment: ["NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "0"]).watchdogTimeout == nil)
     }
+
+    /// A supervisor that stops reading must not stall the caller's thread
+    /// (a thread of the cooperative pool): once the socket's queue is full,
+    /// a send fails at once, as sd_notify's failures are ignored.
+    @Test(.timeLimit(.minutes(1))) func aSendToASocketThatStoppedReadingFailsInsteadOfBlocking() throws {
+        let socket = try NotifySocket()
+        let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": socket.path])
+        var sent = 0
+        while sent < 100_000, notifier.send("STATUS=\(sent)") { sent += 1 }
+        #expect(sent > 0 && sent < 100_000)
+        #expect(socket.receive().first == "STATUS=0")
+    }
 }
 
 @Suite(.timeLimit(.minutes(1))) struct SystemdStartupTests {
