@@ -8,14 +8,14 @@ import WorkerEngine
 public struct WorkerctlCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "workerctl",
-        abstract: "Administer the PostgreSQL job queue: schema, stats, dead letters.",
+        abstract: "Administer the PostgreSQL job queue: schema, stats, jobs, dead letters.",
         discussion: """
             The database comes from --database-url, else DATABASE_URL, else the file named by DATABASE_URL_FILE, \
             else the systemd credential database-url, else the PG* variables, as with psql.
             """,
         subcommands: [
-            MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, DLQCommand.self, RedriveCommand.self,
-            PauseCommand.self, ResumeCommand.self, SweepCommand.self,
+            MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, JobsCommand.self, DLQCommand.self,
+            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, SweepCommand.self,
         ])
 
     public init() {}

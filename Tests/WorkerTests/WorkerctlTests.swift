@@ -7,7 +7,8 @@ import WorkerTestSupport
 /// `workerctl` as an operator runs it: the real binary against a real database.
 @Suite(.timeLimit(.minutes(2))) struct WorkerctlTests {
     @Test func everyCommandHasHelp() async throws {
-        for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "purge"], ["redrive"]] {
+        for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "purge"], ["redrive"],
+                        ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "cancel"], ["jobs", "retry"]] {
             let result = try await runTool("workerctl", command + ["--help"])
             #expect(result.status == 0, "\(command): \(result)")
             #expect(result.stdout.contains("USAGE: workerctl"), "\(command): \(result)")
@@ -191,6 +192,11 @@ import WorkerTestSupport
                 (["sweep", "--batch-size", "0"], "--batch-size"),
                 (["migrate", "--sql-dir", "/nonexistent/sql"], "--sql-dir"),
                 (["resume", "billing"], "queue 'billing' is not paused"),
+                (["jobs", "cancel"], "give a filter"),
+                (["jobs", "retry"], "give a filter"),
+                (["jobs", "list", "--state", "running"], "--state must be ready, in_flight or delayed"),
+                (["jobs", "cancel", "--all", "--limit", "0"], "--limit"),
+                (["jobs", "show", "999999"], "no job with id 999999"),
             ]
             for (arguments, fragment) in cases {
                 let result = try await runTool("workerctl", arguments, database: db)

@@ -1,0 +1,202 @@
+import ArgumentParser
+import Foundation
+import WorkerEngine
+
+/// The filters `jobs list`, `jobs cancel` and `jobs retry` share.
+struct JobFilterOptions: ParsableArguments {
+    @Option(help: "Only this queue.") var queue: String?
+    @Option(help: "Only this job kind.") var kind: String?
+    @Option(name: .customLong("id"), help: "Only this job id; repeatable.") var ids: [Int64] = []
+
+    var isEmpty: Bool { queue == nil && kind == nil && ids.isEmpty }
+
+    func filter(state: JobState? = nil) -> JobFilter {
+        JobFilter(queue: queue, kind: kind, state: state, ids: ids.isEmpty ? nil : ids)
+    }
+
+    /// Refuses a command over every job unless `all` says so.
+    func requireOne(unless all: Bool) throws {
+        if isEmpty && !all { throw ValidationError("give a filter (--queue, --kind, --id) or --all") }
+    }
+}
+
+/// `--state` of `jobs list` and `jobs cancel`.
+struct JobStateOption: ParsableArguments {
+    @Option(help: "Only jobs in this state: ready, in_flight or delayed.") var state: String?
+
+    func parsed() throws -> JobState? {
+        try state.map {
+            guard let state = JobState(rawValue: $0) else {
+                throw ValidationError("--state must be ready, in_flight or delayed, not '\($0)'")
+            }
+            return state
+        }
+    }
+
+    func validate() throws { _ = try parsed() }
+}
+
+struct JobsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "jobs", abstract: "Inspect the queue's jobs, cancel them, or make delayed ones ready now.",
+        subcommands: [JobsListCommand.self, JobsShowCommand.self, JobsCancelCommand.self, JobsRetryCommand.self])
+}
+
+struct JobsListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List jobs by queue, priority and due time.")
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var filters: JobFilterOptions
+    @OptionGroup var state: JobStateOption
+    @Option(parsing: .unconditional, help: "At most this many.") var limit = 50
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func validate() throws {
+        guard (1...100_000).contains(limit) else { throw ValidationError("--limit must be in 1...100000") }
+    }
+
+    func run() async throws {
+        let (filter, limit) = (filters.filter(state: try state.parsed()), self.limit)
+        let jobs = try await database.withClient { client, logger in
+            try await QueuedJobs(client: client, logger: logger).list(filter, limit: limit)
+        }
+        if json { return try JSONOutput.print(jobs) }
+        let time = ISO8601DateFormatter()
+        print(Table.render(
+            header: ["ID", "QUEUE", "KIND", "STATE", "PRIORITY", "ATTEMPTS", "VISIBLE_AT", "LEASED_BY", "LAST_ERROR"],
+            rows: jobs.map {
+                ["\($0.id)", $0.queue, $0.kind, $0.state.rawValue, "\($0.priority)", "\($0.attempts)",
+                 time.string(from: $0.visibleAt), $0.state == .inFlight ? $0.leasedBy ?? "-" : "-",
+                 String(($0.lastError ?? "").prefix(80))]
+            }))
+        if jobs.isEmpty { print("(no jobs match)") }
+    }
+}
+
+struct JobsShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Show one job with its payload and error history.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "The job id.") var id: Int64
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let id = self.id
+        guard let job = try await database.withClient({ client, logger in
+            try await QueuedJobs(client: client, logger: logger).show(id: id)
+        }) else {
+            throw CommandFailure("no job with id \(id) (done, or see `workerctl dlq show \(id)`)")
+        }
+        if json { return try JSONOutput.print(job) }
+        let time = ISO8601DateFormatter()
+        print("""
+            id:              \(job.id)
+            queue:           \(job.queue)
+            kind:            \(job.kind)
+            state:           \(job.state.rawValue)
+            priority:        \(job.priority)
+            attempts:        \(job.attempts) of \(job.maxAttempts.map(String.init) ?? "the kind's maximum")
+            redrive count:   \(job.redriveCount)
+            idempotency key: \(job.idempotencyKey ?? "-")
+            created at:      \(time.string(from: job.createdAt))
+            visible at:      \(time.string(from: job.visibleAt))
+            leased by:       \(job.leasedBy ?? "-")
+            last error:      \(job.lastError ?? "-")
+            payload:         \(job.payload)
+            errors:          \(job.errors)
+            """)
+    }
+}
+
+struct JobsCancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel", abstract: "Move jobs to the dead-letter table as 'cancelled'.",
+        discussion: """
+            Give at least one filter, or --all. A cancelled job can be redriven (`workerctl redrive --reason \
+            cancelled`) or purged. A job a worker is processing right now (its transaction holds the row) is \
+            left to finish; a job leased but not yet being processed is cancelled with its lease, and its \
+            worker commits nothing for it. Cancels 1,000 per transaction; --dry-run lists and changes nothing.
+            """)
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var filters: JobFilterOptions
+    @OptionGroup var state: JobStateOption
+    @Flag(help: "Cancel every job (required when no filter is given).") var all = false
+    @Option(parsing: .unconditional, help: "Cancel at most this many.") var limit: Int?
+    @Option(help: "Why, kept as the dead letter's last error.") var reason: String?
+    @Flag(help: "Print what would be cancelled and change nothing.") var dryRun = false
+    @Flag(help: "Print JSON instead of lines.") var json = false
+
+    func validate() throws {
+        try filters.requireOne(unless: all || state.state != nil)
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func run() async throws {
+        let (filter, limit, dryRun) = (filters.filter(state: try state.parsed()), self.limit ?? Int.max, self.dryRun)
+        let note = "cancelled with workerctl" + (reason.map { ": \($0)" } ?? "")
+        let cancelled = try await database.withClient { client, logger in
+            let jobs = QueuedJobs(client: client, logger: logger)
+            if dryRun { return try await jobs.cancel(filter, limit: min(limit, 1_000_000), note: note, dryRun: true) }
+            // Small batches keep each transaction, and the locks it holds, short.
+            var cancelled: [Int64] = []
+            while cancelled.count < limit {
+                let batch = min(limit - cancelled.count, 1000)
+                let ids = try await jobs.cancel(filter, limit: batch, note: note)
+                cancelled += ids
+                if ids.count < batch { break }
+            }
+            return cancelled
+        }
+        if json { return try JSONOutput.print(JobIDs(jobs: cancelled, dryRun: dryRun)) }
+        let verb = dryRun ? "would cancel" : "cancelled"
+        for id in cancelled { print("\(verb) job \(id)") }
+        print("\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
+        if !dryRun, !filters.ids.isEmpty, cancelled.count < filters.ids.count {
+            let missed = Set(filters.ids).subtracting(cancelled).sorted().map(String.init).joined(separator: ", ")
+            throw CommandFailure("not cancelled: \(missed) (done, dead-lettered, not matching, or being processed)")
+        }
+    }
+}
+
+struct JobsRetryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry", abstract: "Make delayed jobs (waiting for a retry or their run_at) ready now.",
+        discussion: "Give at least one filter, or --all. Attempts are kept; the workers of their queues are woken.")
+
+    @OptionGroup var database: DatabaseOptions
+    @OptionGroup var filters: JobFilterOptions
+    @Flag(help: "Every delayed job (required when no filter is given).") var all = false
+    @Option(parsing: .unconditional, help: "At most this many.") var limit: Int?
+    @Flag(help: "Print JSON instead of lines.") var json = false
+
+    func validate() throws {
+        try filters.requireOne(unless: all)
+        if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+    }
+
+    func run() async throws {
+        let (filter, limit) = (filters.filter(), self.limit ?? Int.max)
+        let readied = try await database.withClient { client, logger in
+            let jobs = QueuedJobs(client: client, logger: logger)
+            var readied: [Int64] = []
+            while readied.count < limit {
+                let batch = min(limit - readied.count, 1000)
+                let ids = try await jobs.retryNow(filter, limit: batch)
+                readied += ids
+                if ids.count < batch { break }
+            }
+            return readied
+        }
+        if json { return try JSONOutput.print(JobIDs(jobs: readied, dryRun: false)) }
+        for id in readied { print("job \(id) is ready") }
+        print("made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
+    }
+}
+
+private struct JobIDs: Encodable {
+    let jobs: [Int64]
+    let dryRun: Bool
+}

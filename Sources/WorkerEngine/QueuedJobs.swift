@@ -1,0 +1,205 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// Where a job in `worker.jobs` stands, in `workerctl stats`' words.
+public enum JobState: String, Sendable, Codable, CaseIterable {
+    /// Claimable now: new, due for its retry, or its lease expired.
+    case ready
+    /// Leased by a worker whose lease has not expired.
+    case inFlight = "in_flight"
+    /// Waiting for its retry's backoff or its `run_at`.
+    case delayed
+}
+
+/// A job in `worker.jobs`, as `workerctl jobs` shows it.
+public struct QueuedJob: Sendable, Equatable {
+    public var id: Int64
+    public var queue: String
+    public var kind: String
+    public var state: JobState
+    public var payload: String
+    public var idempotencyKey: String?
+    public var priority: Int
+    public var attempts: Int
+    public var maxAttempts: Int?
+    /// When it becomes claimable: its lease's expiry while in flight.
+    public var visibleAt: Date
+    public var leasedBy: String?
+    public var createdAt: Date
+    public var lastError: String?
+    /// The error history as JSON: one object per failed attempt.
+    public var errors: String
+    public var redriveCount: Int
+}
+
+extension QueuedJob: Encodable {
+    private enum CodingKeys: String, CodingKey {
+        case id, queue, kind, state, payload, idempotencyKey, priority, attempts, maxAttempts, visibleAt, leasedBy
+        case createdAt, lastError, errors, redriveCount
+    }
+
+    /// The payload and the error history as JSON values, as `DeadLetter` gives them.
+    public func encode(to encoder: any Encoder) throws {
+        func json(_ text: String) -> JSONValue { (try? JSONValue(parsing: text)) ?? .string(text) }
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(queue, forKey: .queue)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(state, forKey: .state)
+        try container.encode(json(payload), forKey: .payload)
+        try container.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
+        try container.encode(priority, forKey: .priority)
+        try container.encode(attempts, forKey: .attempts)
+        try container.encodeIfPresent(maxAttempts, forKey: .maxAttempts)
+        try container.encode(visibleAt, forKey: .visibleAt)
+        try container.encodeIfPresent(leasedBy, forKey: .leasedBy)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encodeIfPresent(lastError, forKey: .lastError)
+        try container.encode(json(errors), forKey: .errors)
+        try container.encode(redriveCount, forKey: .redriveCount)
+    }
+}
+
+/// Which jobs an operation applies to; `nil` fields match everything.
+public struct JobFilter: Sendable, Equatable {
+    public var queue: String?
+    public var kind: String?
+    public var state: JobState?
+    public var ids: [Int64]?
+
+    public init(queue: String? = nil, kind: String? = nil, state: JobState? = nil, ids: [Int64]? = nil) {
+        self.queue = queue
+        self.kind = kind
+        self.state = state
+        self.ids = ids
+    }
+}
+
+/// The operator's view of `worker.jobs`: list and show jobs, cancel them
+/// into the dead-letter table, make delayed ones ready now.
+public struct QueuedJobs: Sendable {
+    public let client: PostgresClient
+    public let logger: Logger
+
+    /// The reason a cancelled job is dead-lettered with; `workerctl redrive
+    /// --reason cancelled` puts it back.
+    public static let cancelled = DeadLetterReason(rawValue: "cancelled")
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Matching jobs by queue, priority and due time: the claim index's order.
+    public func list(_ filter: JobFilter, limit: Int) async throws -> [QueuedJob] {
+        let rows = try await client.query(
+            """
+            SELECT id, queue, kind, \(unescaped: JobFilter.stateSQL), payload::text, idempotency_key, priority,
+                   attempts, max_attempts, visible_at, leased_by, created_at, last_error, errors::text, redrive_count
+            FROM worker.jobs WHERE \(filter)
+            ORDER BY queue, priority, visible_at, id LIMIT \(limit)
+            """,
+            logger: logger)
+        var jobs: [QueuedJob] = []
+        for try await r in rows.decode(
+            (Int64, String, String, String, String, String?, Int16, Int, Int?, Date, String?, Date, String?, String, Int).self)
+        {
+            guard let state = JobState(rawValue: r.3) else { throw PostgresWorkerError.unexpected("job state '\(r.3)'") }
+            jobs.append(QueuedJob(
+                id: r.0, queue: r.1, kind: r.2, state: state, payload: r.4, idempotencyKey: r.5, priority: Int(r.6),
+                attempts: r.7, maxAttempts: r.8, visibleAt: r.9, leasedBy: r.10, createdAt: r.11, lastError: r.12,
+                errors: r.13, redriveCount: r.14))
+        }
+        return jobs
+    }
+
+    public func show(id: Int64) async throws -> QueuedJob? {
+        try await list(JobFilter(ids: [id]), limit: 1).first
+    }
+
+    /// Moves up to `limit` matching jobs to the dead-letter table as
+    /// `cancelled`, with `note` (who and why) as their last error, in one
+    /// statement; returns their ids. A job inside a worker's processing
+    /// transaction (its row locked) is skipped: it is finishing, and its
+    /// effects commit with its ack. A job leased by a worker that has not
+    /// locked it yet is cancelled, and its lease with it: like a zombie, that
+    /// worker finds no row to lock or ack, and nothing of it commits. With
+    /// `dryRun`, returns what would go and changes nothing (locked jobs included).
+    public func cancel(_ filter: JobFilter, limit: Int, note: String, dryRun: Bool = false) async throws -> [Int64] {
+        let query: PostgresQuery = dryRun
+            ? "SELECT id FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit)"
+            : """
+            WITH picked AS (
+                SELECT id FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            ), moved AS (
+                DELETE FROM worker.jobs AS j USING picked WHERE j.id = picked.id RETURNING j.*
+            )
+            INSERT INTO worker.dead_letters (
+                id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
+                redrive_count, reason, last_error, errors, failed_by)
+            SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
+                redrive_count, \(Self.cancelled.rawValue), \(note),
+                errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', attempts, 'at', now(), 'cancelled', \(note)::text, 'worker', leased_by)),
+                'workerctl'
+            FROM moved
+            RETURNING id
+            """
+        var ids: [Int64] = []
+        for try await id in try await client.query(query, logger: logger).decode(Int64.self) { ids.append(id) }
+        return ids.sorted()
+    }
+
+    /// Makes up to `limit` matching delayed jobs (a retry's backoff, a future
+    /// `run_at`) ready now, attempts kept, and wakes the workers of their
+    /// queues; returns their ids. Jobs in flight or ready already are left as they are.
+    public func retryNow(_ filter: JobFilter, limit: Int) async throws -> [Int64] {
+        var delayed = filter
+        delayed.state = .delayed
+        let query: PostgresQuery = """
+            WITH picked AS (
+                SELECT id FROM worker.jobs WHERE \(delayed) ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            ), readied AS (
+                UPDATE worker.jobs AS j SET visible_at = now() FROM picked WHERE j.id = picked.id
+                RETURNING j.id, j.queue
+            ), woken AS (
+                SELECT pg_notify('worker_jobs', queue) FROM (SELECT DISTINCT queue FROM readied) AS q
+            )
+            SELECT id FROM readied, (SELECT count(*) FROM woken) AS w
+            """
+        var ids: [Int64] = []
+        for try await id in try await client.query(query, logger: logger).decode(Int64.self) { ids.append(id) }
+        return ids.sorted()
+    }
+}
+
+extension JobFilter {
+    /// A job's `JobState` in SQL, as `QueueStats` counts them.
+    static let stateSQL = """
+        CASE WHEN visible_at <= now() THEN 'ready' WHEN lease_token IS NOT NULL THEN 'in_flight' ELSE 'delayed' END
+        """
+}
+
+extension PostgresQuery.StringInterpolation {
+    /// `filter` as a WHERE condition, its values bound as parameters.
+    mutating func appendInterpolation(_ filter: JobFilter) {
+        appendInterpolation(unescaped: "(")
+        appendInterpolation(filter.queue)
+        appendInterpolation(unescaped: "::text IS NULL OR queue = ")
+        appendInterpolation(filter.queue)
+        appendInterpolation(unescaped: ") AND (")
+        appendInterpolation(filter.kind)
+        appendInterpolation(unescaped: "::text IS NULL OR kind = ")
+        appendInterpolation(filter.kind)
+        appendInterpolation(unescaped: ") AND (")
+        appendInterpolation(filter.state?.rawValue)
+        appendInterpolation(unescaped: "::text IS NULL OR \(JobFilter.stateSQL) = ")
+        appendInterpolation(filter.state?.rawValue)
+        appendInterpolation(unescaped: ") AND (")
+        appendInterpolation(filter.ids)
+        appendInterpolation(unescaped: "::bigint[] IS NULL OR id = ANY(")
+        appendInterpolation(filter.ids)
+        appendInterpolation(unescaped: "::bigint[]))")
+    }
+}
