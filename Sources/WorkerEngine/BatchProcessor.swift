@@ -213,7 +213,7 @@ public struct BatchProcessor: Sendable {
     }
 
     private func leaseLost(_ job: Job) {
-        logger.warning("lease lost: another worker holds the job now", metadata: [
+        logger.warning("lease lost: another worker took the job over, or an operator cancelled it", metadata: [
             "job_id": "\(job.id)", "lease": "\(job.lease.token)",
         ])
     }

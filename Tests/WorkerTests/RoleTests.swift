@@ -90,7 +90,8 @@ import WorkerTestSupport
             try await db.withLogin(in: "worker_admin") { admin in
                 let env = ["DATABASE_URL": admin.url]
                 for arguments in [["stats"], ["stats", "--json"], ["dlq", "list"], ["pause", "mail"], ["resume", "mail"],
-                                  ["redrive", "--all"], ["sweep"], ["enqueue", "--kind", "noop"]] {
+                                  ["redrive", "--all"], ["sweep"], ["enqueue", "--kind", "noop"], ["jobs", "list"],
+                                  ["jobs", "retry", "--all"], ["jobs", "cancel", "--kind", "noop"]] {
                     let run = try await runTool("workerctl", arguments, environment: env)
                     #expect(run.status == 0, "workerctl \(arguments.joined(separator: " ")): \(run)")
                 }
@@ -101,8 +102,8 @@ import WorkerTestSupport
                     #expect(await admin.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }
             }
-            #expect(try await db.jobCount() == 2)
-            #expect(try await db.deadCount() == 0)
+            #expect(try await db.jobCount() == 1)
+            #expect(try await db.string("SELECT kind || ' ' || reason FROM worker.dead_letters") == "noop cancelled")
         }
     }
 }
