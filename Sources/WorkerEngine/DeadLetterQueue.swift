@@ -29,18 +29,17 @@ extension DeadLetter: Encodable {
     /// The payload and the error history as JSON, not as strings of JSON, so
     /// that `workerctl dlq show 4711 --json | jq .payload.refund_id` works.
     public func encode(to encoder: any Encoder) throws {
-        func json(_ text: String) -> JSONValue { (try? JSONValue(parsing: text)) ?? .string(text) }
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(id, forKey: .id)
         try container.encode(queue, forKey: .queue)
         try container.encode(kind, forKey: .kind)
-        try container.encode(json(payload), forKey: .payload)
+        try container.encode(JSONValue(columnText: payload), forKey: .payload)
         try container.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
         try container.encode(attempts, forKey: .attempts)
         try container.encode(redriveCount, forKey: .redriveCount)
         try container.encode(reason, forKey: .reason)
         try container.encodeIfPresent(lastError, forKey: .lastError)
-        try container.encode(json(errors), forKey: .errors)
+        try container.encode(JSONValue(columnText: errors), forKey: .errors)
         try container.encode(createdAt, forKey: .createdAt)
         try container.encode(failedAt, forKey: .failedAt)
         try container.encodeIfPresent(failedBy, forKey: .failedBy)
@@ -100,12 +99,12 @@ public struct DeadLetterQueue: Sendable {
 
     public func list(_ filter: DeadLetterFilter, limit: Int) async throws -> [DeadLetter] {
         let rows = try await client.query(
-            filter.query(
-                """
-                SELECT id, queue, kind, payload::text, idempotency_key, attempts, redrive_count, reason, last_error,
-                       errors::text, created_at, failed_at, failed_by
-                FROM worker.dead_letters
-                """, orderedBy: "failed_at DESC, id DESC", limit: limit),
+            """
+            SELECT id, queue, kind, payload::text, idempotency_key, attempts, redrive_count, reason, last_error,
+                   errors::text, created_at, failed_at, failed_by
+            FROM worker.dead_letters WHERE \(filter)
+            ORDER BY failed_at DESC, id DESC LIMIT \(limit)
+            """,
             logger: logger)
         var letters: [DeadLetter] = []
         for try await r in rows.decode(
@@ -130,32 +129,30 @@ public struct DeadLetterQueue: Sendable {
     /// another redrive is moving are skipped, so concurrent redrives never put
     /// a job back twice. With `dryRun`, returns what would move and changes nothing.
     public func redrive(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> [RedrivenJob] {
-        let query = dryRun
-            ? filter.query(
-                "SELECT id, queue, kind, reason, redrive_count + 1 FROM worker.dead_letters", orderedBy: "id", limit: limit)
-            : filter.query(
-                "WITH picked AS (SELECT id FROM worker.dead_letters", orderedBy: "id", limit: limit,
-                """
-                 FOR UPDATE SKIP LOCKED
-                ), moved AS (
-                    DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING d.*
-                ), inserted AS (
-                    INSERT INTO worker.jobs (id, queue, kind, payload, idempotency_key, priority, attempts,
-                                             max_attempts, visible_at, created_at, last_error, errors, redrive_count)
-                    OVERRIDING SYSTEM VALUE
-                    SELECT id, queue, kind, payload, idempotency_key, priority, 0,
-                           max_attempts, now(), now(), last_error,
-                           errors || jsonb_build_array(jsonb_build_object(
-                               'attempt', attempts, 'at', failed_at, 'dead_lettered', reason, 'worker', failed_by,
-                               'redriven_at', now())),
-                           redrive_count + 1
-                    FROM moved
-                    RETURNING id, redrive_count
-                )
-                SELECT i.id, m.queue, m.kind, m.reason, i.redrive_count
-                FROM inserted AS i JOIN moved AS m ON m.id = i.id
-                ORDER BY i.id
-                """)
+        let query: PostgresQuery = dryRun
+            ? "SELECT id, queue, kind, reason, redrive_count + 1 FROM worker.dead_letters WHERE \(filter) ORDER BY id LIMIT \(limit)"
+            : """
+            WITH picked AS (
+                SELECT id FROM worker.dead_letters WHERE \(filter) ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            ), moved AS (
+                DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING d.*
+            ), inserted AS (
+                INSERT INTO worker.jobs (id, queue, kind, payload, idempotency_key, priority, attempts,
+                                         max_attempts, visible_at, created_at, last_error, errors, redrive_count)
+                OVERRIDING SYSTEM VALUE
+                SELECT id, queue, kind, payload, idempotency_key, priority, 0,
+                       max_attempts, now(), now(), last_error,
+                       errors || jsonb_build_array(jsonb_build_object(
+                           'attempt', attempts, 'at', failed_at, 'dead_lettered', reason, 'worker', failed_by,
+                           'redriven_at', now())),
+                       redrive_count + 1
+                FROM moved
+                RETURNING id, redrive_count
+            )
+            SELECT i.id, m.queue, m.kind, m.reason, i.redrive_count
+            FROM inserted AS i JOIN moved AS m ON m.id = i.id
+            ORDER BY i.id
+            """
         var jobs: [RedrivenJob] = []
         for try await r in try await client.query(query, logger: logger).decode((Int64, String, String, String, Int).self) {
             jobs.append(RedrivenJob(id: r.0, queue: r.1, kind: r.2, reason: r.3, redriveCount: r.4))
@@ -167,35 +164,34 @@ public struct DeadLetterQueue: Sendable {
     /// and returns how many; rows a redrive is moving are skipped. With
     /// `dryRun`, counts what would go and changes nothing.
     public func purge(_ filter: DeadLetterFilter, limit: Int, dryRun: Bool = false) async throws -> Int {
-        let query = dryRun
-            ? filter.query("SELECT count(*)::int FROM (SELECT FROM worker.dead_letters", orderedBy: "id", limit: limit, ") AS m")
-            : filter.query(
-                "WITH picked AS (SELECT id FROM worker.dead_letters", orderedBy: "id", limit: limit,
-                """
-                 FOR UPDATE SKIP LOCKED
-                ), gone AS (
-                    DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING 1
-                )
-                SELECT count(*)::int FROM gone
-                """)
+        let query: PostgresQuery = dryRun
+            ? "SELECT count(*)::int FROM (SELECT FROM worker.dead_letters WHERE \(filter) ORDER BY id LIMIT \(limit)) AS m"
+            : """
+            WITH picked AS (
+                SELECT id FROM worker.dead_letters WHERE \(filter) ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING 1
+            )
+            SELECT count(*)::int FROM gone
+            """
         for try await count in try await client.query(query, logger: logger).decode(Int.self) { return count }
         return 0
     }
 }
 
-extension DeadLetterFilter {
-    /// `head` (constant SQL), then this filter as its WHERE clause with the
-    /// values bound as parameters, `ORDER BY order LIMIT limit`, then `tail`.
-    func query(_ head: String, orderedBy order: String, limit: Int, _ tail: String = "") -> PostgresQuery {
-        """
-        \(unescaped: head)
-        WHERE (\(queue)::text IS NULL OR queue = \(queue))
-          AND (\(kind)::text IS NULL OR kind = \(kind))
-          AND (\(reason)::text IS NULL OR reason = \(reason))
-          AND (\(ids)::bigint[] IS NULL OR id = ANY(\(ids)::bigint[]))
-          AND (\(since)::timestamptz IS NULL OR failed_at >= \(since))
-          AND (\(until)::timestamptz IS NULL OR failed_at < \(until))
-        ORDER BY \(unescaped: order) LIMIT \(limit)\(unescaped: tail)
-        """
+extension PostgresQuery.StringInterpolation {
+    /// `filter` as a WHERE condition, its values bound as parameters.
+    mutating func appendInterpolation(_ filter: DeadLetterFilter) {
+        appendCondition(filter.queue, as: "text", "queue = ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.kind, as: "text", "kind = ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.reason, as: "text", "reason = ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.ids, as: "bigint[]", "id = ANY(", ")")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.since, as: "timestamptz", "failed_at >= ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.until, as: "timestamptz", "failed_at < ")
     }
 }

@@ -9,6 +9,12 @@ public enum JSONValue: Sendable, Equatable {
         self = try JSONParser.parse(text)
     }
 
+    /// A jsonb column read as text, to encode as JSON (not as a string of
+    /// it); text that does not parse stays a string, shown as it is.
+    init(columnText text: String) {
+        self = (try? JSONParser.parse(text)) ?? .string(text)
+    }
+
     var numeric: Double? {
         switch self {
         case .integer(let i): Double(i)

@@ -41,13 +41,12 @@ extension QueuedJob: Encodable {
 
     /// The payload and the error history as JSON values, as `DeadLetter` gives them.
     public func encode(to encoder: any Encoder) throws {
-        func json(_ text: String) -> JSONValue { (try? JSONValue(parsing: text)) ?? .string(text) }
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(id, forKey: .id)
         try container.encode(queue, forKey: .queue)
         try container.encode(kind, forKey: .kind)
         try container.encode(state, forKey: .state)
-        try container.encode(json(payload), forKey: .payload)
+        try container.encode(JSONValue(columnText: payload), forKey: .payload)
         try container.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
         try container.encode(priority, forKey: .priority)
         try container.encode(attempts, forKey: .attempts)
@@ -56,7 +55,7 @@ extension QueuedJob: Encodable {
         try container.encodeIfPresent(leasedBy, forKey: .leasedBy)
         try container.encode(createdAt, forKey: .createdAt)
         try container.encodeIfPresent(lastError, forKey: .lastError)
-        try container.encode(json(errors), forKey: .errors)
+        try container.encode(JSONValue(columnText: errors), forKey: .errors)
         try container.encode(redriveCount, forKey: .redriveCount)
     }
 }
@@ -184,22 +183,12 @@ extension JobFilter {
 extension PostgresQuery.StringInterpolation {
     /// `filter` as a WHERE condition, its values bound as parameters.
     mutating func appendInterpolation(_ filter: JobFilter) {
-        appendInterpolation(unescaped: "(")
-        appendInterpolation(filter.queue)
-        appendInterpolation(unescaped: "::text IS NULL OR queue = ")
-        appendInterpolation(filter.queue)
-        appendInterpolation(unescaped: ") AND (")
-        appendInterpolation(filter.kind)
-        appendInterpolation(unescaped: "::text IS NULL OR kind = ")
-        appendInterpolation(filter.kind)
-        appendInterpolation(unescaped: ") AND (")
-        appendInterpolation(filter.state?.rawValue)
-        appendInterpolation(unescaped: "::text IS NULL OR \(JobFilter.stateSQL) = ")
-        appendInterpolation(filter.state?.rawValue)
-        appendInterpolation(unescaped: ") AND (")
-        appendInterpolation(filter.ids)
-        appendInterpolation(unescaped: "::bigint[] IS NULL OR id = ANY(")
-        appendInterpolation(filter.ids)
-        appendInterpolation(unescaped: "::bigint[]))")
+        appendCondition(filter.queue, as: "text", "queue = ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.kind, as: "text", "kind = ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.state?.rawValue, as: "text", "\(JobFilter.stateSQL) = ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.ids, as: "bigint[]", "id = ANY(", ")")
     }
 }
