@@ -67,7 +67,7 @@ struct JobsListCommand: AsyncParsableCommand {
             header: ["ID", "QUEUE", "KIND", "STATE", "PRIORITY", "ATTEMPTS", "VISIBLE_AT", "LEASED_BY", "LAST_ERROR"],
             rows: jobs.map {
                 ["\($0.id)", $0.queue, $0.kind, $0.state.rawValue, "\($0.priority)", "\($0.attempts)",
-                 time.string(from: $0.visibleAt), $0.state == .inFlight ? $0.leasedBy ?? "-" : "-",
+                 time.string(from: $0.visibleAt), $0.leasedBy ?? "-",
                  String(($0.lastError ?? "").prefix(80))]
             }))
         if jobs.isEmpty { print("(no jobs match)") }
@@ -114,10 +114,12 @@ struct JobsCancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cancel", abstract: "Move jobs to the dead-letter table as 'cancelled'.",
         discussion: """
-            Give at least one filter, or --all. A cancelled job can be redriven (`workerctl redrive --reason \
-            cancelled`) or purged. A job a worker is processing right now (its transaction holds the row) is \
-            left to finish; a job leased but not yet being processed is cancelled with its lease, and its \
-            worker commits nothing for it. Cancels 1,000 per transaction; --dry-run lists and changes nothing.
+            Give at least one filter, or --all. Only jobs enqueued before the command started are taken. A \
+            cancelled job can be redriven (`workerctl redrive --reason cancelled`) or purged. A job a worker is \
+            processing right now (its transaction holds the row) is left to finish; a job leased but not yet \
+            being processed is cancelled with its lease, and its worker commits nothing for it. With --id, a job \
+            not cancelled is named and the exit status is 1. Cancels 1,000 per transaction; --dry-run lists and \
+            changes nothing.
             """)
 
     @OptionGroup var database: DatabaseOptions
@@ -130,45 +132,39 @@ struct JobsCancelCommand: AsyncParsableCommand {
     @Flag(help: "Print JSON instead of lines.") var json = false
 
     func validate() throws {
-        try filters.requireOne(unless: all || state.state != nil)
+        try filters.requireOne(unless: all)
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
     }
 
     func run() async throws {
-        let (filter, limit, dryRun) = (filters.filter(state: try state.parsed()), self.limit ?? Int.max, self.dryRun)
+        let (asked, limit, dryRun) = (filters.filter(state: try state.parsed()), self.limit ?? Int.max, self.dryRun)
         let note = "cancelled with workerctl" + (reason.map { ": \($0)" } ?? "")
         let cancelled = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            if dryRun { return try await jobs.cancel(filter, limit: min(limit, 1_000_000), note: note, dryRun: true) }
-            // Small batches keep each transaction, and the locks it holds, short.
-            var cancelled: [Int64] = []
-            while cancelled.count < limit {
-                let batch = min(limit - cancelled.count, 1000)
-                let ids = try await jobs.cancel(filter, limit: batch, note: note)
-                cancelled += ids
-                if ids.count < batch { break }
-            }
-            return cancelled
+            if dryRun { return try await jobs.cancel(asked, limit: min(limit, 1_000_000), note: note, dryRun: true) }
+            var filter = asked
+            filter.throughID = try await jobs.newestID()
+            return try await inBatches(upTo: limit) { [filter] in try await jobs.cancel(filter, limit: $0, note: note) }
         }
-        if json { return try JSONOutput.print(JobIDs(jobs: cancelled, dryRun: dryRun)) }
         let verb = dryRun ? "would cancel" : "cancelled"
-        for id in cancelled { print("\(verb) job \(id)") }
-        print("\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
-        if !dryRun, !filters.ids.isEmpty, cancelled.count < filters.ids.count {
-            let missed = Set(filters.ids).subtracting(cancelled).sorted().map(String.init).joined(separator: ", ")
-            throw CommandFailure("not cancelled: \(missed) (done, dead-lettered, not matching, or being processed)")
-        }
+        try report(cancelled, json: json, dryRun: dryRun, each: { "\(verb) job \($0)" },
+                   total: "\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
+        if !dryRun { try requireAll(filters.ids, done: cancelled, "not cancelled", "done, dead-lettered, not matching, or being processed") }
     }
 }
 
 struct JobsRetryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "retry", abstract: "Make delayed jobs (waiting for a retry or their run_at) ready now.",
-        discussion: "Give at least one filter, or --all. Attempts are kept; the workers of their queues are woken.")
+        commandName: "retry", abstract: "Make jobs waiting out a retry's backoff ready now.",
+        discussion: """
+            Give at least one filter, or --all. Attempts are kept and the workers of their queues are woken. \
+            Jobs waiting for their run_at (never attempted) are left for it. With --id, a job not made ready \
+            is named and the exit status is 1.
+            """)
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var filters: JobFilterOptions
-    @Flag(help: "Every delayed job (required when no filter is given).") var all = false
+    @Flag(help: "Every job waiting for a retry (required when no filter is given).") var all = false
     @Option(parsing: .unconditional, help: "At most this many.") var limit: Int?
     @Flag(help: "Print JSON instead of lines.") var json = false
 
@@ -181,19 +177,39 @@ struct JobsRetryCommand: AsyncParsableCommand {
         let (filter, limit) = (filters.filter(), self.limit ?? Int.max)
         let readied = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            var readied: [Int64] = []
-            while readied.count < limit {
-                let batch = min(limit - readied.count, 1000)
-                let ids = try await jobs.retryNow(filter, limit: batch)
-                readied += ids
-                if ids.count < batch { break }
-            }
-            return readied
+            return try await inBatches(upTo: limit) { try await jobs.retryNow(filter, limit: $0) }
         }
-        if json { return try JSONOutput.print(JobIDs(jobs: readied, dryRun: false)) }
-        for id in readied { print("job \(id) is ready") }
-        print("made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
+        try report(readied, json: json, dryRun: false, each: { "job \($0) is ready" },
+                   total: "made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
+        try requireAll(filters.ids, done: readied, "not made ready", "not waiting for a retry, or being processed")
     }
+}
+
+/// Runs `batch` (given the most it may take) until `limit` are done or a
+/// batch comes back short: small transactions keep the locks each holds brief.
+private func inBatches(upTo limit: Int, _ batch: (Int) async throws -> [Int64]) async throws -> [Int64] {
+    var done: [Int64] = []
+    while done.count < limit {
+        let size = min(limit - done.count, 1000)
+        let ids = try await batch(size)
+        done += ids
+        if ids.count < size { break }
+    }
+    return done
+}
+
+/// Prints the ids a command acted on, a line each and a total, or as JSON.
+private func report(_ ids: [Int64], json: Bool, dryRun: Bool, each: (Int64) -> String, total: String) throws {
+    if json { return try JSONOutput.print(JobIDs(jobs: ids, dryRun: dryRun)) }
+    for id in ids { print(each(id)) }
+    print(total)
+}
+
+/// Fails (exit 1) naming the ids asked for with --id that were not acted on.
+private func requireAll(_ asked: [Int64], done: [Int64], _ what: String, _ why: String) throws {
+    let missed = Set(asked).subtracting(done).sorted()
+    guard !missed.isEmpty else { return }
+    throw CommandFailure("\(what): \(missed.map(String.init).joined(separator: ", ")) (\(why))")
 }
 
 private struct JobIDs: Encodable {

@@ -272,7 +272,7 @@ struct WorkerStartup: Service {
         if let warning = try? await AutovacuumCheck.read(from: client, logger: logger).warning {
             logger.warning("\(warning)", metadata: ["see": "README, Running PostgreSQL for a queue"])
         }
-        notifier.send("READY=1\nSTATUS=working queues \(worker.configuration.queues.joined(separator: ","))")
+        await notifier.sendWaitingOutAFullQueue("READY=1\nSTATUS=working queues \(worker.configuration.queues.joined(separator: ","))")
         try await withGracefulShutdownHandler {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 if notifier.isEnabled {

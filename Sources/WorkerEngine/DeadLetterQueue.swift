@@ -3,47 +3,21 @@ import Logging
 import PostgresNIO
 
 /// A job in `worker.dead_letters`, as `workerctl dlq` shows it.
-public struct DeadLetter: Sendable, Equatable {
+public struct DeadLetter: Sendable, Equatable, Encodable {
     public var id: Int64
     public var queue: String
     public var kind: String
-    public var payload: String
+    @JSONColumn public var payload: String
     public var idempotencyKey: String?
     public var attempts: Int
     public var redriveCount: Int
     public var reason: String
     public var lastError: String?
     /// The error history as JSON: one object per failed attempt.
-    public var errors: String
+    @JSONColumn public var errors: String
     public var createdAt: Date
     public var failedAt: Date
     public var failedBy: String?
-}
-
-extension DeadLetter: Encodable {
-    private enum CodingKeys: String, CodingKey {
-        case id, queue, kind, payload, idempotencyKey, attempts, redriveCount, reason, lastError, errors
-        case createdAt, failedAt, failedBy
-    }
-
-    /// The payload and the error history as JSON, not as strings of JSON, so
-    /// that `workerctl dlq show 4711 --json | jq .payload.refund_id` works.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(queue, forKey: .queue)
-        try container.encode(kind, forKey: .kind)
-        try container.encode(JSONValue(columnText: payload), forKey: .payload)
-        try container.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
-        try container.encode(attempts, forKey: .attempts)
-        try container.encode(redriveCount, forKey: .redriveCount)
-        try container.encode(reason, forKey: .reason)
-        try container.encodeIfPresent(lastError, forKey: .lastError)
-        try container.encode(JSONValue(columnText: errors), forKey: .errors)
-        try container.encode(createdAt, forKey: .createdAt)
-        try container.encode(failedAt, forKey: .failedAt)
-        try container.encodeIfPresent(failedBy, forKey: .failedBy)
-    }
 }
 
 /// Which dead letters an operation applies to; `nil` fields match everything.

@@ -9,11 +9,6 @@ public enum JSONValue: Sendable, Equatable {
         self = try JSONParser.parse(text)
     }
 
-    /// A jsonb column read as text, to encode as JSON (not as a string of
-    /// it); text that does not parse stays a string, shown as it is.
-    init(columnText text: String) {
-        self = (try? JSONParser.parse(text)) ?? .string(text)
-    }
 
     var numeric: Double? {
         switch self {
@@ -96,5 +91,19 @@ extension JSONValue {
             default: text.unicodeScalars.append(scalar)
             }
         }
+    }
+}
+
+/// A jsonb column read as text, encoded as the JSON it holds rather than as a
+/// string of it, so that `workerctl dlq show 4711 --json | jq .payload.refund_id`
+/// works; text that does not parse stays a string, shown as it is.
+@propertyWrapper
+public struct JSONColumn: Sendable, Equatable, Encodable {
+    public var wrappedValue: String
+
+    public init(wrappedValue: String) { self.wrappedValue = wrappedValue }
+
+    public func encode(to encoder: any Encoder) throws {
+        try ((try? JSONParser.parse(wrappedValue)) ?? .string(wrappedValue)).encode(to: encoder)
     }
 }

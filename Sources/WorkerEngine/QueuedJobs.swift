@@ -13,51 +13,26 @@ public enum JobState: String, Sendable, Codable, CaseIterable {
 }
 
 /// A job in `worker.jobs`, as `workerctl jobs` shows it.
-public struct QueuedJob: Sendable, Equatable {
+public struct QueuedJob: Sendable, Equatable, Encodable {
     public var id: Int64
     public var queue: String
     public var kind: String
     public var state: JobState
-    public var payload: String
+    @JSONColumn public var payload: String
     public var idempotencyKey: String?
     public var priority: Int
     public var attempts: Int
     public var maxAttempts: Int?
     /// When it becomes claimable: its lease's expiry while in flight.
     public var visibleAt: Date
+    /// The worker of its lease: in flight, the one holding it; ready, the one
+    /// whose lease expired (crashed or stalled).
     public var leasedBy: String?
     public var createdAt: Date
     public var lastError: String?
     /// The error history as JSON: one object per failed attempt.
-    public var errors: String
+    @JSONColumn public var errors: String
     public var redriveCount: Int
-}
-
-extension QueuedJob: Encodable {
-    private enum CodingKeys: String, CodingKey {
-        case id, queue, kind, state, payload, idempotencyKey, priority, attempts, maxAttempts, visibleAt, leasedBy
-        case createdAt, lastError, errors, redriveCount
-    }
-
-    /// The payload and the error history as JSON values, as `DeadLetter` gives them.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(id, forKey: .id)
-        try container.encode(queue, forKey: .queue)
-        try container.encode(kind, forKey: .kind)
-        try container.encode(state, forKey: .state)
-        try container.encode(JSONValue(columnText: payload), forKey: .payload)
-        try container.encodeIfPresent(idempotencyKey, forKey: .idempotencyKey)
-        try container.encode(priority, forKey: .priority)
-        try container.encode(attempts, forKey: .attempts)
-        try container.encodeIfPresent(maxAttempts, forKey: .maxAttempts)
-        try container.encode(visibleAt, forKey: .visibleAt)
-        try container.encodeIfPresent(leasedBy, forKey: .leasedBy)
-        try container.encode(createdAt, forKey: .createdAt)
-        try container.encodeIfPresent(lastError, forKey: .lastError)
-        try container.encode(JSONValue(columnText: errors), forKey: .errors)
-        try container.encode(redriveCount, forKey: .redriveCount)
-    }
 }
 
 /// Which jobs an operation applies to; `nil` fields match everything.
@@ -66,12 +41,18 @@ public struct JobFilter: Sendable, Equatable {
     public var kind: String?
     public var state: JobState?
     public var ids: [Int64]?
+    /// Only jobs with ids up to this one: those enqueued before it, so that
+    /// an operation in many batches leaves the jobs that arrive meanwhile.
+    public var throughID: Int64?
 
-    public init(queue: String? = nil, kind: String? = nil, state: JobState? = nil, ids: [Int64]? = nil) {
+    public init(
+        queue: String? = nil, kind: String? = nil, state: JobState? = nil, ids: [Int64]? = nil, throughID: Int64? = nil
+    ) {
         self.queue = queue
         self.kind = kind
         self.state = state
         self.ids = ids
+        self.throughID = throughID
     }
 }
 
@@ -117,6 +98,14 @@ public struct QueuedJobs: Sendable {
         try await list(JobFilter(ids: [id]), limit: 1).first
     }
 
+    /// The id of the job enqueued last, for `JobFilter.throughID`.
+    public func newestID() async throws -> Int64? {
+        for try await id in try await client.query("SELECT max(id) FROM worker.jobs", logger: logger).decode(Int64?.self) {
+            return id
+        }
+        return nil
+    }
+
     /// Moves up to `limit` matching jobs to the dead-letter table as
     /// `cancelled`, with `note` (who and why) as their last error, in one
     /// statement; returns their ids. A job inside a worker's processing
@@ -150,15 +139,19 @@ public struct QueuedJobs: Sendable {
         return ids.sorted()
     }
 
-    /// Makes up to `limit` matching delayed jobs (a retry's backoff, a future
-    /// `run_at`) ready now, attempts kept, and wakes the workers of their
-    /// queues; returns their ids. Jobs in flight or ready already are left as they are.
+    /// Makes up to `limit` matching jobs that wait out a retry's backoff
+    /// (delayed, attempted before) ready now, attempts kept, and wakes the
+    /// workers of their queues; returns their ids. Jobs waiting for their
+    /// `run_at`, ready or in flight are left as they are.
     public func retryNow(_ filter: JobFilter, limit: Int) async throws -> [Int64] {
         var delayed = filter
         delayed.state = .delayed
+        // `woken` runs because the final SELECT reads it: PostgreSQL skips a
+        // SELECT in WITH that nothing reads. The notifications go out at commit.
         let query: PostgresQuery = """
             WITH picked AS (
-                SELECT id FROM worker.jobs WHERE \(delayed) ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
+                SELECT id FROM worker.jobs WHERE \(delayed) AND attempts > 0
+                ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
             ), readied AS (
                 UPDATE worker.jobs AS j SET visible_at = now() FROM picked WHERE j.id = picked.id
                 RETURNING j.id, j.queue
@@ -190,5 +183,7 @@ extension PostgresQuery.StringInterpolation {
         appendCondition(filter.state?.rawValue, as: "text", "\(JobFilter.stateSQL) = ")
         appendInterpolation(unescaped: " AND ")
         appendCondition(filter.ids, as: "bigint[]", "id = ANY(", ")")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.throughID, as: "bigint", "id <= ")
     }
 }

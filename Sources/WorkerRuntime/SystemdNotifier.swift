@@ -29,11 +29,29 @@ public struct SystemdNotifier: Sendable {
     /// than block the calling thread, a thread of Swift's cooperative pool.
     @discardableResult
     public func send(_ message: String) -> Bool {
-        guard let socketPath else { return false }
+        deliver(message) == 0
+    }
+
+    /// `send` for a message systemd must not miss (READY=1: without it, a
+    /// `Type=notify` start times out and the unit is killed): a full socket
+    /// queue is waited out, up to `patience`, by sleeping, not by blocking.
+    @discardableResult
+    public func sendWaitingOutAFullQueue(_ message: String, patience: Duration = .seconds(5)) async -> Bool {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            let error = deliver(message)
+            guard error == EAGAIN, ContinuousClock.now < deadline else { return error == 0 }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Sends one datagram; 0, or the errno of the failure (-1: no socket to send to).
+    private func deliver(_ message: String) -> Int32 {
+        guard let socketPath else { return -1 }
         var path = Array(socketPath.utf8)
         if path.first == UInt8(ascii: "@") { path[0] = 0 }  // abstract namespace
         var address = sockaddr_un()
-        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        guard path.count < MemoryLayout.size(ofValue: address.sun_path) else { return -1 }
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: path)
@@ -45,7 +63,7 @@ public struct SystemdNotifier: Sendable {
         #else
         let fd = socket(AF_UNIX, SOCK_DGRAM, 0)
         #endif
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return errno }
         defer { close(fd) }
         let bytes = Array(message.utf8)
         let sent = withUnsafePointer(to: &address) { pointer in
@@ -53,6 +71,7 @@ public struct SystemdNotifier: Sendable {
                 sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress, length)
             }
         }
-        return sent == bytes.count
+        if sent < 0 { return errno }
+        return sent == bytes.count ? 0 : EMSGSIZE
     }
 }

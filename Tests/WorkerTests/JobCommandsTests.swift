@@ -12,12 +12,19 @@ import WorkerTestSupport
             let delayed = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", delay: .seconds(3600)))
             let urgent = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", priority: -1))
             _ = try await db.queue.claim(queue: "mail", limit: 1, visibilityTimeout: .seconds(60), workerID: "w-1")  // urgent
+            let crashed = try await db.queue.enqueue(NewJob(queue: "other", kind: "test"))
+            _ = try await db.queue.claim(queue: "other", limit: 1, visibilityTimeout: .seconds(60), workerID: "w-2")
+            try await db.execute("UPDATE worker.jobs SET visible_at = now() - interval '1 second' WHERE id = \(crashed)")
 
             let list = try await runTool("workerctl", ["jobs", "list", "--queue", "mail", "--json"], database: db)
             let jobs = try #require(try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]], "\(list)")
             #expect(jobs.compactMap { $0["id"] as? Int } == [urgent, delayed, ready.lowerBound, ready.upperBound].map { Int($0) })
             #expect(jobs.compactMap { $0["state"] as? String } == ["in_flight", "delayed", "ready", "ready"])
             #expect(jobs.first?["leased_by"] as? String == "w-1" && jobs.first?["attempts"] as? Int == 1)
+
+            let expired = try await runTool("workerctl", ["jobs", "list", "--queue", "other", "--json"], database: db)
+            let other = try JSONSerialization.jsonObject(with: Data(expired.stdout.utf8)) as? [[String: Any]]
+            #expect(other?.first?["state"] as? String == "ready" && other?.first?["leased_by"] as? String == "w-2", "\(expired)")
 
             let onlyDelayed = try await runTool("workerctl", ["jobs", "list", "--state", "delayed"], database: db)
             #expect(onlyDelayed.status == 0 && onlyDelayed.stdout.contains(" delayed "), "\(onlyDelayed)")
@@ -36,8 +43,10 @@ import WorkerTestSupport
 
     @Test func cancelledJobsAreDeadLetteredWithTheReasonAndARedriveBringsThemBack() async throws {
         try await withTestDatabase { db in
-            let ids = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"), count: 3)
+            let ids = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"), count: 2)
             let other = try await db.queue.enqueue(NewJob(queue: "billing", kind: "test"))
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", priority: -1))
+            let failed = try await failNext(db, queue: "mail")  // delayed, with an error history
 
             let dryRun = try await runTool("workerctl", ["jobs", "cancel", "--queue", "mail", "--dry-run"], database: db)
             #expect(dryRun.status == 0 && dryRun.stdout.contains("would cancel 3 jobs"), "\(dryRun)")
@@ -52,7 +61,11 @@ import WorkerTestSupport
 
             let rest = try await runTool("workerctl", ["jobs", "cancel", "--queue", "mail", "--json"], database: db)
             let result = try JSONSerialization.jsonObject(with: Data(rest.stdout.utf8)) as? [String: Any]
-            #expect((result?["jobs"] as? [Int]) == [Int(ids.lowerBound) + 1, Int(ids.upperBound)], "\(rest)")
+            #expect((result?["jobs"] as? [Int]) == [Int(ids.upperBound), Int(failed)], "\(rest)")
+            #expect(try await db.string("""
+                SELECT attempts || ' ' || jsonb_array_length(errors) || ' ' || (errors->0->>'error') || ' ' || (errors->1->>'cancelled')
+                FROM worker.dead_letters WHERE id = \(failed)
+                """) == "1 2 later cancelled with workerctl", "the failure kept, the cancel added")
             #expect(try await db.jobCount() == 1)
             #expect(try await db.int("SELECT id::int FROM worker.jobs") == Int(other))
 
@@ -60,6 +73,7 @@ import WorkerTestSupport
             #expect(back.status == 0 && back.stdout.contains("redrove 3 jobs"), "\(back)")
             #expect(try await db.jobCount() == 4)
             #expect(try await db.deadCount() == 0)
+            #expect(try await db.int("SELECT jsonb_array_length(errors) FROM worker.jobs WHERE id = \(failed)") == 3)
         }
     }
 
@@ -67,52 +81,73 @@ import WorkerTestSupport
         try await withTestDatabase { db in
             let busy = try await db.queue.enqueue(NewJob(kind: "test"))
             let leased = try await db.queue.enqueue(NewJob(kind: "test"))
-            let claimed = try await db.queue.claim(queue: "default", limit: 2, visibilityTimeout: .seconds(60), workerID: "w")
-            #expect(claimed.map(\.id) == [busy, leased])
+            let quiet = try await db.queue.enqueue(NewJob(kind: "test"))
+            let claimed = try await db.queue.claim(queue: "default", limit: 3, visibilityTimeout: .seconds(60), workerID: "w")
+            #expect(claimed.map(\.id) == [busy, leased, quiet])
 
             // A worker's processing transaction holds `busy`'s row, as lock_jobs does.
             try await db.client.withConnection { connection in
                 try await connection.query("BEGIN", logger: db.logger)
                 try await connection.query("SELECT FROM worker.jobs WHERE id = \(busy) FOR UPDATE", logger: db.logger)
-                let result = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(busy)", "--id", "\(leased)"], database: db)
-                #expect(result.status == 1 && result.stdout.contains("cancelled job \(leased)"), "\(result)")
-                #expect(result.stderr.contains("not cancelled: \(busy)"), "\(result)")
+                let result = try await runTool(
+                    "workerctl", ["jobs", "cancel", "--id", "\(busy)", "--id", "\(leased)", "--id", "\(quiet)"], database: db)
+                #expect(result.status == 1 && result.stdout.contains("cancelled 2 jobs"), "\(result)")
+                #expect(result.stderr.contains("not cancelled: \(busy) ("), "\(result)")
+                let json = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(busy)", "--json"], database: db)
+                let result2 = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+                #expect(json.status == 1 && (result2?["jobs"] as? [Int]) == [], "\(json)")
                 try await connection.query("ROLLBACK", logger: db.logger)
             }
 
             // The worker that leased `leased` is fenced out: its handler never runs, nothing of it commits.
             let handler = RecordingHandler()
-            let outcomes = try await BatchProcessor(client: db.client, handlers: .testing(handler), workerID: "w", logger: db.logger)
-                .process(claimed.filter { $0.id == leased })
-            #expect(outcomes == [.leaseLost(jobID: leased)])
+            let processor = BatchProcessor(client: db.client, handlers: .testing(handler), workerID: "w", logger: db.logger)
+            #expect(try await processor.process(claimed.filter { $0.id == leased }) == [.leaseLost(jobID: leased)])
             #expect(handler.invocations.isEmpty)
-            #expect(try await db.string("SELECT reason FROM worker.dead_letters WHERE id = \(leased)") == "cancelled")
+            // A handler that writes nothing runs without the lock: it runs, and its ack finds no row.
+            let writesNothing = RecordingHandler(idempotencyTTL: nil, writesToDatabase: false)
+            let lockless = BatchProcessor(client: db.client, handlers: .testing(writesNothing), workerID: "w", logger: db.logger)
+            #expect(try await lockless.process(claimed.filter { $0.id == quiet }) == [.leaseLost(jobID: quiet)])
+            #expect(writesNothing.invocations(of: quiet) == 1)
+
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters WHERE reason = 'cancelled'") == 2)
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(busy)") == 1)
         }
     }
 
-    @Test func retryMakesDelayedJobsReadyWithTheirAttemptsAndLeavesTheOthers() async throws {
+    @Test func retryMakesJobsWaitingOutABackoffReadyWithTheirAttemptsAndLeavesTheOthers() async throws {
         try await withTestDatabase { db in
-            let failing = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"))
-            let claimed = try await db.queue.claim(queue: "mail", limit: 1, visibilityTimeout: .seconds(60), workerID: "w")
-            let slowRetry = RetryPolicy(base: .seconds(3600), rate: 2, cap: .seconds(7200), maxAttempts: 5, maxAge: nil)
-            let handlers = HandlerRegistry.testing(RecordingHandler { _, _ in throw JobError.retryable("later") }, policy: slowRetry)
-            _ = try await BatchProcessor(client: db.client, handlers: handlers, workerID: "w", logger: db.logger).process(claimed)
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"), count: 2)
+            let first = try await failNext(db, queue: "mail"), second = try await failNext(db, queue: "mail")
             let scheduled = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", delay: .seconds(3600)))
-            let ready = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"))
             let inFlight = try await db.queue.enqueue(NewJob(queue: "other", kind: "test"))
             _ = try await db.queue.claim(queue: "other", limit: 1, visibilityTimeout: .seconds(60), workerID: "w")
 
-            let one = try await runTool("workerctl", ["jobs", "retry", "--id", "\(failing)"], database: db)
+            let one = try await runTool("workerctl", ["jobs", "retry", "--id", "\(first)"], database: db)
             #expect(one.status == 0 && one.stdout.contains("made 1 job ready"), "\(one)")
-            #expect(try await db.string("SELECT (visible_at <= now())::text || ' ' || attempts FROM worker.jobs WHERE id = \(failing)")
+            #expect(try await db.string("SELECT (visible_at <= now())::text || ' ' || attempts FROM worker.jobs WHERE id = \(first)")
                 == "true 1")
 
             let all = try await runTool("workerctl", ["jobs", "retry", "--all", "--json"], database: db)
             let result = try JSONSerialization.jsonObject(with: Data(all.stdout.utf8)) as? [String: Any]
-            #expect((result?["jobs"] as? [Int]) == [Int(scheduled)], "only the delayed one: \(all)")
-            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(inFlight) AND lease_token IS NOT NULL AND visible_at > now()") == 1)
-            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id IN (\(ready), \(scheduled)) AND visible_at <= now()") == 2)
+            #expect((result?["jobs"] as? [Int]) == [Int(second)], "only the one waiting out its backoff: \(all)")
+
+            // A job waiting for its run_at is not a retry; asked for by id, it is named.
+            let notARetry = try await runTool("workerctl", ["jobs", "retry", "--id", "\(scheduled)"], database: db)
+            #expect(notARetry.status == 1 && notARetry.stderr.contains("not made ready: \(scheduled) ("), "\(notARetry)")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(scheduled) AND visible_at > now()") == 1)
+            #expect(try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE id = \(inFlight) AND lease_token IS NOT NULL AND visible_at > now()") == 1)
         }
     }
+}
+
+/// Claims the next job of `queue` and fails it once, retryable, with a backoff
+/// of up to an hour: it is left delayed. Returns its id.
+private func failNext(_ db: TestDatabase, queue: String) async throws -> Int64 {
+    let claimed = try await db.queue.claim(queue: queue, limit: 1, visibilityTimeout: .seconds(60), workerID: "w")
+    let slow = RetryPolicy(base: .seconds(3600), rate: 2, cap: .seconds(3600), maxAttempts: 5, maxAge: nil)
+    let handlers = HandlerRegistry.testing(RecordingHandler { _, _ in throw JobError.retryable("later") }, policy: slow)
+    _ = try await BatchProcessor(client: db.client, handlers: handlers, workerID: "w", logger: db.logger).process(claimed)
+    return try #require(claimed.first).id
 }

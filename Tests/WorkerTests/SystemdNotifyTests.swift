@@ -58,13 +58,18 @@ import WorkerTestSupport
     /// A supervisor that stops reading must not stall the caller's thread
     /// (a thread of the cooperative pool): once the socket's queue is full,
     /// a send fails at once, as sd_notify's failures are ignored.
-    @Test(.timeLimit(.minutes(1))) func aSendToASocketThatStoppedReadingFailsInsteadOfBlocking() throws {
+    @Test(.timeLimit(.minutes(1))) func aSendToAFullSocketFailsAtOnceAndReadyWaitsForRoom() async throws {
         let socket = try NotifySocket()
         let notifier = SystemdNotifier(environment: ["NOTIFY_SOCKET": socket.path])
         var sent = 0
         while sent < 100_000, notifier.send("STATUS=\(sent)") { sent += 1 }
         #expect(sent > 0 && sent < 100_000)
+
+        // READY=1 waits for room instead: it arrives once the reader drains the queue.
+        let ready = Task { await notifier.sendWaitingOutAFullQueue("READY=1", patience: .seconds(30)) }
         #expect(socket.receive().first == "STATUS=0")
+        #expect(await ready.value)
+        #expect(socket.receive().last == "READY=1")
     }
 }
 

@@ -193,6 +193,7 @@ import WorkerTestSupport
                 (["migrate", "--sql-dir", "/nonexistent/sql"], "--sql-dir"),
                 (["resume", "billing"], "queue 'billing' is not paused"),
                 (["jobs", "cancel"], "give a filter"),
+                (["jobs", "cancel", "--state", "ready"], "give a filter"),
                 (["jobs", "retry"], "give a filter"),
                 (["jobs", "list", "--state", "running"], "--state must be ready, in_flight or delayed"),
                 (["jobs", "cancel", "--all", "--limit", "0"], "--limit"),
