@@ -121,11 +121,12 @@ struct RedriveCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let filter = try filters.filter()
+        let asked = try filters.filter()
         let (limit, rate, dryRun) = (self.limit ?? Int.max, self.rate, self.dryRun)
         let moved = try await database.withClient { client, logger in
             let dlq = DeadLetterQueue(client: client, logger: logger)
-            if dryRun { return try await dlq.redrive(filter, limit: min(limit, 1_000_000), dryRun: true) }
+            if dryRun { return try await dlq.redrive(asked, limit: min(limit, 1_000_000), dryRun: true) }
+            let filter = try await asked.endingBy(dlq.now())
             // Small batches keep each transaction short; the rate paces them.
             let clock = ContinuousClock()
             let start = clock.now
@@ -172,11 +173,12 @@ struct DLQPurgeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let filter = try filters.filter()
+        let asked = try filters.filter()
         let (limit, dryRun) = (self.limit ?? Int.max, self.dryRun)
         let purged = try await database.withClient { client, logger in
             let dlq = DeadLetterQueue(client: client, logger: logger)
-            if dryRun { return try await dlq.purge(filter, limit: limit, dryRun: true) }
+            if dryRun { return try await dlq.purge(asked, limit: limit, dryRun: true) }
+            let filter = try await asked.endingBy(dlq.now())
             // Small batches keep each transaction, and the locks it holds, short.
             var purged = 0
             while purged < limit {
@@ -195,4 +197,14 @@ struct DLQPurgeCommand: AsyncParsableCommand {
 private struct PurgeResult: Encodable {
     let purged: Int
     let dryRun: Bool
+}
+
+extension DeadLetterFilter {
+    /// This filter, also ending at `start`: an operation in many batches acts
+    /// on the dead letters there when it started, not on those that arrive meanwhile.
+    func endingBy(_ start: Date) -> DeadLetterFilter {
+        var filter = self
+        filter.until = min(until ?? start, start)
+        return filter
+    }
 }

@@ -77,6 +77,18 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aCancelInBatchesTakesOnlyTheJobsUpToTheNewestWhenItStarted() async throws {
+        try await withTestDatabase { db in
+            let ids = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"), count: 3)
+            let jobs = QueuedJobs(client: db.client, logger: db.logger)
+            #expect(try await jobs.newestID() == ids.upperBound)
+            let cancelled = try await jobs.cancel(
+                JobFilter(queue: "mail", throughID: ids.lowerBound + 1), limit: 10, note: "test")
+            #expect(cancelled == [ids.lowerBound, ids.lowerBound + 1])
+            #expect(try await db.int("SELECT id::int FROM worker.jobs") == Int(ids.upperBound))
+        }
+    }
+
     @Test func aJobInItsProcessingTransactionIsLeftAndALeasedOneIsCancelledWithItsLease() async throws {
         try await withTestDatabase { db in
             let busy = try await db.queue.enqueue(NewJob(kind: "test"))
