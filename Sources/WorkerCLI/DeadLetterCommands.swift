@@ -6,7 +6,7 @@ import WorkerEngine
 struct DeadLetterFilterOptions: ParsableArguments {
     @Option(help: "Only this queue.") var queue: String?
     @Option(help: "Only this job kind.") var kind: String?
-    @Option(help: "Only this reason: max_attempts, non_retryable, expired, invalid_event, ...") var reason: String?
+    @Option(help: "Only this reason: max_attempts, non_retryable, expired, invalid_event, cancelled, ...") var reason: String?
     @Option(name: .customLong("id"), help: "Only this job id; repeatable.") var ids: [Int64] = []
     @Option(help: "Dead-lettered at or after: ISO 8601 time or an age like 2h.") var since: String?
     @Option(help: "Dead-lettered before: ISO 8601 time or an age like 30m.") var until: String?
@@ -126,7 +126,7 @@ struct RedriveCommand: AsyncParsableCommand {
         let moved = try await database.withClient { client, logger in
             let dlq = DeadLetterQueue(client: client, logger: logger)
             if dryRun { return try await dlq.redrive(asked, limit: min(limit, 1_000_000), dryRun: true) }
-            let filter = try await asked.endingBy(dlq.now())
+            let filter = try await asked.endingBy(DatabaseClock.now(client, logger: logger))
             // Small batches keep each transaction short; the rate paces them.
             let clock = ContinuousClock()
             let start = clock.now
@@ -178,7 +178,7 @@ struct DLQPurgeCommand: AsyncParsableCommand {
         let purged = try await database.withClient { client, logger in
             let dlq = DeadLetterQueue(client: client, logger: logger)
             if dryRun { return try await dlq.purge(asked, limit: limit, dryRun: true) }
-            let filter = try await asked.endingBy(dlq.now())
+            let filter = try await asked.endingBy(DatabaseClock.now(client, logger: logger))
             // Small batches keep each transaction, and the locks it holds, short.
             var purged = 0
             while purged < limit {
@@ -200,8 +200,7 @@ private struct PurgeResult: Encodable {
 }
 
 extension DeadLetterFilter {
-    /// This filter, also ending at `start`: an operation in many batches acts
-    /// on the dead letters there when it started, not on those that arrive meanwhile.
+    /// This filter, also ending at `start` (see `DatabaseClock`).
     func endingBy(_ start: Date) -> DeadLetterFilter {
         var filter = self
         filter.until = min(until ?? start, start)

@@ -143,13 +143,13 @@ struct JobsCancelCommand: AsyncParsableCommand {
             let jobs = QueuedJobs(client: client, logger: logger)
             if dryRun { return try await jobs.cancel(asked, limit: min(limit, 1_000_000), note: note, dryRun: true) }
             var filter = asked
-            filter.throughID = try await jobs.newestID()
-            return try await inBatches(upTo: limit) { [filter] in try await jobs.cancel(filter, limit: $0, note: note) }
+            filter.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
+            return try await inBatches(of: filter, upTo: limit) { try await jobs.cancel($0, limit: $1, note: note) }
         }
         let verb = dryRun ? "would cancel" : "cancelled"
         try report(cancelled, json: json, dryRun: dryRun, each: { "\(verb) job \($0)" },
                    total: "\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
-        if !dryRun { try requireAll(filters.ids, done: cancelled, "not cancelled", "done, dead-lettered, not matching, or being processed") }
+        try requireAll(filters.ids, done: cancelled, "not cancelled", "done, dead-lettered, not matching, or being processed")
     }
 }
 
@@ -174,10 +174,12 @@ struct JobsRetryCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (filter, limit) = (filters.filter(), self.limit ?? Int.max)
+        let (asked, limit) = (filters.filter(), self.limit ?? Int.max)
         let readied = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            return try await inBatches(upTo: limit) { try await jobs.retryNow(filter, limit: $0) }
+            var filter = asked
+            filter.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
+            return try await inBatches(of: filter, upTo: limit) { try await jobs.retryNow($0, limit: $1) }
         }
         try report(readied, json: json, dryRun: false, each: { "job \($0) is ready" },
                    total: "made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
@@ -185,15 +187,21 @@ struct JobsRetryCommand: AsyncParsableCommand {
     }
 }
 
-/// Runs `batch` (given the most it may take) until `limit` are done or a
-/// batch comes back short: small transactions keep the locks each holds brief.
-private func inBatches(upTo limit: Int, _ batch: (Int) async throws -> [Int64]) async throws -> [Int64] {
-    var done: [Int64] = []
+/// Runs `batch` (given `filter` with its cursor past the ids done, and the
+/// most it may take; it answers the ids it took, ascending) until `limit`
+/// are done or a batch comes back short: small transactions keep the locks
+/// each holds brief, and a job once taken is not taken again (a job retried
+/// that fails again meanwhile waits for the next command).
+private func inBatches(
+    of filter: JobFilter, upTo limit: Int, _ batch: (JobFilter, Int) async throws -> [Int64]
+) async throws -> [Int64] {
+    var done: [Int64] = [], cursor = filter
     while done.count < limit {
         let size = min(limit - done.count, 1000)
-        let ids = try await batch(size)
+        let ids = try await batch(cursor, size)
         done += ids
         if ids.count < size { break }
+        cursor.afterID = ids.last
     }
     return done
 }

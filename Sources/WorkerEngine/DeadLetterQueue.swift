@@ -95,15 +95,6 @@ public struct DeadLetterQueue: Sendable {
         try await list(DeadLetterFilter(ids: [id]), limit: 1).first
     }
 
-    /// The database's clock, which `failed_at` is written by: as a filter's
-    /// `until`, it keeps an operation in many batches to the dead letters
-    /// there when it started (a job redriven and dead again is not redriven
-    /// again by the same command).
-    public func now() async throws -> Date {
-        for try await now in try await client.query("SELECT now()", logger: logger).decode(Date.self) { return now }
-        throw PostgresWorkerError.unexpected("no row for SELECT now()")
-    }
-
     /// Moves up to `limit` matching dead letters back to the queue in one
     /// statement: each leaves the dead-letter table and enters `jobs` under its
     /// old id with attempts reset and `redrive_count + 1`, its error history

@@ -43,4 +43,6 @@ public struct DeadLetterReason: RawRepresentable, Hashable, Sendable, CustomStri
     public static let invalidEvent = Self(rawValue: "invalid_event")
     /// Its idempotency key is live with another payload: a reused key.
     public static let idempotencyConflict = Self(rawValue: "idempotency_conflict")
+    /// An operator cancelled it (`workerctl jobs cancel`).
+    public static let cancelled = Self(rawValue: "cancelled")
 }

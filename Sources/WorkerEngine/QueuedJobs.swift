@@ -41,18 +41,22 @@ public struct JobFilter: Sendable, Equatable {
     public var kind: String?
     public var state: JobState?
     public var ids: [Int64]?
-    /// Only jobs with ids up to this one: those enqueued before it, so that
-    /// an operation in many batches leaves the jobs that arrive meanwhile.
-    public var throughID: Int64?
+    /// Only jobs enqueued (or redriven) at or before this time: see `DatabaseClock`.
+    public var enqueuedBy: Date?
+    /// Only jobs with greater ids: the cursor of an operation in batches, so
+    /// that a job it changed is not taken again by a later batch.
+    public var afterID: Int64?
 
     public init(
-        queue: String? = nil, kind: String? = nil, state: JobState? = nil, ids: [Int64]? = nil, throughID: Int64? = nil
+        queue: String? = nil, kind: String? = nil, state: JobState? = nil, ids: [Int64]? = nil,
+        enqueuedBy: Date? = nil, afterID: Int64? = nil
     ) {
         self.queue = queue
         self.kind = kind
         self.state = state
         self.ids = ids
-        self.throughID = throughID
+        self.enqueuedBy = enqueuedBy
+        self.afterID = afterID
     }
 }
 
@@ -61,10 +65,6 @@ public struct JobFilter: Sendable, Equatable {
 public struct QueuedJobs: Sendable {
     public let client: PostgresClient
     public let logger: Logger
-
-    /// The reason a cancelled job is dead-lettered with; `workerctl redrive
-    /// --reason cancelled` puts it back.
-    public static let cancelled = DeadLetterReason(rawValue: "cancelled")
 
     public init(client: PostgresClient, logger: Logger) {
         self.client = client
@@ -98,14 +98,6 @@ public struct QueuedJobs: Sendable {
         try await list(JobFilter(ids: [id]), limit: 1).first
     }
 
-    /// The id of the job enqueued last, for `JobFilter.throughID`.
-    public func newestID() async throws -> Int64? {
-        for try await id in try await client.query("SELECT max(id) FROM worker.jobs", logger: logger).decode(Int64?.self) {
-            return id
-        }
-        return nil
-    }
-
     /// Moves up to `limit` matching jobs to the dead-letter table as
     /// `cancelled`, with `note` (who and why) as their last error, in one
     /// statement; returns their ids. A job inside a worker's processing
@@ -127,7 +119,7 @@ public struct QueuedJobs: Sendable {
                 id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
                 redrive_count, reason, last_error, errors, failed_by)
             SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
-                redrive_count, \(Self.cancelled.rawValue), \(note),
+                redrive_count, \(DeadLetterReason.cancelled.rawValue), \(note),
                 errors || jsonb_build_array(jsonb_build_object(
                     'attempt', attempts, 'at', now(), 'cancelled', \(note)::text, 'worker', leased_by)),
                 'workerctl'
@@ -184,6 +176,8 @@ extension PostgresQuery.StringInterpolation {
         appendInterpolation(unescaped: " AND ")
         appendCondition(filter.ids, as: "bigint[]", "id = ANY(", ")")
         appendInterpolation(unescaped: " AND ")
-        appendCondition(filter.throughID, as: "bigint", "id <= ")
+        appendCondition(filter.enqueuedBy, as: "timestamptz", "created_at <= ")
+        appendInterpolation(unescaped: " AND ")
+        appendCondition(filter.afterID, as: "bigint", "id > ")
     }
 }

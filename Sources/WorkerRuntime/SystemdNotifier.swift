@@ -41,7 +41,7 @@ public struct SystemdNotifier: Sendable {
         while true {
             let error = deliver(message)
             guard error == EAGAIN, ContinuousClock.now < deadline else { return error == 0 }
-            try? await Task.sleep(for: .milliseconds(20))
+            do { try await Task.sleep(for: .milliseconds(20)) } catch { return false }  // cancelled
         }
     }
 
@@ -66,12 +66,11 @@ public struct SystemdNotifier: Sendable {
         guard fd >= 0 else { return errno }
         defer { close(fd) }
         let bytes = Array(message.utf8)
-        let sent = withUnsafePointer(to: &address) { pointer in
+        return withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
-                sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress, length)
+                let sent = sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), socketAddress, length)
+                return sent < 0 ? errno : sent == bytes.count ? 0 : EMSGSIZE  // errno before anything else runs
             }
         }
-        if sent < 0 { return errno }
-        return sent == bytes.count ? 0 : EMSGSIZE
     }
 }

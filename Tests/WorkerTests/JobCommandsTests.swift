@@ -8,7 +8,8 @@ import WorkerTestSupport
 @Suite(.timeLimit(.minutes(2))) struct JobCommandsTests {
     @Test func jobsAreListedByQueuePriorityAndDueTimeWithTheirStateAndShownWithTheirPayload() async throws {
         try await withTestDatabase { db in
-            let ready = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", payload: #"{"n":1}"#, priority: 5), count: 2)
+            let ready = try await db.queue.enqueue(
+                NewJob(queue: "mail", kind: "test", payload: #"{"n":1,"camelCase":2}"#, priority: 5), count: 2)
             let delayed = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", delay: .seconds(3600)))
             let urgent = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test", priority: -1))
             _ = try await db.queue.claim(queue: "mail", limit: 1, visibilityTimeout: .seconds(60), workerID: "w-1")  // urgent
@@ -32,7 +33,9 @@ import WorkerTestSupport
 
             let show = try await runTool("workerctl", ["jobs", "show", "\(ready.lowerBound)", "--json"], database: db)
             let job = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any], "\(show)")
-            #expect((job["payload"] as? [String: Any])?["n"] as? Int == 1 && job["priority"] as? Int == 5, "\(show)")
+            let payload = job["payload"] as? [String: Any]
+            #expect(payload?["n"] as? Int == 1 && payload?["camelCase"] as? Int == 2, "the payload as it is: \(show)")
+            #expect(job["priority"] as? Int == 5 && job["redrive_count"] as? Int == 0, "\(show)")
             let table = try await runTool("workerctl", ["jobs", "show", "\(delayed)"], database: db)
             #expect(table.status == 0 && table.stdout.contains("state:           delayed"), "\(table)")
 
@@ -77,15 +80,17 @@ import WorkerTestSupport
         }
     }
 
-    @Test func aCancelInBatchesTakesOnlyTheJobsUpToTheNewestWhenItStarted() async throws {
+    @Test func anOperationInBatchesTakesOnlyJobsFromBeforeItStartedAndEachJobOnce() async throws {
         try await withTestDatabase { db in
-            let ids = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"), count: 3)
+            let early = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"), count: 2)
+            let start = try await DatabaseClock.now(db.client, logger: db.logger)
+            let late = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"))
             let jobs = QueuedJobs(client: db.client, logger: db.logger)
-            #expect(try await jobs.newestID() == ids.upperBound)
+            // The cursor of a second batch starts after the first's last id.
             let cancelled = try await jobs.cancel(
-                JobFilter(queue: "mail", throughID: ids.lowerBound + 1), limit: 10, note: "test")
-            #expect(cancelled == [ids.lowerBound, ids.lowerBound + 1])
-            #expect(try await db.int("SELECT id::int FROM worker.jobs") == Int(ids.upperBound))
+                JobFilter(queue: "mail", enqueuedBy: start, afterID: early.lowerBound), limit: 10, note: "test")
+            #expect(cancelled == [early.upperBound])
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id IN (\(early.lowerBound), \(late))") == 2)
         }
     }
 
@@ -154,12 +159,15 @@ import WorkerTestSupport
     }
 }
 
-/// Claims the next job of `queue` and fails it once, retryable, with a backoff
-/// of up to an hour: it is left delayed. Returns its id.
+/// Claims the next job of `queue` and fails it once, retryable: it is left
+/// delayed, due in an hour. Returns its id.
 private func failNext(_ db: TestDatabase, queue: String) async throws -> Int64 {
     let claimed = try await db.queue.claim(queue: queue, limit: 1, visibilityTimeout: .seconds(60), workerID: "w")
     let slow = RetryPolicy(base: .seconds(3600), rate: 2, cap: .seconds(3600), maxAttempts: 5, maxAge: nil)
     let handlers = HandlerRegistry.testing(RecordingHandler { _, _ in throw JobError.retryable("later") }, policy: slow)
     _ = try await BatchProcessor(client: db.client, handlers: handlers, workerID: "w", logger: db.logger).process(claimed)
-    return try #require(claimed.first).id
+    let id = try #require(claimed.first).id
+    // The backoff is jittered: set the hour in full, so that it cannot come out near zero.
+    try await db.execute("UPDATE worker.jobs SET visible_at = now() + interval '1 hour' WHERE id = \(id)")
+    return id
 }
