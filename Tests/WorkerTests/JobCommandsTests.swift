@@ -145,9 +145,17 @@ import WorkerTestSupport
             #expect(try await db.string("SELECT (visible_at <= now())::text || ' ' || attempts FROM worker.jobs WHERE id = \(first)")
                 == "true 1")
 
-            let all = try await runTool("workerctl", ["jobs", "retry", "--all", "--json"], database: db)
+            // The workers of the queue are woken, as an INSERT wakes them.
+            let (all, woken) = try await db.client.withConnection { listener in
+                try await listener.listen(on: "worker_jobs") { notifications in
+                    let all = try await runTool("workerctl", ["jobs", "retry", "--all", "--json"], database: db)
+                    for try await notification in notifications { return (all, notification.payload) }
+                    return (all, "")
+                }
+            }
             let result = try JSONSerialization.jsonObject(with: Data(all.stdout.utf8)) as? [String: Any]
             #expect((result?["jobs"] as? [Int]) == [Int(second)], "only the one waiting out its backoff: \(all)")
+            #expect(woken == "mail")
 
             // A job waiting for its run_at is not a retry; asked for by id, it is named.
             let notARetry = try await runTool("workerctl", ["jobs", "retry", "--id", "\(scheduled)"], database: db)
