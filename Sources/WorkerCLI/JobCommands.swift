@@ -38,7 +38,7 @@ struct JobStateOption: ParsableArguments {
 
 struct JobsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "jobs", abstract: "Inspect the queue's jobs, cancel them, or make delayed ones ready now.",
+        commandName: "jobs", abstract: "Inspect the queue's jobs, cancel them, or retry now those waiting out a backoff.",
         subcommands: [JobsListCommand.self, JobsShowCommand.self, JobsCancelCommand.self, JobsRetryCommand.self])
 }
 
