@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import Logging
+import PostgresNIO
 import WorkerEngine
 
 /// The filters `jobs list`, `jobs cancel` and `jobs retry` share.
@@ -137,14 +139,14 @@ struct JobsCancelCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (asked, limit, dryRun) = (filters.filter(state: try state.parsed()), self.limit ?? Int.max, self.dryRun)
+        let (filter, limit, dryRun) = (filters.filter(state: try state.parsed()), self.limit ?? Int.max, self.dryRun)
         let note = "cancelled with workerctl" + (reason.map { ": \($0)" } ?? "")
         let cancelled = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            if dryRun { return try await jobs.cancel(asked, limit: min(limit, 1_000_000), note: note, dryRun: true) }
-            var filter = asked
-            filter.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
-            return try await inBatches(of: filter, upTo: limit) { try await jobs.cancel($0, limit: $1, note: note) }
+            if dryRun { return try await jobs.cancel(filter, limit: min(limit, 1_000_000), note: note, dryRun: true) }
+            return try await inBatches(of: filter, upTo: limit, on: client, logger: logger) {
+                try await jobs.cancel($0, limit: $1, note: note)
+            }
         }
         let verb = dryRun ? "would cancel" : "cancelled"
         try report(cancelled, json: json, dryRun: dryRun, each: { "\(verb) job \($0)" },
@@ -174,12 +176,12 @@ struct JobsRetryCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (asked, limit) = (filters.filter(), self.limit ?? Int.max)
+        let (filter, limit) = (filters.filter(), self.limit ?? Int.max)
         let readied = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            var filter = asked
-            filter.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
-            return try await inBatches(of: filter, upTo: limit) { try await jobs.retryNow($0, limit: $1) }
+            return try await inBatches(of: filter, upTo: limit, on: client, logger: logger) {
+                try await jobs.retryNow($0, limit: $1)
+            }
         }
         try report(readied, json: json, dryRun: false, each: { "job \($0) is ready" },
                    total: "made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
@@ -190,12 +192,14 @@ struct JobsRetryCommand: AsyncParsableCommand {
 /// Runs `batch` (given `filter` with its cursor past the ids done, and the
 /// most it may take; it answers the ids it took, ascending) until `limit`
 /// are done or a batch comes back short: small transactions keep the locks
-/// each holds brief, and a job once taken is not taken again (a job retried
-/// that fails again meanwhile waits for the next command).
+/// each holds brief. Only jobs enqueued before the start are taken, each
+/// once (a job retried that fails again meanwhile waits for the next command).
 private func inBatches(
-    of filter: JobFilter, upTo limit: Int, _ batch: (JobFilter, Int) async throws -> [Int64]
+    of filter: JobFilter, upTo limit: Int, on client: PostgresClient, logger: Logger,
+    _ batch: (JobFilter, Int) async throws -> [Int64]
 ) async throws -> [Int64] {
     var done: [Int64] = [], cursor = filter
+    cursor.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
     while done.count < limit {
         let size = min(limit - done.count, 1000)
         let ids = try await batch(cursor, size)

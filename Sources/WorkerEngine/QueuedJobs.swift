@@ -126,9 +126,7 @@ public struct QueuedJobs: Sendable {
             FROM moved
             RETURNING id
             """
-        var ids: [Int64] = []
-        for try await id in try await client.query(query, logger: logger).decode(Int64.self) { ids.append(id) }
-        return ids.sorted()
+        return try await ids(query)
     }
 
     /// Makes up to `limit` matching jobs that wait out a retry's backoff
@@ -152,6 +150,11 @@ public struct QueuedJobs: Sendable {
             )
             SELECT id FROM readied, (SELECT count(*) FROM woken) AS w
             """
+        return try await ids(query)
+    }
+
+    /// The job ids `query` answers, ascending.
+    private func ids(_ query: PostgresQuery) async throws -> [Int64] {
         var ids: [Int64] = []
         for try await id in try await client.query(query, logger: logger).decode(Int64.self) { ids.append(id) }
         return ids.sorted()
