@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PostgresNIO
 import ServiceLifecycle
@@ -58,6 +59,16 @@ public final class Worker: Service, Sendable {
             "queues": "\(configuration.queues.joined(separator: ","))",
             "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
         ])
+        let presence = PresenceReporter(
+            registry: WorkerRegistry(client: client, logger: logger), interval: WorkerRegistry.reportInterval,
+            deadline: configuration.statementDeadline, logger: logger
+        ) { [self] in
+            WorkerReport(
+                workerID: configuration.workerID, host: PresenceReporter.hostName,
+                pid: Int(ProcessInfo.processInfo.processIdentifier), queues: configuration.queues,
+                concurrency: configuration.concurrency, batchSize: configuration.batchSize, leases: leasesHeld,
+                finished: totals.finished, stopping: isStopping)
+        }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 let listener = NotificationListener(
@@ -73,6 +84,7 @@ public final class Worker: Service, Sendable {
                     workerID: configuration.workerID, interval: .seconds(10),
                     deadline: configuration.statementDeadline, logger: logger)
                 background.addTask { await reporter.run() }
+                background.addTask { await presence.run() }
                 if let interval = configuration.metricsInterval {
                     let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)
                     background.addTask { await sampler.run() }
@@ -92,6 +104,8 @@ public final class Worker: Service, Sendable {
                 background.cancelAll()
                 await reporter.flush()
             }
+            // After the group: no report of this worker is still in flight to write its row back.
+            await presence.remove()
         } onGracefulShutdown: {
             self.stop()
         }

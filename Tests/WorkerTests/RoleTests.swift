@@ -61,6 +61,9 @@ import WorkerTestSupport
                     let swept = try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE key = 'old'") == 0
                     return try await db.jobCount() == 0 && swept
                 }
+                try await eventually("workerd to report itself") {
+                    try await db.int("SELECT count(*)::int FROM worker.workers WHERE id = 'consumer'") == 1
+                }
                 workerd.send(SIGTERM)
                 let result = await workerd.result()
                 #expect(result.status == 0, "\(result)")
@@ -78,6 +81,7 @@ import WorkerTestSupport
             #expect(try await db.string("SELECT status FROM app.bookings WHERE request_id = 'bk_1'") == "confirmed")
             #expect(try await db.deadCount() == 2)
             #expect(try await db.int("SELECT sum(done + duplicates)::int FROM worker.throughput WHERE worker_id = 'consumer'") == 3)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.workers") == 0, "removed itself as it stopped")
         }
     }
 
@@ -91,7 +95,7 @@ import WorkerTestSupport
                 let env = ["DATABASE_URL": admin.url]
                 for arguments in [["stats"], ["stats", "--json"], ["dlq", "list"], ["pause", "mail"], ["resume", "mail"],
                                   ["redrive", "--all"], ["sweep"], ["enqueue", "--kind", "noop"], ["jobs", "list"],
-                                  ["jobs", "retry", "--all"], ["jobs", "cancel", "--kind", "noop"]] {
+                                  ["jobs", "retry", "--all"], ["jobs", "cancel", "--kind", "noop"], ["workers"]] {
                     let run = try await runTool("workerctl", arguments, environment: env)
                     #expect(run.status == 0, "workerctl \(arguments.joined(separator: " ")): \(run)")
                 }
