@@ -14,9 +14,19 @@ struct PresenceReporter: Sendable {
     let logger: Logger
     let report: @Sendable () -> WorkerReport
 
-    /// Reports until cancelled.
-    func run() async {
-        repeat { await write() } while (try? await Task.sleep(for: interval)) != nil
+    /// Reports until cancelled, and at once when `stop` closes: a stopping
+    /// worker is shown as such while it finishes its jobs.
+    func run(reportingAtOnce stop: WakeSignal) async {
+        var stopReported = false
+        while !Task.isCancelled {
+            await write()
+            if stopReported {
+                guard (try? await Task.sleep(for: interval)) != nil else { return }
+            } else {
+                stopReported = report().stopping
+                await stop.wait(since: 0, upTo: interval)
+            }
+        }
     }
 
     func write() async {

@@ -16,6 +16,8 @@ public final class Worker: Service, Sendable {
     private let processor: BatchProcessor
     private let logger: Logger
     private let wake = WakeSignal()
+    /// Closed when a stop begins, for the presence report (never signalled).
+    private let stopBegan = WakeSignal()
     private let leases = LeaseRegistry()
     private let counters = WorkerCounters()
     private let stopping = Atomic<Bool>(false)
@@ -50,6 +52,7 @@ public final class Worker: Service, Sendable {
     public func stop() {
         stopping.store(true, ordering: .releasing)
         wake.close()
+        stopBegan.close()
     }
 
     private var isStopping: Bool { stopping.load(ordering: .acquiring) }
@@ -84,7 +87,7 @@ public final class Worker: Service, Sendable {
                     workerID: configuration.workerID, interval: .seconds(10),
                     deadline: configuration.statementDeadline, logger: logger)
                 background.addTask { await reporter.run() }
-                background.addTask { await presence.run() }
+                background.addTask { await presence.run(reportingAtOnce: self.stopBegan) }
                 if let interval = configuration.metricsInterval {
                     let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)
                     background.addTask { await sampler.run() }
@@ -101,6 +104,7 @@ public final class Worker: Service, Sendable {
                     }
                 }
                 // The heartbeat outlives the lanes so that a slow last batch keeps its leases.
+                stopBegan.close()  // lanes that stopped on cancellation: the report's wait ends too
                 background.cancelAll()
                 await reporter.flush()
             }

@@ -15,12 +15,18 @@ import WorkerTestSupport
             finished: finished, stopping: stopping)
     }
 
-    @Test func aWorkerReportsItselfWhenItStartsAndRemovesItselfWhenItStops() async throws {
+    @Test func aWorkerReportsItselfWhenItStartsShowsItsStopAtOnceAndRemovesItselfWhenStopped() async throws {
         try await withTestDatabase { db in
             let registry = WorkerRegistry(client: db.client, logger: db.logger)
+            let (started, release) = (Gate(), Gate())
+            let handler = RecordingHandler { _, _ in
+                started.open()
+                await release.wait()
+            }
+            _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"))
             let worker = Worker(
                 client: db.client, configuration: WorkerConfiguration(queues: ["mail", "sms"], concurrency: 2, workerID: "w-1"),
-                handlers: .testing(RecordingHandler()), logger: db.logger)
+                handlers: .testing(handler), logger: db.logger)
             let running = Task { try await worker.run() }
             do {
                 try await eventually("the worker's first report") { try await !registry.list().isEmpty }
@@ -29,14 +35,24 @@ import WorkerTestSupport
                 #expect(listed.first?.queues == ["mail", "sms"] && listed.first?.concurrency == 2)
                 #expect(listed.first?.pid == Int(ProcessInfo.processInfo.processIdentifier))
                 #expect(listed.first?.state == .running && listed.first?.stoppingSince == nil)
+
+                await started.wait()
+                worker.stop()
+                // Well within the 10 s between reports: the stop is reported when it begins.
+                try await eventually(timeout: .seconds(5), "the stop to be reported") {
+                    try await registry.list().first?.state == .stopping
+                }
+                #expect(try await registry.list().first?.leases == 1, "the job it finishes")
             } catch {
                 worker.stop()
+                release.open()
                 _ = try? await running.value
                 throw error
             }
-            worker.stop()
+            release.open()
             try await running.value
             #expect(try await registry.list().isEmpty, "a stopped worker leaves no row")
+            #expect(try await db.jobCount() == 0, "it finished its job")
         }
     }
 
