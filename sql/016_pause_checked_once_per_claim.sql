@@ -5,9 +5,9 @@
 -- levels was probed level by level (a statement and a min() each) at every
 -- claim of every idle lane, to find nothing: 1,213 buffers for a claim of a
 -- paused queue with 201 levels. The pause is now checked before the first
--- level. A pause committed while a claim runs takes effect at the
--- next claim either way: each statement of the old claim read its own
--- snapshot too.
+-- level. A claim already past that check when a pause commits finishes, and
+-- the next claim sees the pause: `workerctl pause` never promised more, as a
+-- batch claimed just before it runs to its end all the same.
 
 CREATE OR REPLACE FUNCTION worker.claim(claim_queue text, batch_size integer, visibility_ms bigint, worker_id text)
 RETURNS TABLE (
