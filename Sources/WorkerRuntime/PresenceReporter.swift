@@ -39,6 +39,8 @@ struct PresenceReporter: Sendable {
                     "another workerd reports under this worker id; give each its own --worker-id",
                     metadata: ["other": "\(other)"])
             }
+        } catch is CancellationError {
+            return  // the worker stopped
         } catch {
             logger.warning("could not report this worker; will retry", metadata: ["error": "\(String(reflecting: error))"])
         }

@@ -88,6 +88,10 @@ public final class Worker: Service, Sendable {
                     deadline: configuration.statementDeadline, logger: logger)
                 background.addTask { await reporter.run() }
                 background.addTask { await presence.run(reportingAtOnce: self.stopBegan) }
+                let schedules = ScheduleLoop(
+                    schedules: Schedules(client: client, logger: logger), interval: .seconds(1),
+                    deadline: configuration.statementDeadline, logger: logger)
+                background.addTask { await schedules.run() }
                 if let interval = configuration.metricsInterval {
                     let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)
                     background.addTask { await sampler.run() }

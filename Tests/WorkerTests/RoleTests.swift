@@ -51,6 +51,8 @@ import WorkerTestSupport
             _ = try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking))
             _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: #"{"refund_id": 7}"#))  // invalid
             _ = try await db.queue.enqueue(NewJob(kind: "no.such.kind"))
+            // A schedule's run, due.
+            try await db.execute("INSERT INTO worker.schedules (name, cron, kind, next_run_at) VALUES ('yearly', '@yearly', 'noop', now() - interval '1 minute')")
             // An expired key for the sweeper.
             try await db.execute("INSERT INTO worker.idempotency_keys (key, kind, job_id, payload_hash, status, expires_at) VALUES ('old', 'refund.requested', 1, 'x', 'completed', now() - interval '1 hour')")
 
@@ -58,8 +60,11 @@ import WorkerTestSupport
                 let workerd = try ToolProcess("workerd", ["--worker-id", "consumer", "--sweep-interval", "1s"],
                                               environment: ["DATABASE_URL": consumer.url])
                 try await eventually("the queue to drain and the key to be swept") {
+                    // In this order: the schedule's run is enqueued before the queue is found empty.
+                    let scheduled = try await db.int("SELECT count(*)::int FROM worker.schedules WHERE last_run_at IS NOT NULL") == 1
                     let swept = try await db.int("SELECT count(*)::int FROM worker.idempotency_keys WHERE key = 'old'") == 0
-                    return try await db.jobCount() == 0 && swept
+                    let empty = try await db.jobCount() == 0
+                    return scheduled && swept && empty
                 }
                 try await eventually("workerd to report itself") {
                     try await db.int("SELECT count(*)::int FROM worker.workers WHERE id = 'consumer'") == 1
@@ -80,7 +85,8 @@ import WorkerTestSupport
             #expect(try await db.int("SELECT refunded_cents::int FROM app.payments WHERE id = 'pay_1'") == 300)
             #expect(try await db.string("SELECT status FROM app.bookings WHERE request_id = 'bk_1'") == "confirmed")
             #expect(try await db.deadCount() == 2)
-            #expect(try await db.int("SELECT sum(done + duplicates)::int FROM worker.throughput WHERE worker_id = 'consumer'") == 3)
+            #expect(try await db.int("SELECT sum(done + duplicates)::int FROM worker.throughput WHERE worker_id = 'consumer'") == 4)
+            #expect(try await db.int("SELECT sum(done)::int FROM worker.throughput WHERE kind = 'noop'") == 1, "the scheduled run")
             #expect(try await db.int("SELECT count(*)::int FROM worker.workers") == 0, "removed itself as it stopped")
         }
     }
@@ -95,7 +101,9 @@ import WorkerTestSupport
                 let env = ["DATABASE_URL": admin.url]
                 for arguments in [["stats"], ["stats", "--json"], ["dlq", "list"], ["pause", "mail"], ["resume", "mail"],
                                   ["redrive", "--all"], ["sweep"], ["enqueue", "--kind", "noop"], ["jobs", "list"],
-                                  ["jobs", "retry", "--all"], ["jobs", "cancel", "--kind", "noop"], ["workers"]] {
+                                  ["jobs", "retry", "--all"], ["jobs", "cancel", "--kind", "noop"], ["workers"],
+                                  ["schedules", "set", "s", "--cron", "@daily", "--kind", "noop"], ["schedules", "pause", "s"],
+                                  ["schedules", "resume", "s"], ["schedules", "list"], ["schedules", "remove", "s"]] {
                     let run = try await runTool("workerctl", arguments, environment: env)
                     #expect(run.status == 0, "workerctl \(arguments.joined(separator: " ")): \(run)")
                 }

@@ -1,0 +1,133 @@
+import ArgumentParser
+import Foundation
+import WorkerEngine
+
+struct SchedulesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schedules", abstract: "Recurring jobs: list, set, remove, pause and resume cron schedules.",
+        discussion: """
+            A schedule enqueues a job at every minute its cron expression names, in UTC; whichever workerd looks \
+            first (each does every second) enqueues it, exactly once. Runs missed while no worker ran collapse \
+            into one.
+            """,
+        subcommands: [
+            SchedulesListCommand.self, SchedulesSetCommand.self, SchedulesRemoveCommand.self,
+            SchedulesPauseCommand.self, SchedulesResumeCommand.self,
+        ])
+}
+
+struct SchedulesListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the schedules with their next run.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let schedules = try await database.withClient { client, logger in
+            try await Schedules(client: client, logger: logger).list()
+        }
+        if json { return try JSONOutput.print(schedules) }
+        let time = ISO8601DateFormatter()
+        print(Table.render(
+            header: ["NAME", "CRON", "QUEUE", "KIND", "NEXT_RUN", "LAST_RUN", "STATE"],
+            rows: schedules.map {
+                [$0.name, $0.cron, $0.queue, $0.kind, $0.nextRunAt.map(time.string) ?? "-",
+                 $0.lastRunAt.map(time.string) ?? "-",
+                 $0.error.map { "broken: \($0)" } ?? ($0.paused ? "paused" : "active")]
+            }))
+        if schedules.isEmpty { print("(no schedules)") }
+    }
+}
+
+struct SchedulesSetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set", abstract: "Create or replace a schedule; its first run is the first its cron names after now.",
+        discussion: """
+            CRON has five fields (minute hour day-of-month month day-of-week) in UTC, e.g. '*/15 * * * *' or \
+            '0 2 * * MON-FRI', or @hourly, @daily, @weekly, @monthly, @yearly. Each run's job has the idempotency \
+            key schedule:NAME:<run time>.
+            """)
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "The schedule's name.") var name: String
+    @Option(help: "When it runs: five cron fields, in UTC.") var cron: String
+    @Option(help: "Job kind, e.g. demo.task.") var kind: String
+    @Option(help: "Queue name.") var queue = "default"
+    @Option(help: "JSON payload of every run's job.") var payload = "{}"
+    @Option(parsing: .unconditional, help: "Priority; lower runs first.") var priority = 0
+    @Option(parsing: .unconditional, help: "Attempts before dead-lettering (default: the kind's retry policy).") var maxAttempts: Int?
+
+    func validate() throws {
+        guard !name.isEmpty, name.count <= 128 else { throw ValidationError("NAME must have 1 to 128 characters") }
+        do { _ = try Schedules.nextRun(of: cron, after: Date()) } catch { throw ValidationError("--cron: \(error)") }
+        guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("--queue must have 1 to 128 characters") }
+        guard !kind.isEmpty, kind.count <= 128 else { throw ValidationError("--kind must have 1 to 128 characters") }
+        guard (try? JSONSerialization.jsonObject(with: Data(payload.utf8), options: [.fragmentsAllowed])) != nil else {
+            throw ValidationError("--payload is not valid JSON: \(payload)")
+        }
+        guard (Int(Int16.min)...Int(Int16.max)).contains(priority) else {
+            throw ValidationError("--priority must be in \(Int16.min)...\(Int16.max)")
+        }
+        if let maxAttempts, maxAttempts < 1 { throw ValidationError("--max-attempts must be at least 1") }
+    }
+
+    func run() async throws {
+        let schedule = Schedule(
+            name: name, cron: cron, queue: queue, kind: kind, payload: payload, priority: priority,
+            maxAttempts: maxAttempts)
+        let stored = try await database.withClient { client, logger in
+            try await Schedules(client: client, logger: logger).set(schedule)
+        }
+        let next = stored.nextRunAt.map { ISO8601DateFormatter().string(from: $0) } ?? "-"
+        print("schedule '\(stored.name)' set: \(stored.kind) on queue \(stored.queue), next run \(next)"
+            + (stored.paused ? " (paused)" : ""))
+    }
+}
+
+struct SchedulesRemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove", abstract: "Delete a schedule (the jobs it enqueued stay).")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "The schedule's name.") var name: String
+
+    func run() async throws {
+        let name = self.name
+        guard try await database.withClient({ client, logger in
+            try await Schedules(client: client, logger: logger).remove(name: name)
+        }) else { throw CommandFailure("no schedule named '\(name)'") }
+        print("removed schedule '\(name)'")
+    }
+}
+
+struct SchedulesPauseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pause", abstract: "Stop a schedule from enqueuing until it is resumed.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "The schedule's name.") var name: String
+
+    func run() async throws {
+        try await setPaused(true, name: name, database: database)
+        print("paused schedule '\(name)'")
+    }
+}
+
+struct SchedulesResumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume", abstract: "Resume a paused schedule from its next run after now (missed runs are not made up).")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "The schedule's name.") var name: String
+
+    func run() async throws {
+        try await setPaused(false, name: name, database: database)
+        print("resumed schedule '\(name)'")
+    }
+}
+
+private func setPaused(_ paused: Bool, name: String, database: DatabaseOptions) async throws {
+    guard try await database.withClient({ client, logger in
+        try await Schedules(client: client, logger: logger).setPaused(paused, name: name)
+    }) else { throw CommandFailure("no schedule named '\(name)'") }
+}

@@ -1,0 +1,204 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// A recurring job in `worker.schedules`.
+public struct Schedule: Sendable, Equatable, Encodable {
+    public var name: String
+    /// Five cron fields, in UTC (see `CronExpression`).
+    public var cron: String
+    public var queue: String
+    public var kind: String
+    @JSONColumn public var payload: String
+    public var priority: Int
+    public var maxAttempts: Int?
+    public var nextRunAt: Date?
+    public var lastRunAt: Date?
+    /// Why a worker could not read the cron; the schedule waits for a fix.
+    public var error: String?
+    public var paused: Bool
+
+    public init(
+        name: String, cron: String, queue: String = "default", kind: String, payload: String = "{}", priority: Int = 0,
+        maxAttempts: Int? = nil, nextRunAt: Date? = nil, lastRunAt: Date? = nil, error: String? = nil,
+        paused: Bool = false
+    ) {
+        self.name = name
+        self.cron = cron
+        self.queue = queue
+        self.kind = kind
+        self.payload = payload
+        self.priority = priority
+        self.maxAttempts = maxAttempts
+        self.nextRunAt = nextRunAt
+        self.lastRunAt = lastRunAt
+        self.error = error
+        self.paused = paused
+    }
+}
+
+/// What one look at the due schedules did.
+public struct ScheduledRuns: Sendable {
+    /// Runs enqueued: the schedule, its run's time and the job.
+    public var enqueued: [(name: String, runAt: Date, jobID: Int64)] = []
+    /// Schedules found broken: their name and why.
+    public var broken: [(name: String, error: String)] = []
+
+    public var isEmpty: Bool { enqueued.isEmpty && broken.isEmpty }
+}
+
+/// The `worker.schedules` table: recurring jobs, enqueued by whichever worker
+/// looks first.
+public struct Schedules: Sendable {
+    public let client: PostgresClient
+    public let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Enqueues a job for each schedule whose run is due and moves its next
+    /// run on; gives a new schedule its first run. Runs missed while no
+    /// worker ran (all of the fleet down) collapse into one: the next run is
+    /// the first after now. Many workers may call this at once: each run is
+    /// enqueued by one, whose write of `next_run_at` is conditional on the
+    /// value it read.
+    ///
+    /// On a live connection (see `withLiveConnection`): a worker's stop
+    /// cancels it, and a statement on a dead link must not hold that up.
+    public func enqueueDue(limit: Int = 100) async throws -> ScheduledRuns {
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+            try await Self.enqueueDue(limit: limit, on: connection, logger: logger)
+        }
+    }
+
+    private static func enqueueDue(limit: Int, on connection: PostgresConnection, logger: Logger) async throws -> ScheduledRuns {
+        var due: [(name: String, cron: String, runAt: Date?)] = []
+        var now = Date()
+        let rows = try await connection.query(
+            """
+            SELECT name, cron, next_run_at, now() FROM worker.schedules
+            WHERE NOT paused AND error IS NULL AND (next_run_at IS NULL OR next_run_at <= now())
+            ORDER BY next_run_at NULLS FIRST, name LIMIT \(limit)
+            """, logger: logger)
+        for try await (name, cron, runAt, clock) in rows.decode((String, String, Date?, Date).self) {
+            due.append((name, cron, runAt))
+            now = clock
+        }
+        var runs = ScheduledRuns()
+        // A statement per schedule: runs come a minute apart at most.
+        for schedule in due {
+            var next: Date?
+            var problem: String?
+            do { next = try nextRun(of: schedule.cron, after: now) } catch { problem = error.description }
+            let key = schedule.runAt.map { idempotencyKey(schedule: schedule.name, runAt: $0) }
+            let written = try await connection.query(
+                """
+                WITH moved AS (
+                    UPDATE worker.schedules AS s
+                    SET next_run_at = \(next), error = \(problem),
+                        last_run_at = CASE WHEN \(key)::text IS NULL OR \(problem)::text IS NOT NULL THEN s.last_run_at
+                                           ELSE s.next_run_at END
+                    WHERE s.name = \(schedule.name) AND s.cron = \(schedule.cron)
+                      AND s.next_run_at IS NOT DISTINCT FROM \(schedule.runAt) AND NOT s.paused AND s.error IS NULL
+                    RETURNING s.queue, s.kind, s.payload, s.priority, s.max_attempts
+                ), enqueued AS (
+                    INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts)
+                    SELECT queue, kind, payload, \(key), priority, max_attempts FROM moved
+                    WHERE \(key)::text IS NOT NULL AND \(problem)::text IS NULL
+                    RETURNING id
+                )
+                SELECT (SELECT count(*) FROM moved)::int, (SELECT id FROM enqueued)
+                """, logger: logger)
+            for try await (moved, jobID) in written.decode((Int, Int64?).self) where moved == 1 {
+                if let problem { runs.broken.append((schedule.name, problem)) }
+                if let jobID, let runAt = schedule.runAt { runs.enqueued.append((schedule.name, runAt, jobID)) }
+            }
+        }
+        return runs
+    }
+
+    /// The idempotency key of a run's job: each run is its own event, though
+    /// its payload is the same every time.
+    public static func idempotencyKey(schedule: String, runAt: Date) -> String {
+        "schedule:\(schedule):\(ISO8601DateFormatter().string(from: runAt))"
+    }
+
+    /// The first run after `date`; throws when the cron does not parse or
+    /// names no time in the next eight years.
+    public static func nextRun(of cron: String, after date: Date) throws(ScheduleError) -> Date {
+        let expression: CronExpression
+        do { expression = try CronExpression(cron) } catch { throw ScheduleError.badCron(error) }
+        guard let next = expression.next(after: date) else { throw ScheduleError.neverRuns(cron: cron) }
+        return next
+    }
+
+    public func list() async throws -> [Schedule] {
+        let rows = try await client.query(
+            """
+            SELECT name, cron, queue, kind, payload::text, priority, max_attempts, next_run_at, last_run_at, error, paused
+            FROM worker.schedules ORDER BY name
+            """, logger: logger)
+        var schedules: [Schedule] = []
+        for try await r in rows.decode((String, String, String, String, String, Int16, Int?, Date?, Date?, String?, Bool).self) {
+            schedules.append(Schedule(
+                name: r.0, cron: r.1, queue: r.2, kind: r.3, payload: r.4, priority: Int(r.5), maxAttempts: r.6,
+                nextRunAt: r.7, lastRunAt: r.8, error: r.9, paused: r.10))
+        }
+        return schedules
+    }
+
+    /// Creates or replaces the schedule `schedule.name`, its first run the
+    /// first its cron names after now (the database's clock); returns it as
+    /// stored. A paused schedule stays paused.
+    @discardableResult
+    public func set(_ schedule: Schedule) async throws -> Schedule {
+        let now = try await DatabaseClock.now(client, logger: logger)
+        let next = try Self.nextRun(of: schedule.cron, after: now)
+        _ = try await client.query(
+            """
+            INSERT INTO worker.schedules AS s (name, cron, queue, kind, payload, priority, max_attempts, next_run_at)
+            VALUES (\(schedule.name), \(schedule.cron), \(schedule.queue), \(schedule.kind), \(schedule.payload)::jsonb,
+                    \(schedule.priority)::smallint, \(schedule.maxAttempts)::integer, \(next))
+            ON CONFLICT (name) DO UPDATE SET
+                cron = excluded.cron, queue = excluded.queue, kind = excluded.kind, payload = excluded.payload,
+                priority = excluded.priority, max_attempts = excluded.max_attempts, next_run_at = excluded.next_run_at,
+                error = NULL, updated_at = now()
+            """, logger: logger)
+        guard let stored = try await list().first(where: { $0.name == schedule.name }) else {
+            throw PostgresWorkerError.unexpected("schedule '\(schedule.name)' vanished as it was set")
+        }
+        return stored
+    }
+
+    /// Deletes the schedule; whether it existed. Jobs it enqueued stay.
+    public func remove(name: String) async throws -> Bool {
+        try await client.query("DELETE FROM worker.schedules WHERE name = \(name) RETURNING 1", logger: logger).hasRows()
+    }
+
+    /// Pauses the schedule, or resumes it from its next run after now (a
+    /// run missed while paused is not made up); whether it existed.
+    public func setPaused(_ paused: Bool, name: String) async throws -> Bool {
+        try await client.query(
+            """
+            UPDATE worker.schedules SET paused = \(paused), updated_at = now(),
+                next_run_at = CASE WHEN \(paused) THEN next_run_at END
+            WHERE name = \(name) RETURNING 1
+            """, logger: logger).hasRows()
+    }
+}
+
+/// A schedule whose cron cannot run.
+public enum ScheduleError: Error, Equatable, CustomStringConvertible {
+    case badCron(CronError)
+    case neverRuns(cron: String)
+
+    public var description: String {
+        switch self {
+        case .badCron(let error): "\(error)"
+        case .neverRuns(let cron): "cron '\(cron)' names no time in the next eight years"
+        }
+    }
+}

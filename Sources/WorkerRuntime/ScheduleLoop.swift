@@ -1,0 +1,43 @@
+import Logging
+import WorkerEngine
+
+/// Enqueues the schedules' due runs every `interval` while the worker runs.
+/// Every worker of the fleet does; each run is enqueued by one of them.
+struct ScheduleLoop: Sendable {
+    let schedules: Schedules
+    let interval: Duration
+    /// How long a look may wait for the database (see `ThroughputReporter`).
+    let deadline: Duration
+    let logger: Logger
+
+    func run() async {
+        while !Task.isCancelled {
+            do {
+                let schedules = schedules
+                let runs = try await withDeadline(in: deadline, orElse: {
+                    DeadlineExceeded(operation: "schedules", reason: "no answer from the database in time")
+                }) {
+                    try await schedules.enqueueDue()
+                }
+                for run in runs.enqueued {
+                    logger.info("scheduled job enqueued", metadata: [
+                        "schedule": "\(run.name)", "run_at": "\(run.runAt)", "job": "\(run.jobID)",
+                    ])
+                }
+                for broken in runs.broken {
+                    logger.error("schedule cannot run; fix its cron", metadata: [
+                        "schedule": "\(broken.name)", "error": "\(broken.error)",
+                    ])
+                }
+                try await Task.sleep(for: interval)
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("could not enqueue due schedules; will retry", metadata: [
+                    "error": "\(String(reflecting: error))",
+                ])
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+}

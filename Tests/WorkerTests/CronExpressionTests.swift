@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+import WorkerEngine
+
+@Suite struct CronExpressionTests {
+    let utc = ISO8601DateFormatter()
+
+    func next(_ cron: String, after time: String) throws -> String? {
+        try CronExpression(cron).next(after: utc.date(from: time)!).map { utc.string(from: $0) }
+    }
+
+    @Test func theNextRunIsTheFirstMatchingMinuteStrictlyAfter() throws {
+        #expect(try next("* * * * *", after: "2026-11-23T10:00:00Z") == "2026-11-23T10:01:00Z")
+        #expect(try next("* * * * *", after: "2026-11-23T10:00:59Z") == "2026-11-23T10:01:00Z")
+        #expect(try next("*/15 * * * *", after: "2026-11-23T10:15:00Z") == "2026-11-23T10:30:00Z")
+        #expect(try next("5/20 * * * *", after: "2026-11-23T10:26:00Z") == "2026-11-23T10:45:00Z")
+        #expect(try next("0 2 * * *", after: "2026-11-23T02:00:00Z") == "2026-11-24T02:00:00Z")
+        #expect(try next("30 9 * * MON-FRI", after: "2026-11-27T10:00:00Z") == "2026-11-30T09:30:00Z", "Friday to Monday")
+        #expect(try next("0 0 1 * *", after: "2026-12-15T00:00:00Z") == "2027-01-01T00:00:00Z", "across a year")
+        #expect(try next("@yearly", after: "2026-11-23T00:00:00Z") == "2027-01-01T00:00:00Z")
+        #expect(try next("0 12 29 2 *", after: "2026-03-01T00:00:00Z") == "2028-02-29T12:00:00Z", "the next leap day")
+        #expect(try next("0 0 * * 7", after: "2026-11-23T00:00:00Z") == "2026-11-29T00:00:00Z", "7 is Sunday")
+        #expect(try next("0 8-18/4 * jan,Nov *", after: "2026-11-23T13:00:00Z") == "2026-11-23T16:00:00Z")
+        #expect(try next("0 0 30 2 *", after: "2026-11-23T00:00:00Z") == nil, "never")
+    }
+
+    @Test func aRestrictedDayOfMonthAndDayOfWeekMatchEitherAsCronDoes() throws {
+        // The 13th or a Friday: after Thursday 26 November comes Friday the 27th; after
+        // Friday 11 December, Sunday the 13th (before Friday the 18th).
+        #expect(try next("0 0 13 * 5", after: "2026-11-26T00:00:00Z") == "2026-11-27T00:00:00Z")
+        #expect(try next("0 0 13 * 5", after: "2026-12-11T00:00:00Z") == "2026-12-13T00:00:00Z")
+        #expect(try next("0 0 */10 * *", after: "2026-11-23T00:00:00Z") == "2026-12-01T00:00:00Z", "*/10 is days 1, 11, 21, 31")
+    }
+
+    @Test(arguments: [
+        ("", "expected 5 fields"),
+        ("* * * *", "expected 5 fields (minute hour day-of-month month day-of-week), found 4"),
+        ("60 * * * *", "minute 60 is outside 0-59"),
+        ("* 24 * * *", "hour 24 is outside 0-23"),
+        ("* * 0 * *", "day-of-month 0 is outside 1-31"),
+        ("* * * 13 *", "month 13 is outside 1-12"),
+        ("* * * * 8", "day-of-week 8 is outside 0-7"),
+        ("*/0 * * * *", "minute step '0' is not a positive number"),
+        ("5-1 * * * *", "minute range '5-1' ends before it starts"),
+        ("* * * * FUNDAY", "day-of-week 'FUNDAY' is not a number or a name"),
+        ("a * * * *", "minute 'a' is not a number"),
+        ("1,,2 * * * *", "minute '' is not a number"),
+        ("@reboot", "unknown macro '@reboot'"),
+    ])
+    func aBadExpressionSaysWhatIsWrong(cron: String, problem: String) {
+        #expect(throws: CronError.self) { try CronExpression(cron) }
+        do {
+            _ = try CronExpression(cron)
+        } catch {
+            #expect(error.description.contains(problem), "\(error)")
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerRuntime
+import WorkerTestSupport
+
+/// `worker.schedules`: recurring jobs, each run enqueued once by the fleet.
+@Suite(.timeLimit(.minutes(2))) struct ScheduleTests {
+    func minute(of date: Date) -> Int {
+        var utc = Calendar(identifier: .gregorian)
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        return utc.component(.minute, from: date)
+    }
+
+    /// Makes the schedule's next run due: the whole minute `minutesAgo` before this one.
+    func makeDue(_ db: TestDatabase, _ name: String, minutesAgo: Int = 1) async throws {
+        try await db.execute("""
+            UPDATE worker.schedules SET next_run_at = date_trunc('minute', now()) - \(minutesAgo) * interval '1 minute'
+            WHERE name = \(name)
+            """)
+    }
+
+    @Test func aDueScheduleEnqueuesItsJobOnceAndMovesItsNextRunOn() async throws {
+        try await withTestDatabase { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            let set = try await schedules.set(Schedule(
+                name: "nightly", cron: "*/5 * * * *", queue: "reports", kind: "test", payload: #"{"report": "sales"}"#,
+                priority: 3, maxAttempts: 2))
+            let first = try #require(set.nextRunAt)
+            #expect(first > Date().addingTimeInterval(-60) && minute(of: first) % 5 == 0)
+            #expect(try await schedules.enqueueDue().isEmpty, "not due yet")
+
+            try await makeDue(db, "nightly")
+            let due = try #require(try await schedules.list().first?.nextRunAt)
+            let runs = try await schedules.enqueueDue()
+            #expect(runs.enqueued.count == 1 && runs.enqueued.first?.name == "nightly" && runs.enqueued.first?.runAt == due)
+            let job = try #require(runs.enqueued.first?.jobID)
+            let key = Schedules.idempotencyKey(schedule: "nightly", runAt: due)
+            #expect(key.hasPrefix("schedule:nightly:20"))
+            #expect(try await db.string("""
+                SELECT concat_ws(' ', queue, kind, payload->>'report', idempotency_key, priority, max_attempts)
+                FROM worker.jobs WHERE id = \(job)
+                """) == "reports test sales \(key) 3 2")
+
+            let after = try #require(try await schedules.list().first)
+            #expect(after.lastRunAt == due && after.nextRunAt.map { $0 > Date().addingTimeInterval(-5) } == true)
+            #expect(try await schedules.enqueueDue().isEmpty, "the run is not enqueued twice")
+            #expect(try await db.jobCount() == 1)
+        }
+    }
+
+    @Test func workersLookingAtOnceEnqueueEachRunOnce() async throws {
+        try await withTestDatabase(connections: 12) { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            for name in ["a", "b", "c"] {
+                try await schedules.set(Schedule(name: name, cron: "* * * * *", kind: "test"))
+            }
+            for round in 1...5 {
+                for name in ["a", "b", "c"] { try await makeDue(db, name, minutesAgo: round) }
+                let enqueued = try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<8 { group.addTask { try await schedules.enqueueDue().enqueued.count } }
+                    return try await group.reduce(0, +)
+                }
+                #expect(enqueued == 3, "round \(round)")
+                #expect(try await db.jobCount() == 3 * round)
+            }
+            #expect(try await db.int("SELECT count(DISTINCT idempotency_key)::int FROM worker.jobs") == 15)
+        }
+    }
+
+    @Test func runsMissedWhileNoWorkerRanCollapseIntoOne() async throws {
+        try await withTestDatabase { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            try await schedules.set(Schedule(name: "often", cron: "* * * * *", kind: "test"))
+            try await makeDue(db, "often", minutesAgo: 180)
+            #expect(try await schedules.enqueueDue().enqueued.count == 1)
+            #expect(try await schedules.enqueueDue().enqueued.isEmpty)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at > now()") == 1)
+        }
+    }
+
+    @Test func aScheduleInsertedBySQLGetsItsFirstRunAndABrokenCronWaitsForAFix() async throws {
+        try await withTestDatabase { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            try await db.execute("INSERT INTO worker.schedules (name, cron, kind) VALUES ('sql', '*/10 * * * *', 'test')")
+            try await db.execute("INSERT INTO worker.schedules (name, cron, kind) VALUES ('typo', '61 * * * *', 'test')")
+            let runs = try await schedules.enqueueDue()
+            #expect(runs.enqueued.isEmpty, "a first run is computed, not run")
+            #expect(runs.broken.map(\.name) == ["typo"])
+            #expect(runs.broken.first?.error == "cron '61 * * * *': minute 61 is outside 0-59")
+            var listed = try await schedules.list()
+            #expect(listed.map(\.name) == ["sql", "typo"])
+            #expect(listed[0].nextRunAt.map { minute(of: $0) % 10 == 0 } == true)
+            #expect(listed[1].nextRunAt == nil && listed[1].error == runs.broken.first?.error)
+            #expect(try await schedules.enqueueDue().isEmpty, "reported once, then left alone")
+
+            try await db.execute("UPDATE worker.schedules SET cron = '* * * * *' WHERE name = 'typo'")
+            #expect(try await schedules.list()[1].error == nil, "a new cron is read again")
+            _ = try await schedules.enqueueDue()
+            listed = try await schedules.list()
+            #expect(listed[1].nextRunAt != nil && listed[1].error == nil)
+            #expect(try await db.jobCount() == 0)
+        }
+    }
+
+    @Test func aPausedScheduleDoesNotRunAndResumesFromItsNextRun() async throws {
+        try await withTestDatabase { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            try await schedules.set(Schedule(name: "s", cron: "* * * * *", kind: "test"))
+            #expect(try await schedules.setPaused(true, name: "s"))
+            try await makeDue(db, "s")
+            #expect(try await schedules.enqueueDue().isEmpty)
+            #expect(try await schedules.setPaused(false, name: "s"))
+            #expect(try await schedules.enqueueDue().enqueued.isEmpty, "the run missed while paused is not made up")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at > now()") == 1)
+            #expect(try await !schedules.setPaused(true, name: "missing"))
+        }
+    }
+
+    @Test func aRunningWorkerEnqueuesAndRunsEachRunEvenWithTheSamePayload() async throws {
+        try await withTestDatabase(connections: 12) { db in
+            // Keys kept a day: had a run's key been its payload's hash, the second run would be a duplicate.
+            let handler = RecordingHandler(idempotencyTTL: .seconds(86_400))
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            try await schedules.set(Schedule(name: "tick", cron: "* * * * *", kind: "test", payload: #"{"same": true}"#))
+            try await makeDue(db, "tick", minutesAgo: 2)
+            let config = WorkerConfiguration(concurrency: 2, workerID: "w")
+            let worker = Worker(client: db.client, configuration: config, handlers: .testing(handler), logger: db.logger)
+            let running = Task { try await worker.run() }
+            do {
+                try await eventually("the worker to run the first run") { handler.invocations.count == 1 }
+                try await makeDue(db, "tick")
+                try await eventually("the worker to run the second run") { handler.invocations.count == 2 }
+            } catch {
+                worker.stop()
+                _ = try? await running.value
+                throw error
+            }
+            worker.stop()
+            try await running.value
+            #expect(worker.totals.done == 2 && worker.totals.duplicates == 0)
+            let keys = handler.invocations.compactMap(\.idempotencyKey)
+            #expect(keys.count == 2 && Set(keys).count == 2 && keys.allSatisfy { $0.hasPrefix("schedule:tick:") })
+        }
+    }
+
+    @Test func workerctlSetsListsPausesAndRemovesSchedules() async throws {
+        try await withTestDatabase { db in
+            let set = try await runTool(
+                "workerctl", ["schedules", "set", "nightly", "--cron", "0 2 * * MON-FRI", "--kind", "report.build",
+                              "--queue", "reports", "--payload", #"{"days": 1}"#], database: db)
+            #expect(set.status == 0 && set.stdout.contains("schedule 'nightly' set: report.build on queue reports, next run 20"), "\(set)")
+            #expect(set.stdout.contains("T02:00:00Z"), "\(set)")
+
+            let list = try await runTool("workerctl", ["schedules", "list", "--json"], database: db)
+            let listed = try #require(try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]], "\(list)")
+            #expect(listed.first?["name"] as? String == "nightly" && listed.first?["cron"] as? String == "0 2 * * MON-FRI")
+            #expect((listed.first?["payload"] as? [String: Any])?["days"] as? Int == 1 && listed.first?["paused"] as? Bool == false)
+
+            let bad = try await runTool("workerctl", ["schedules", "set", "x", "--cron", "0 25 * * *", "--kind", "k"], database: db)
+            #expect(bad.status == 64 && bad.stderr.contains("--cron: cron '0 25 * * *': hour 25 is outside 0-23"), "\(bad)")
+            let never = try await runTool("workerctl", ["schedules", "set", "x", "--cron", "0 0 31 2 *", "--kind", "k"], database: db)
+            #expect(never.status == 64 && never.stderr.contains("names no time in the next eight years"), "\(never)")
+
+            let pause = try await runTool("workerctl", ["schedules", "pause", "nightly"], database: db)
+            #expect(pause.status == 0, "\(pause)")
+            let table = try await runTool("workerctl", ["schedules", "list"], database: db)
+            #expect(table.stdout.split(separator: "\n").last?.hasSuffix("paused") == true, "\(table)")
+            let resume = try await runTool("workerctl", ["schedules", "resume", "nightly"], database: db)
+            #expect(resume.status == 0, "\(resume)")
+
+            let removed = try await runTool("workerctl", ["schedules", "remove", "nightly"], database: db)
+            #expect(removed.status == 0 && removed.stdout.contains("removed schedule 'nightly'"), "\(removed)")
+            let again = try await runTool("workerctl", ["schedules", "remove", "nightly"], database: db)
+            #expect(again.status == 1 && again.stderr.contains("no schedule named 'nightly'"), "\(again)")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schedules") == 0)
+        }
+    }
+}
