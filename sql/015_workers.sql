@@ -8,6 +8,9 @@
 CREATE TABLE worker.workers (
     -- workerd's --worker-id: the name in worker.jobs.leased_by.
     id             text        PRIMARY KEY,
+    -- The process, drawn at its start: a restart under the same id (a
+    -- container's host name and pid 1 again) is another instance.
+    instance       uuid        NOT NULL,
     host           text        NOT NULL,
     pid            integer     NOT NULL,
     queues         text[]      NOT NULL,

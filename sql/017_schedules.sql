@@ -29,15 +29,16 @@ CREATE TABLE worker.schedules (
     CONSTRAINT schedules_max_attempts_valid CHECK (max_attempts IS NULL OR max_attempts >= 1)
 );
 
--- A cron changed by SQL is read again: its error cleared and, unless the
--- same UPDATE set it, its next run reset for the next worker to compute.
+-- A cron changed by SQL is read again: its error cleared and its next run
+-- reset for the next worker to compute, unless the UPDATE also set
+-- updated_at (as `workerctl schedules set` does, with the next run it computed).
 CREATE FUNCTION worker.schedules_cron_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.next_run_at IS NOT DISTINCT FROM OLD.next_run_at THEN
+    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
         NEW.next_run_at := NULL;
+        NEW.updated_at := now();
     END IF;
     NEW.error := NULL;
-    NEW.updated_at := now();
     RETURN NEW;
 END
 $$;

@@ -108,8 +108,8 @@ struct SchedulesPauseCommand: AsyncParsableCommand {
     @Argument(help: "The schedule's name.") var name: String
 
     func run() async throws {
-        try await setPaused(true, name: name, database: database)
-        print("paused schedule '\(name)'")
+        let changed = try await setPaused(true, name: name, database: database)
+        print(changed ? "paused schedule '\(name)'" : "schedule '\(name)' was already paused")
     }
 }
 
@@ -121,13 +121,17 @@ struct SchedulesResumeCommand: AsyncParsableCommand {
     @Argument(help: "The schedule's name.") var name: String
 
     func run() async throws {
-        try await setPaused(false, name: name, database: database)
+        guard try await setPaused(false, name: name, database: database) else {
+            throw CommandFailure("schedule '\(name)' is not paused")
+        }
         print("resumed schedule '\(name)'")
     }
 }
 
-private func setPaused(_ paused: Bool, name: String, database: DatabaseOptions) async throws {
-    guard try await database.withClient({ client, logger in
+/// Whether the schedule changed; fails when there is none.
+private func setPaused(_ paused: Bool, name: String, database: DatabaseOptions) async throws -> Bool {
+    guard let changed = try await database.withClient({ client, logger in
         try await Schedules(client: client, logger: logger).setPaused(paused, name: name)
     }) else { throw CommandFailure("no schedule named '\(name)'") }
+    return changed
 }

@@ -104,7 +104,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
                 let low = try value(bounds[0], name, range, names: names, in: text)
                 let high = bounds.count == 2 ? try value(bounds[1], name, range, names: names, in: text) : nil
                 if let high, high < low { throw CronError(text, "\(name) range '\(pieces[0])' ends before it starts") }
-                // `5/15` means from 5 to the end in steps of 15, as in Vixie cron.
+                // `5/15` means from 5 to the end in steps of 15, as cronie reads it.
                 span = low...(high ?? (pieces.count == 2 ? range.upperBound : low))
             }
             values.formUnion(stride(from: span.lowerBound, through: span.upperBound, by: step))

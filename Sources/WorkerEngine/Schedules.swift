@@ -178,15 +178,21 @@ public struct Schedules: Sendable {
         try await client.query("DELETE FROM worker.schedules WHERE name = \(name) RETURNING 1", logger: logger).hasRows()
     }
 
-    /// Pauses the schedule, or resumes it from its next run after now (a
-    /// run missed while paused is not made up); whether it existed.
-    public func setPaused(_ paused: Bool, name: String) async throws -> Bool {
-        try await client.query(
+    /// Pauses the schedule, or resumes a paused one from its next run after
+    /// now (a run missed while paused is not made up). Whether it changed;
+    /// `nil` if there is no such schedule.
+    public func setPaused(_ paused: Bool, name: String) async throws -> Bool? {
+        let rows = try await client.query(
             """
-            UPDATE worker.schedules SET paused = \(paused), updated_at = now(),
-                next_run_at = CASE WHEN \(paused) THEN next_run_at END
-            WHERE name = \(name) RETURNING 1
-            """, logger: logger).hasRows()
+            WITH changed AS (
+                UPDATE worker.schedules SET paused = \(paused), updated_at = now(),
+                    next_run_at = CASE WHEN \(paused) THEN next_run_at END
+                WHERE name = \(name) AND paused <> \(paused) RETURNING 1
+            )
+            SELECT EXISTS (SELECT FROM changed) FROM worker.schedules WHERE name = \(name)
+            """, logger: logger)
+        for try await changed in rows.decode(Bool.self) { return changed }
+        return nil
     }
 }
 

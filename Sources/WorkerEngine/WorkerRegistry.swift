@@ -5,6 +5,8 @@ import PostgresNIO
 /// What a `workerd` reports of itself to `worker.workers`.
 public struct WorkerReport: Sendable, Equatable {
     public var workerID: String
+    /// This process, drawn at its start.
+    public var instance: UUID
     public var host: String
     public var pid: Int
     public var queues: [String]
@@ -18,10 +20,11 @@ public struct WorkerReport: Sendable, Equatable {
     public var stopping: Bool
 
     public init(
-        workerID: String, host: String, pid: Int, queues: [String], concurrency: Int, batchSize: Int, leases: Int,
+        workerID: String, instance: UUID, host: String, pid: Int, queues: [String], concurrency: Int, batchSize: Int, leases: Int,
         finished: Int, stopping: Bool
     ) {
         self.workerID = workerID
+        self.instance = instance
         self.host = host
         self.pid = pid
         self.queues = queues
@@ -95,8 +98,8 @@ public struct WorkerRegistry: Sendable {
     }
 
     /// Writes `report` as its worker's row, and deletes rows past the
-    /// retention. Returns the other process whose row under the same worker
-    /// id it replaced, if that one reported within `silenceBeforeGone` and
+    /// retention. Returns the other instance's process whose row under the
+    /// same worker id it replaced, if that one reported within `silenceBeforeGone` and
     /// had not begun to stop: either two workers share an id (and `workerctl
     /// jobs` can no longer tell their leases apart), or the other one died
     /// moments ago and was restarted under its id.
@@ -108,21 +111,20 @@ public struct WorkerRegistry: Sendable {
                 """
                 WITH other AS (
                     SELECT host, pid FROM worker.workers
-                    WHERE id = \(report.workerID) AND (host, pid) <> (\(report.host), \(report.pid))
+                    WHERE id = \(report.workerID) AND instance <> \(report.instance)
                       AND stopping_since IS NULL
                       AND seen_at > now() - \(Self.silenceBeforeGone.milliseconds)::bigint * interval '1 millisecond'
                 ), written AS (
-                    INSERT INTO worker.workers AS w (id, host, pid, queues, concurrency, batch_size, leases, finished,
+                    INSERT INTO worker.workers AS w (id, instance, host, pid, queues, concurrency, batch_size, leases, finished,
                                                    stopping_since)
-                    VALUES (\(report.workerID), \(report.host), \(report.pid), \(report.queues)::text[],
+                    VALUES (\(report.workerID), \(report.instance), \(report.host), \(report.pid), \(report.queues)::text[],
                             \(report.concurrency), \(report.batchSize), \(report.leases), \(report.finished),
                             CASE WHEN \(report.stopping) THEN now() END)
                     ON CONFLICT (id) DO UPDATE SET
-                        host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+                        instance = excluded.instance, host = excluded.host, pid = excluded.pid, queues = excluded.queues,
                         concurrency = excluded.concurrency, batch_size = excluded.batch_size, leases = excluded.leases,
                         finished = excluded.finished,
-                        started_at = CASE WHEN (w.host, w.pid) = (excluded.host, excluded.pid) THEN w.started_at
-                                          ELSE now() END,
+                        started_at = CASE WHEN w.instance = excluded.instance THEN w.started_at ELSE now() END,
                         seen_at = now(),
                         stopping_since = CASE WHEN excluded.stopping_since IS NOT NULL
                                               THEN coalesce(w.stopping_since, now()) END
@@ -138,11 +140,13 @@ public struct WorkerRegistry: Sendable {
         }
     }
 
-    /// Deletes the worker's row: it has stopped.
-    public func remove(workerID: String) async throws {
+    /// Deletes the instance's row: it has stopped. A row another instance
+    /// wrote under the same id since is left to it.
+    public func remove(workerID: String, instance: UUID) async throws {
         let logger = logger
         try await client.withLiveConnection { connection in
-            _ = try await connection.query("DELETE FROM worker.workers WHERE id = \(workerID)", logger: logger)
+            _ = try await connection.query(
+                "DELETE FROM worker.workers WHERE id = \(workerID) AND instance = \(instance)", logger: logger)
         }
     }
 

@@ -49,9 +49,11 @@ struct PresenceReporter: Sendable {
     /// Deletes the row; a worker that could not is shown as gone once its
     /// last report is old.
     func remove() async {
-        let (registry, workerID) = (registry, report().workerID)
+        let (registry, report) = (registry, report())
         do {
-            try await answered("worker removal") { try await registry.remove(workerID: workerID) }
+            try await answered("worker removal") {
+                try await registry.remove(workerID: report.workerID, instance: report.instance)
+            }
         } catch {
             logger.warning("could not remove this worker's row", metadata: ["error": "\(String(reflecting: error))"])
         }
@@ -65,11 +67,13 @@ struct PresenceReporter: Sendable {
         }, body)
     }
 
-    /// Whether `other` may still run. On this host the kernel knows; a
+    /// Whether `other` may still run. On this host the kernel knows: a
     /// process restarted by systemd under its predecessor's id finds the
-    /// predecessor's fresh row, and that is no clash.
+    /// predecessor's fresh row, and that is no clash; nor is a predecessor
+    /// with this process's own pid (a restarted container's pid 1).
     static func isAlive(_ other: WorkerRegistry.Process, besides report: WorkerReport) -> Bool {
-        guard other.host == report.host, let pid = Int32(exactly: other.pid), pid > 0 else { return true }
+        guard other.host == report.host else { return true }
+        guard other.pid != report.pid, let pid = Int32(exactly: other.pid), pid > 0 else { return false }
         return kill(pid, 0) == 0 || errno == EPERM
     }
 

@@ -18,6 +18,8 @@ public final class Worker: Service, Sendable {
     private let wake = WakeSignal()
     /// Closed when a stop begins, for the presence report (never signalled).
     private let stopBegan = WakeSignal()
+    /// This run of the worker in `worker.workers`.
+    private let instance = UUID()
     private let leases = LeaseRegistry()
     private let counters = WorkerCounters()
     private let stopping = Atomic<Bool>(false)
@@ -67,11 +69,15 @@ public final class Worker: Service, Sendable {
             deadline: configuration.statementDeadline, logger: logger
         ) { [self] in
             WorkerReport(
-                workerID: configuration.workerID, host: PresenceReporter.hostName,
+                workerID: configuration.workerID, instance: instance, host: PresenceReporter.hostName,
                 pid: Int(ProcessInfo.processInfo.processIdentifier), queues: configuration.queues,
                 concurrency: configuration.concurrency, batchSize: configuration.batchSize, leases: leasesHeld,
                 finished: totals.finished, stopping: isStopping)
         }
+        let reporter = ThroughputReporter(
+            throughput: Throughput(client: client, logger: logger), counters: counters,
+            workerID: configuration.workerID, interval: .seconds(10),
+            deadline: configuration.statementDeadline, logger: logger)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 let listener = NotificationListener(
@@ -82,10 +88,6 @@ public final class Worker: Service, Sendable {
                 background.addTask { await self.ticker.run() }
                 background.addTask { await listener.run() }
                 background.addTask { await heartbeat.run() }
-                let reporter = ThroughputReporter(
-                    throughput: Throughput(client: client, logger: logger), counters: counters,
-                    workerID: configuration.workerID, interval: .seconds(10),
-                    deadline: configuration.statementDeadline, logger: logger)
                 background.addTask { await reporter.run() }
                 background.addTask { await presence.run(reportingAtOnce: self.stopBegan) }
                 let schedules = ScheduleLoop(
@@ -110,10 +112,13 @@ public final class Worker: Service, Sendable {
                 // The heartbeat outlives the lanes so that a slow last batch keeps its leases.
                 stopBegan.close()  // lanes that stopped on cancellation: the report's wait ends too
                 background.cancelAll()
-                await reporter.flush()
             }
-            // After the group: no report of this worker is still in flight to write its row back.
-            await presence.remove()
+            // After the group, so that no report still in flight writes the row back; unstructured,
+            // so that a stop cancelled past its timeout still writes both, each within its deadline.
+            await Task {
+                await reporter.flush()
+                await presence.remove()
+            }.value
         } onGracefulShutdown: {
             self.stop()
         }

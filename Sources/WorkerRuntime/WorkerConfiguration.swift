@@ -58,8 +58,9 @@ public struct WorkerConfiguration: Sendable {
     public var heartbeatInterval: Duration { visibilityTimeout / 3 }
 
     /// Connections the worker needs: one per lane, one each for LISTEN,
-    /// heartbeats, sweeps, throughput and metrics.
-    public var connectionsNeeded: Int { concurrency + 5 }
+    /// heartbeats, sweeps, throughput, metrics, its presence report and the
+    /// schedules.
+    public var connectionsNeeded: Int { concurrency + 7 }
 
     /// How long a claim or a lease heartbeat may wait for its answer: an
     /// answer later than the visibility timeout finds the leases expired, and

@@ -26,6 +26,8 @@ import WorkerTestSupport
                     "DELETE FROM worker.dead_letters",
                     "SELECT * FROM worker.idempotency_keys",
                     "INSERT INTO worker.queue_pauses (queue) VALUES ('default')",
+                    "INSERT INTO worker.schedules (name, cron, kind) VALUES ('s', '@daily', 'noop')",
+                    "SELECT * FROM worker.workers",
                     "SELECT * FROM app.payments",
                     "UPDATE app.flights SET seats_available = 0",
                     "INSERT INTO app.refunds (refund_id, payment_id, amount_cents, currency, job_id) VALUES ('r', 'p', 1, 'EUR', 1)",
@@ -78,6 +80,9 @@ import WorkerTestSupport
                     "DELETE FROM worker.dead_letters", "UPDATE worker.dead_letters SET reason = 'x'",
                     "INSERT INTO worker.queue_pauses (queue) VALUES ('default')", "DELETE FROM worker.queue_pauses",
                     "DELETE FROM app.payments", "DROP TABLE worker.jobs", "DELETE FROM worker.schema_migrations",
+                    "INSERT INTO worker.schedules (name, cron, kind) VALUES ('s', '@daily', 'noop')",
+                    "UPDATE worker.schedules SET cron = '* * * * *'", "UPDATE worker.schedules SET paused = true",
+                    "DELETE FROM worker.schedules",
                 ] {
                     #expect(await consumer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }

@@ -7,16 +7,21 @@ import WorkerTestSupport
 
 /// `worker.schedules`: recurring jobs, each run enqueued once by the fleet.
 @Suite(.timeLimit(.minutes(2))) struct ScheduleTests {
-    func minute(of date: Date) -> Int {
+    /// Runs once a year, at a minute no test reaches: only `makeDue` makes
+    /// its schedules due, whatever the time of day the tests run.
+    static let yearly = "0 0 1 1 *"
+
+    func components(of date: Date) -> DateComponents {
         var utc = Calendar(identifier: .gregorian)
         utc.timeZone = TimeZone(identifier: "UTC")!
-        return utc.component(.minute, from: date)
+        return utc.dateComponents([.month, .day, .hour, .minute], from: date)
     }
 
-    /// Makes the schedule's next run due: the whole minute `minutesAgo` before this one.
-    func makeDue(_ db: TestDatabase, _ name: String, minutesAgo: Int = 1) async throws {
+    /// Makes the schedule's next run due: minute `run` of 2020 (a run each
+    /// call, and long past).
+    func makeDue(_ db: TestDatabase, _ name: String, run: Int = 0) async throws {
         try await db.execute("""
-            UPDATE worker.schedules SET next_run_at = date_trunc('minute', now()) - \(minutesAgo) * interval '1 minute'
+            UPDATE worker.schedules SET next_run_at = timestamptz '2020-01-01 00:00:00Z' + \(run) * interval '1 minute'
             WHERE name = \(name)
             """)
     }
@@ -25,10 +30,11 @@ import WorkerTestSupport
         try await withTestDatabase { db in
             let schedules = Schedules(client: db.client, logger: db.logger)
             let set = try await schedules.set(Schedule(
-                name: "nightly", cron: "*/5 * * * *", queue: "reports", kind: "test", payload: #"{"report": "sales"}"#,
+                name: "nightly", cron: Self.yearly, queue: "reports", kind: "test", payload: #"{"report": "sales"}"#,
                 priority: 3, maxAttempts: 2))
             let first = try #require(set.nextRunAt)
-            #expect(first > Date().addingTimeInterval(-60) && minute(of: first) % 5 == 0)
+            let parts = components(of: first)
+            #expect(first > Date() && [parts.month, parts.day, parts.hour, parts.minute] == [1, 1, 0, 0])
             #expect(try await schedules.enqueueDue().isEmpty, "not due yet")
 
             try await makeDue(db, "nightly")
@@ -44,7 +50,7 @@ import WorkerTestSupport
                 """) == "reports test sales \(key) 3 2")
 
             let after = try #require(try await schedules.list().first)
-            #expect(after.lastRunAt == due && after.nextRunAt.map { $0 > Date().addingTimeInterval(-5) } == true)
+            #expect(after.lastRunAt == due && after.nextRunAt == first, "the next run after now")
             #expect(try await schedules.enqueueDue().isEmpty, "the run is not enqueued twice")
             #expect(try await db.jobCount() == 1)
         }
@@ -54,10 +60,10 @@ import WorkerTestSupport
         try await withTestDatabase(connections: 12) { db in
             let schedules = Schedules(client: db.client, logger: db.logger)
             for name in ["a", "b", "c"] {
-                try await schedules.set(Schedule(name: name, cron: "* * * * *", kind: "test"))
+                try await schedules.set(Schedule(name: name, cron: Self.yearly, kind: "test"))
             }
             for round in 1...5 {
-                for name in ["a", "b", "c"] { try await makeDue(db, name, minutesAgo: round) }
+                for name in ["a", "b", "c"] { try await makeDue(db, name, run: round) }
                 let enqueued = try await withThrowingTaskGroup(of: Int.self) { group in
                     for _ in 0..<8 { group.addTask { try await schedules.enqueueDue().enqueued.count } }
                     return try await group.reduce(0, +)
@@ -69,11 +75,24 @@ import WorkerTestSupport
         }
     }
 
+    @Test func setReplacesASchedulesDefinitionAndGivesItsNextRun() async throws {
+        try await withTestDatabase { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            let first = try await schedules.set(Schedule(name: "s", cron: Self.yearly, kind: "test"))
+            // Another text for the same times: the same next run, which the cron trigger must not reset.
+            let second = try await schedules.set(Schedule(name: "s", cron: "0 0 1 jan *", queue: "q", kind: "other"))
+            #expect(second.nextRunAt != nil && second.nextRunAt == first.nextRunAt)
+            #expect(second.cron == "0 0 1 jan *" && second.queue == "q" && second.kind == "other")
+            #expect(try await schedules.list().count == 1)
+        }
+    }
+
     @Test func runsMissedWhileNoWorkerRanCollapseIntoOne() async throws {
         try await withTestDatabase { db in
             let schedules = Schedules(client: db.client, logger: db.logger)
-            try await schedules.set(Schedule(name: "often", cron: "* * * * *", kind: "test"))
-            try await makeDue(db, "often", minutesAgo: 180)
+            // Due since 2020: six yearly runs missed.
+            try await schedules.set(Schedule(name: "often", cron: Self.yearly, kind: "test"))
+            try await makeDue(db, "often")
             #expect(try await schedules.enqueueDue().enqueued.count == 1)
             #expect(try await schedules.enqueueDue().enqueued.isEmpty)
             #expect(try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at > now()") == 1)
@@ -83,7 +102,7 @@ import WorkerTestSupport
     @Test func aScheduleInsertedBySQLGetsItsFirstRunAndABrokenCronWaitsForAFix() async throws {
         try await withTestDatabase { db in
             let schedules = Schedules(client: db.client, logger: db.logger)
-            try await db.execute("INSERT INTO worker.schedules (name, cron, kind) VALUES ('sql', '*/10 * * * *', 'test')")
+            try await db.execute("INSERT INTO worker.schedules (name, cron, kind) VALUES ('sql', '0 0 1 1 *', 'test')")
             try await db.execute("INSERT INTO worker.schedules (name, cron, kind) VALUES ('typo', '61 * * * *', 'test')")
             let runs = try await schedules.enqueueDue()
             #expect(runs.enqueued.isEmpty, "a first run is computed, not run")
@@ -91,11 +110,11 @@ import WorkerTestSupport
             #expect(runs.broken.first?.error == "cron '61 * * * *': minute 61 is outside 0-59")
             var listed = try await schedules.list()
             #expect(listed.map(\.name) == ["sql", "typo"])
-            #expect(listed[0].nextRunAt.map { minute(of: $0) % 10 == 0 } == true)
+            #expect(listed[0].nextRunAt.map { components(of: $0).month == 1 && $0 > Date() } == true)
             #expect(listed[1].nextRunAt == nil && listed[1].error == runs.broken.first?.error)
             #expect(try await schedules.enqueueDue().isEmpty, "reported once, then left alone")
 
-            try await db.execute("UPDATE worker.schedules SET cron = '* * * * *' WHERE name = 'typo'")
+            try await db.execute("UPDATE worker.schedules SET cron = '0 0 1 1 *' WHERE name = 'typo'")
             #expect(try await schedules.list()[1].error == nil, "a new cron is read again")
             _ = try await schedules.enqueueDue()
             listed = try await schedules.list()
@@ -107,14 +126,16 @@ import WorkerTestSupport
     @Test func aPausedScheduleDoesNotRunAndResumesFromItsNextRun() async throws {
         try await withTestDatabase { db in
             let schedules = Schedules(client: db.client, logger: db.logger)
-            try await schedules.set(Schedule(name: "s", cron: "* * * * *", kind: "test"))
-            #expect(try await schedules.setPaused(true, name: "s"))
+            try await schedules.set(Schedule(name: "s", cron: Self.yearly, kind: "test"))
+            #expect(try await schedules.setPaused(false, name: "s") == false, "not paused")
+            #expect(try await schedules.setPaused(true, name: "s") == true)
+            #expect(try await schedules.setPaused(true, name: "s") == false, "already paused")
             try await makeDue(db, "s")
             #expect(try await schedules.enqueueDue().isEmpty)
-            #expect(try await schedules.setPaused(false, name: "s"))
+            #expect(try await schedules.setPaused(false, name: "s") == true)
             #expect(try await schedules.enqueueDue().enqueued.isEmpty, "the run missed while paused is not made up")
             #expect(try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at > now()") == 1)
-            #expect(try await !schedules.setPaused(true, name: "missing"))
+            #expect(try await schedules.setPaused(true, name: "missing") == nil)
         }
     }
 
@@ -123,14 +144,14 @@ import WorkerTestSupport
             // Keys kept a day: had a run's key been its payload's hash, the second run would be a duplicate.
             let handler = RecordingHandler(idempotencyTTL: .seconds(86_400))
             let schedules = Schedules(client: db.client, logger: db.logger)
-            try await schedules.set(Schedule(name: "tick", cron: "* * * * *", kind: "test", payload: #"{"same": true}"#))
-            try await makeDue(db, "tick", minutesAgo: 2)
+            try await schedules.set(Schedule(name: "tick", cron: Self.yearly, kind: "test", payload: #"{"same": true}"#))
+            try await makeDue(db, "tick", run: 1)
             let config = WorkerConfiguration(concurrency: 2, workerID: "w")
             let worker = Worker(client: db.client, configuration: config, handlers: .testing(handler), logger: db.logger)
             let running = Task { try await worker.run() }
             do {
                 try await eventually("the worker to run the first run") { handler.invocations.count == 1 }
-                try await makeDue(db, "tick")
+                try await makeDue(db, "tick", run: 2)
                 try await eventually("the worker to run the second run") { handler.invocations.count == 2 }
             } catch {
                 worker.stop()
@@ -169,6 +190,8 @@ import WorkerTestSupport
             #expect(table.stdout.split(separator: "\n").last?.hasSuffix("paused") == true, "\(table)")
             let resume = try await runTool("workerctl", ["schedules", "resume", "nightly"], database: db)
             #expect(resume.status == 0, "\(resume)")
+            let notPaused = try await runTool("workerctl", ["schedules", "resume", "nightly"], database: db)
+            #expect(notPaused.status == 1 && notPaused.stderr.contains("schedule 'nightly' is not paused"), "\(notPaused)")
 
             let removed = try await runTool("workerctl", ["schedules", "remove", "nightly"], database: db)
             #expect(removed.status == 0 && removed.stdout.contains("removed schedule 'nightly'"), "\(removed)")

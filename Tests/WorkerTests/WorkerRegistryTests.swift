@@ -7,11 +7,13 @@ import WorkerTestSupport
 
 /// `worker.workers` and `workerctl workers`: the fleet as an operator sees it.
 @Suite(.timeLimit(.minutes(2))) struct WorkerRegistryTests {
+    /// A report of the process `pid` on `host`: one instance per pair.
     func report(
         _ id: String, host: String = "h1", pid: Int = 1, leases: Int = 0, finished: Int = 0, stopping: Bool = false
     ) -> WorkerReport {
-        WorkerReport(
-            workerID: id, host: host, pid: pid, queues: ["a", "b"], concurrency: 4, batchSize: 20, leases: leases,
+        let instance = UUID(uuidString: String(format: "00000000-0000-0000-%04d-%012d", host.count, pid))!
+        return WorkerReport(
+            workerID: id, instance: instance, host: host, pid: pid, queues: ["a", "b"], concurrency: 4, batchSize: 20, leases: leases,
             finished: finished, stopping: stopping)
     }
 
@@ -127,6 +129,12 @@ import WorkerTestSupport
             #expect(try await registry.report(report("w", host: "h1", pid: 11)) == nil)
             try await db.execute("UPDATE worker.workers SET seen_at = now() - interval '31 seconds'")
             #expect(try await registry.report(report("w", host: "h1", pid: 12)) == nil)
+
+            // A stopping instance removes its own row only, not its successor's.
+            try await registry.remove(workerID: "w", instance: report("w", host: "h1", pid: 11).instance)
+            #expect(try await registry.list().map(\.pid) == [12])
+            try await registry.remove(workerID: "w", instance: report("w", host: "h1", pid: 12).instance)
+            #expect(try await registry.list().isEmpty)
         }
     }
 
@@ -138,5 +146,6 @@ import WorkerTestSupport
         #expect(!PresenceReporter.isAlive(dead, besides: me), "systemd restarted a crashed worker under its id")
         #expect(PresenceReporter.isAlive(.init(host: me.host, pid: Int(getppid())), besides: me))
         #expect(PresenceReporter.isAlive(.init(host: "elsewhere", pid: Int(exited.pid)), besides: me))
+        #expect(!PresenceReporter.isAlive(.init(host: me.host, pid: me.pid), besides: me), "a restarted container's pid 1")
     }
 }
