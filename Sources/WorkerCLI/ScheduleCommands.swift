@@ -51,30 +51,17 @@ struct SchedulesSetCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "The schedule's name.") var name: String
     @Option(help: "When it runs: five cron fields, in UTC.") var cron: String
-    @Option(help: "Job kind, e.g. demo.task.") var kind: String
-    @Option(help: "Queue name.") var queue = "default"
-    @Option(help: "JSON payload of every run's job.") var payload = "{}"
-    @Option(parsing: .unconditional, help: "Priority; lower runs first.") var priority = 0
-    @Option(parsing: .unconditional, help: "Attempts before dead-lettering (default: the kind's retry policy).") var maxAttempts: Int?
+    @OptionGroup var job: JobDefinitionOptions
 
     func validate() throws {
         guard !name.isEmpty, name.count <= 128 else { throw ValidationError("NAME must have 1 to 128 characters") }
         do { _ = try Schedules.nextRun(of: cron, after: Date()) } catch { throw ValidationError("--cron: \(error)") }
-        guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("--queue must have 1 to 128 characters") }
-        guard !kind.isEmpty, kind.count <= 128 else { throw ValidationError("--kind must have 1 to 128 characters") }
-        guard (try? JSONSerialization.jsonObject(with: Data(payload.utf8), options: [.fragmentsAllowed])) != nil else {
-            throw ValidationError("--payload is not valid JSON: \(payload)")
-        }
-        guard (Int(Int16.min)...Int(Int16.max)).contains(priority) else {
-            throw ValidationError("--priority must be in \(Int16.min)...\(Int16.max)")
-        }
-        if let maxAttempts, maxAttempts < 1 { throw ValidationError("--max-attempts must be at least 1") }
     }
 
     func run() async throws {
         let schedule = Schedule(
-            name: name, cron: cron, queue: queue, kind: kind, payload: payload, priority: priority,
-            maxAttempts: maxAttempts)
+            name: name, cron: cron, queue: job.queue, kind: job.kind, payload: job.payload, priority: job.priority,
+            maxAttempts: job.maxAttempts)
         let stored = try await database.withClient { client, logger in
             try await Schedules(client: client, logger: logger).set(schedule)
         }

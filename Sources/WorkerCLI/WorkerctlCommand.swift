@@ -126,33 +126,21 @@ struct EnqueueCommand: AsyncParsableCommand {
         commandName: "enqueue", abstract: "Insert jobs, as a producer would (for operators and demos).")
 
     @OptionGroup var database: DatabaseOptions
-    @Option(help: "Queue name.") var queue = "default"
-    @Option(help: "Job kind, e.g. noop or demo.task.") var kind: String
-    @Option(help: "JSON payload.") var payload = "{}"
+    @OptionGroup var job: JobDefinitionOptions
     @Option(help: "Idempotency key.") var idempotencyKey: String?
-    @Option(parsing: .unconditional, help: "Priority; lower runs first.") var priority = 0
-    @Option(parsing: .unconditional, help: "Attempts before dead-lettering (default: the kind's retry policy).") var maxAttempts: Int?
     @Option(help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
     @Option(parsing: .unconditional, help: "How many copies to insert.") var count = 1
 
     func validate() throws {
-        guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("--queue must have 1 to 128 characters") }
-        guard !kind.isEmpty, kind.count <= 128 else { throw ValidationError("--kind must have 1 to 128 characters") }
-        guard (try? JSONSerialization.jsonObject(with: Data(payload.utf8), options: [.fragmentsAllowed])) != nil else {
-            throw ValidationError("--payload is not valid JSON: \(payload)")
-        }
-        guard (Int(Int16.min)...Int(Int16.max)).contains(priority) else {
-            throw ValidationError("--priority must be in \(Int16.min)...\(Int16.max)")
-        }
-        if let maxAttempts, maxAttempts < 1 { throw ValidationError("--max-attempts must be at least 1") }
         guard (1...1_000_000).contains(count) else { throw ValidationError("--count must be in 1...1000000") }
         do { _ = try DurationParser.parse(delay, setting: "--delay") } catch { throw ValidationError("\(error)") }
     }
 
     func run() async throws {
         let job = NewJob(
-            queue: queue, kind: kind, payload: payload, idempotencyKey: idempotencyKey, priority: priority,
-            maxAttempts: maxAttempts, delay: try DurationParser.parse(delay, setting: "--delay"))
+            queue: self.job.queue, kind: self.job.kind, payload: self.job.payload, idempotencyKey: idempotencyKey,
+            priority: self.job.priority, maxAttempts: self.job.maxAttempts,
+            delay: try DurationParser.parse(delay, setting: "--delay"))
         let count = self.count
         let ids = try await database.withClient { client, logger in
             try await JobQueue(client: client, logger: logger).enqueue(job, count: count)

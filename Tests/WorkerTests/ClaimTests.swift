@@ -105,20 +105,8 @@ import WorkerTestSupport
                 """)
             try await db.execute("INSERT INTO worker.jobs (kind, priority) SELECT 'noop', 1 FROM generate_series(1, 10)")
             try await db.execute("VACUUM ANALYZE worker.jobs")
-            try await db.execute("""
-                CREATE FUNCTION public.claim_buffers() RETURNS int LANGUAGE plpgsql AS $$
-                DECLARE plan json;
-                BEGIN
-                    -- Twice: the session's first call also plans the claim's statements.
-                    FOR i IN 1..2 LOOP
-                        EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM worker.claim(''default'', 1, 30000, ''w'')'
-                            INTO plan;
-                    END LOOP;
-                    RETURN (plan -> 0 -> 'Plan' ->> 'Shared Hit Blocks')::int + (plan -> 0 -> 'Plan' ->> 'Shared Read Blocks')::int;
-                END $$
-                """)
             // sql/008's claim read past the 50,000 waiting jobs' index entries: 317 buffers, here 29.
-            let buffers = try await db.int("SELECT public.claim_buffers()")
+            let buffers = try await db.claimBuffers(batch: 1)
             #expect(buffers < 100, "a claim of one job read \(buffers) buffers")
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE priority = 1 AND attempts = 1") == 2)
         }

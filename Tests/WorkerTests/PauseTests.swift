@@ -79,20 +79,8 @@ import WorkerTestSupport
             try await db.execute("INSERT INTO worker.jobs (kind, priority) SELECT 'noop', n FROM generate_series(-100, 100) AS n")
             try await db.execute("VACUUM ANALYZE worker.jobs")
             _ = try await QueuePauses(client: db.client, logger: db.logger).pause("default")
-            try await db.execute("""
-                CREATE FUNCTION public.claim_buffers() RETURNS int LANGUAGE plpgsql AS $$
-                DECLARE plan json;
-                BEGIN
-                    -- Twice: the session's first call also plans the claim's statements.
-                    FOR i IN 1..2 LOOP
-                        EXECUTE 'EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM worker.claim(''default'', 10, 30000, ''w'')'
-                            INTO plan;
-                    END LOOP;
-                    RETURN (plan -> 0 -> 'Plan' ->> 'Shared Hit Blocks')::int + (plan -> 0 -> 'Plan' ->> 'Shared Read Blocks')::int;
-                END $$
-                """)
             // sql/014's claim visited all 201 levels, a statement and a probe each: 1,213 buffers.
-            let buffers = try await db.int("SELECT public.claim_buffers()")
+            let buffers = try await db.claimBuffers(batch: 10)
             #expect(buffers < 20, "a claim of a paused queue read \(buffers) buffers")
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE attempts > 0") == 0)
         }

@@ -147,20 +147,12 @@ import WorkerTestSupport
             try await schedules.set(Schedule(name: "tick", cron: Self.yearly, kind: "test", payload: #"{"same": true}"#))
             try await makeDue(db, "tick", run: 1)
             let config = WorkerConfiguration(concurrency: 2, workerID: "w")
-            let worker = Worker(client: db.client, configuration: config, handlers: .testing(handler), logger: db.logger)
-            let running = Task { try await worker.run() }
-            do {
+            let totals = try await withWorker(db, .testing(handler), config) { _ in
                 try await eventually("the worker to run the first run") { handler.invocations.count == 1 }
                 try await makeDue(db, "tick", run: 2)
                 try await eventually("the worker to run the second run") { handler.invocations.count == 2 }
-            } catch {
-                worker.stop()
-                _ = try? await running.value
-                throw error
             }
-            worker.stop()
-            try await running.value
-            #expect(worker.totals.done == 2 && worker.totals.duplicates == 0)
+            #expect(totals.done == 2 && totals.duplicates == 0)
             let keys = handler.invocations.compactMap(\.idempotencyKey)
             #expect(keys.count == 2 && Set(keys).count == 2 && keys.allSatisfy { $0.hasPrefix("schedule:tick:") })
         }

@@ -13,8 +13,8 @@ import WorkerTestSupport
     ) -> WorkerReport {
         let instance = UUID(uuidString: String(format: "00000000-0000-0000-%04d-%012d", host.count, pid))!
         return WorkerReport(
-            workerID: id, instance: instance, host: host, pid: pid, queues: ["a", "b"], concurrency: 4, batchSize: 20, leases: leases,
-            finished: finished, stopping: stopping)
+            workerID: id, instance: instance, host: host, pid: pid, queues: ["a", "b"], concurrency: 4, batchSize: 20,
+            leases: leases, finished: finished, stopping: stopping)
     }
 
     @Test func aWorkerReportsItselfWhenItStartsShowsItsStopAtOnceAndRemovesItselfWhenStopped() async throws {
@@ -26,11 +26,9 @@ import WorkerTestSupport
                 await release.wait()
             }
             _ = try await db.queue.enqueue(NewJob(queue: "mail", kind: "test"))
-            let worker = Worker(
-                client: db.client, configuration: WorkerConfiguration(queues: ["mail", "sms"], concurrency: 2, workerID: "w-1"),
-                handlers: .testing(handler), logger: db.logger)
-            let running = Task { try await worker.run() }
-            do {
+            let config = WorkerConfiguration(queues: ["mail", "sms"], concurrency: 2, workerID: "w-1")
+            try await withWorker(db, .testing(handler), config) { worker in
+                defer { release.open() }  // the job at hand finishes, and the worker stops
                 try await eventually("the worker's first report") { try await !registry.list().isEmpty }
                 let listed = try await registry.list()
                 #expect(listed.map(\.id) == ["w-1"])
@@ -45,14 +43,7 @@ import WorkerTestSupport
                     try await registry.list().first?.state == .stopping
                 }
                 #expect(try await registry.list().first?.leases == 1, "the job it finishes")
-            } catch {
-                worker.stop()
-                release.open()
-                _ = try? await running.value
-                throw error
             }
-            release.open()
-            try await running.value
             #expect(try await registry.list().isEmpty, "a stopped worker leaves no row")
             #expect(try await db.jobCount() == 0, "it finished its job")
         }
