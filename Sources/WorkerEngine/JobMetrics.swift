@@ -31,6 +31,10 @@ public enum JobMetrics {
     /// The age of the oldest ready job: ApproximateAgeOfOldestMessage.
     public static let queueOldestAge = "worker_queue_oldest_ready_age_seconds"
     public static let queuePaused = "worker_queue_paused"
+    /// Runs of each schedule this worker enqueued.
+    public static let scheduledRuns = "worker_scheduled_runs_total"
+    /// Schedules whose cron cannot run (the fleet's, sampled like the queues).
+    public static let schedulesBroken = "worker_schedules_broken"
 
     /// Records the handler times of a committed batch run (a run that was
     /// rolled back ran its handlers again, and those are the times that count).

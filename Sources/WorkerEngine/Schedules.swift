@@ -173,6 +173,14 @@ public struct Schedules: Sendable {
         return stored
     }
 
+    /// How many schedules wait for their cron to be fixed.
+    public func brokenCount() async throws -> Int {
+        for try await count in try await client.query(
+            "SELECT count(*)::int FROM worker.schedules WHERE error IS NOT NULL", logger: logger
+        ).decode(Int.self) { return count }
+        return 0
+    }
+
     /// Deletes the schedule; whether it existed. Jobs it enqueued stay.
     public func remove(name: String) async throws -> Bool {
         try await client.query("DELETE FROM worker.schedules WHERE name = \(name) RETURNING 1", logger: logger).hasRows()

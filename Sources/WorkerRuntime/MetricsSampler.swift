@@ -4,8 +4,9 @@ import PostgresNIO
 import WorkerEngine
 
 /// Sets the gauges that are states rather than events: each queue's depth,
-/// the age of its oldest ready job and whether it is paused (read from the
-/// database), and this worker's leases and stuck lanes.
+/// the age of its oldest ready job and whether it is paused, and the broken
+/// schedules (read from the database), and this worker's leases and stuck
+/// lanes.
 struct MetricsSampler: Sendable {
     let worker: Worker
     let client: PostgresClient
@@ -35,6 +36,8 @@ struct MetricsSampler: Sendable {
                 Gauge(label: JobMetrics.queueOldestAge, dimensions: dimensions).record(found?.oldestReadyAgeSeconds ?? 0)
                 Gauge(label: JobMetrics.queuePaused, dimensions: dimensions).record(found?.paused == true ? 1 : 0)
             }
+            let broken = try await Schedules(client: client, logger: logger).brokenCount()
+            Gauge(label: JobMetrics.schedulesBroken).record(broken)
         } catch {
             logger.warning("could not sample queue metrics", metadata: ["error": "\(String(reflecting: error))"])
         }

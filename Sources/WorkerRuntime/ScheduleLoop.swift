@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import WorkerEngine
 
 /// Enqueues the schedules' due runs every `interval` while the worker runs.
@@ -10,34 +11,36 @@ struct ScheduleLoop: Sendable {
     let deadline: Duration
     let logger: Logger
 
+    /// Looks until cancelled; a look under way finishes first (`uncancelled`).
     func run() async {
-        while !Task.isCancelled {
-            do {
-                let schedules = schedules
-                let runs = try await withDeadline(in: deadline, orElse: {
-                    DeadlineExceeded(operation: "schedules", reason: "no answer from the database in time")
-                }) {
-                    try await schedules.enqueueDue()
-                }
-                for run in runs.enqueued {
-                    logger.info("scheduled job enqueued", metadata: [
-                        "schedule": "\(run.name)", "run_at": "\(run.runAt)", "job": "\(run.jobID)",
-                    ])
-                }
-                for broken in runs.broken {
-                    logger.error("schedule cannot run; fix its cron", metadata: [
-                        "schedule": "\(broken.name)", "error": "\(broken.error)",
-                    ])
-                }
-                try await Task.sleep(for: interval)
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("could not enqueue due schedules; will retry", metadata: [
-                    "error": "\(String(reflecting: error))",
-                ])
-                try? await Task.sleep(for: interval)
+        repeat {
+            await uncancelled { await look() }
+        } while (try? await Task.sleep(for: interval)) != nil
+    }
+
+    func look() async {
+        let schedules = schedules
+        do {
+            let runs = try await withDeadline(in: deadline, orElse: {
+                DeadlineExceeded(operation: "schedules", reason: "no answer from the database in time")
+            }) {
+                try await schedules.enqueueDue()
             }
+            for run in runs.enqueued {
+                Counter(label: JobMetrics.scheduledRuns, dimensions: [("schedule", run.name)]).increment()
+                logger.info("scheduled job enqueued", metadata: [
+                    "schedule": "\(run.name)", "run_at": "\(run.runAt)", "job": "\(run.jobID)",
+                ])
+            }
+            for broken in runs.broken {
+                logger.error("schedule cannot run; fix its cron", metadata: [
+                    "schedule": "\(broken.name)", "error": "\(broken.error)",
+                ])
+            }
+        } catch {
+            logger.warning("could not enqueue due schedules; will retry", metadata: [
+                "error": "\(String(reflecting: error))",
+            ])
         }
     }
 }

@@ -17,7 +17,7 @@ struct ThroughputReporter: Sendable {
 
     func run() async {
         while (try? await Task.sleep(for: interval)) != nil {
-            await flush()
+            await uncancelled { await flush() }
         }
     }
 

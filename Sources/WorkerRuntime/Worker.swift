@@ -113,12 +113,12 @@ public final class Worker: Service, Sendable {
                 stopBegan.close()  // lanes that stopped on cancellation: the report's wait ends too
                 background.cancelAll()
             }
-            // After the group, so that no report still in flight writes the row back; unstructured,
+            // After the group, so that no report still in flight writes the row back; uncancelled,
             // so that a stop cancelled past its timeout still writes both, each within its deadline.
-            await Task {
+            await uncancelled {
                 await reporter.flush()
                 await presence.remove()
-            }.value
+            }
         } onGracefulShutdown: {
             self.stop()
         }

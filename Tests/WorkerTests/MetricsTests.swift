@@ -29,6 +29,12 @@ import WorkerTestSupport
             // A paused queue with a job an hour old: the age gauge must show it.
             try await QueuePauses(client: db.client, logger: db.logger).pause("held")
             try await db.execute("INSERT INTO worker.jobs (queue, kind, created_at) VALUES ('held', 'noop', now() - interval '1 hour')")
+            // A schedule due (its job goes to a queue no worker serves), and one whose cron cannot run.
+            try await db.execute("""
+                INSERT INTO worker.schedules (name, cron, queue, kind, next_run_at)
+                VALUES ('due', '@yearly', 'later', 'noop', now() - interval '1 minute'),
+                       ('typo', '61 * * * *', 'later', 'noop', NULL)
+                """)
 
             let workerd = try ToolProcess("workerd", [
                 "--worker-id", "metrics", "--queues", "default,held", "--log-format", "json", "--metrics-address", "127.0.0.1:0",
@@ -49,6 +55,7 @@ import WorkerTestSupport
                 text = try await get(endpoint).body
                 return sample(text, #"worker_queue_oldest_ready_age_seconds{queue="held"}"#) ?? 0 >= 3600
                     && sample(text, #"worker_queue_ready_jobs{queue="default"}"#) == 0
+                    && sample(text, "worker_schedules_broken") == 1
             }
             let refunds = #"queue="default",kind="refund.requested""#
             for (outcome, count) in [("done", 1.0), ("duplicate", 1), ("rejected", 1), ("dead_lettered", 1)] {
@@ -60,6 +67,7 @@ import WorkerTestSupport
             #expect(sample(text, #"worker_queue_paused{queue="held"}"#) == 1)
             #expect(sample(text, #"worker_queue_ready_jobs{queue="held"}"#) == 1)
             #expect(sample(text, "worker_leases_held") == 0)
+            #expect(sample(text, #"worker_scheduled_runs_total{schedule="due"}"#) == 1, "\(text)")
             // Counters that alerts watch are there at 0 before their first count.
             #expect(sample(text, "worker_batch_errors_total") == 0 && sample(text, "worker_heartbeat_failures_total") == 0, "\(text)")
             #expect(text.contains("# TYPE worker_handler_duration_seconds histogram"))
