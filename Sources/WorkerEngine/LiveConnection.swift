@@ -30,15 +30,24 @@ extension PostgresConnection {
         }
         let watch = CloseWatches.shared.add(self) { outcome.finish(.failure(ConnectionClosedError())) }
         defer { CloseWatches.shared.remove(watch) }
-        return try await withTaskCancellationHandler {
-            try await outcome.value()
-        } onCancel: {
-            // postgres-nio does not abandon a statement in flight when its task
-            // is cancelled; closing the connection does, and the server rolls
-            // back whatever the session had not committed.
-            work.cancel()
-            outcome.finish(.failure(CancellationError()))
-            let _: EventLoopFuture<Void> = self.close()
+        do {
+            return try await withTaskCancellationHandler {
+                try await outcome.value()
+            } onCancel: {
+                // postgres-nio does not abandon a statement in flight when its task
+                // is cancelled; closing the connection does, and the server rolls
+                // back whatever the session had not committed.
+                work.cancel()
+                outcome.finish(.failure(CancellationError()))
+                let _: EventLoopFuture<Void> = self.close()
+            }
+        } catch where Task.isCancelled {
+            // The cancel handler closed the connection: back to the pool
+            // closed, not closing. Lent out again while it closed, it failed
+            // its next user's statement (a stopping worker's last throughput
+            // write). The close is local and takes moments.
+            try? await closeFuture.get()
+            throw error
         }
     }
 }

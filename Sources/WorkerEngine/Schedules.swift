@@ -175,10 +175,13 @@ public struct Schedules: Sendable {
 
     /// How many schedules wait for their cron to be fixed.
     public func brokenCount() async throws -> Int {
-        for try await count in try await client.query(
-            "SELECT count(*)::int FROM worker.schedules WHERE error IS NOT NULL", logger: logger
-        ).decode(Int.self) { return count }
-        return 0
+        let logger = logger
+        return try await client.withLiveConnection { connection in
+            for try await count in try await connection.query(
+                "SELECT count(*)::int FROM worker.schedules WHERE error IS NOT NULL", logger: logger
+            ).decode(Int.self) { return count }
+            return 0
+        }
     }
 
     /// Deletes the schedule; whether it existed. Jobs it enqueued stay.

@@ -19,7 +19,7 @@ struct PresenceReporter: Sendable {
     func run(reportingAtOnce stop: WakeSignal) async {
         var stopReported = false
         while !Task.isCancelled {
-            await uncancelled { await write() }
+            await write()
             if stopReported {
                 guard (try? await Task.sleep(for: interval)) != nil else { return }
             } else {
@@ -39,6 +39,8 @@ struct PresenceReporter: Sendable {
                     "another workerd reports under this worker id; give each its own --worker-id",
                     metadata: ["other": "\(other)"])
             }
+        } catch is CancellationError {
+            return  // the worker stops; its row is removed after
         } catch {
             logger.warning("could not report this worker; will retry", metadata: ["error": "\(String(reflecting: error))"])
         }

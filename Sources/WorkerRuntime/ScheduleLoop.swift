@@ -11,10 +11,10 @@ struct ScheduleLoop: Sendable {
     let deadline: Duration
     let logger: Logger
 
-    /// Looks until cancelled; a look under way finishes first (`uncancelled`).
+    /// Looks until cancelled.
     func run() async {
         repeat {
-            await uncancelled { await look() }
+            await look()
         } while (try? await Task.sleep(for: interval)) != nil
     }
 
@@ -37,6 +37,8 @@ struct ScheduleLoop: Sendable {
                     "schedule": "\(broken.name)", "error": "\(broken.error)",
                 ])
             }
+        } catch is CancellationError {
+            return  // the worker stops
         } catch {
             logger.warning("could not enqueue due schedules; will retry", metadata: [
                 "error": "\(String(reflecting: error))",

@@ -1,11 +1,10 @@
 /// Runs `body` to its end even when the calling task is cancelled.
 ///
-/// Why: a worker's stop cancels its background loops, and cancelling a
-/// statement in flight closes its pooled connection (`withLiveConnection`);
-/// the pool may then lend that closing connection to the stop's own last
-/// writes, which fail, and a write the server had committed would be made
-/// again. So a loop's statement finishes (within the deadline it sets itself)
-/// and the loop ends at its next wait.
+/// Why: throughput counts taken for a write are given back when the write
+/// fails, and a write cancelled after the server committed it would count
+/// them twice. The body bounds itself with a deadline, which a dead link can
+/// make longer than a stop's timeout; so only writes that must not be cut
+/// run this way.
 func uncancelled<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
     await Task { await body() }.value
 }

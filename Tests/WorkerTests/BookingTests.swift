@@ -38,7 +38,8 @@ import WorkerTestSupport
     }
 
     @Test func aHundredConcurrentBookingsForTenSeatsConfirmExactlyTen() async throws {
-        try await withTestDatabase(connections: 24) { db in
+        // Room for what the four workers need (connectionsNeeded each), so that none waits on the pool.
+        try await withTestDatabase(connections: 4 * WorkerConfiguration(concurrency: 4).connectionsNeeded) { db in
             try await flight(db, seats: 10)
             _ = try await db.execute("""
                 INSERT INTO worker.jobs (kind, payload)

@@ -50,7 +50,7 @@ import WorkerTestSupport
     }
 
     @Test func fiftyConcurrentCopiesOfARefundApplyItOnce() async throws {
-        try await withTestDatabase(connections: 24) { db in
+        try await withTestDatabase(connections: 4 * WorkerConfiguration(concurrency: 4).connectionsNeeded) { db in
             try await pay(db)
             let event = refund("rf_1")
             try await withThrowingTaskGroup(of: Void.self) { producers in
@@ -76,7 +76,7 @@ import WorkerTestSupport
     }
 
     @Test func concurrentDifferentRefundsOfOnePaymentNeverRefundBeyondIt() async throws {
-        try await withTestDatabase(connections: 24) { db in
+        try await withTestDatabase(connections: 4 * WorkerConfiguration(concurrency: 3).connectionsNeeded) { db in
             try await pay(db, cents: 1000)
             for n in 0..<20 {
                 _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: refund("rf_\(n)", cents: 100)))
