@@ -50,3 +50,13 @@ func withDeadline<T: Sendable>(
     let deadline = ContinuousClock.now + limit
     return try await withDeadline({ deadline }, orElse: exceeded, body)
 }
+
+/// `withDeadline` for a background statement (a report, a look): given up,
+/// it throws that `operation` had no answer from the database in time.
+func withDeadline<T: Sendable>(
+    in limit: Duration, for operation: String, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    try await withDeadline(in: limit, orElse: {
+        DeadlineExceeded(operation: operation, reason: "no answer from the database in time")
+    }, body)
+}

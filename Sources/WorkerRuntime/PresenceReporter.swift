@@ -32,9 +32,8 @@ struct PresenceReporter: Sendable {
     func write() async {
         let report = report()
         do {
-            if let other = try await answered("worker report", { try await registry.report(report) }),
-                Self.isAlive(other, besides: report)
-            {
+            let other = try await withDeadline(in: deadline, for: "worker report") { try await registry.report(report) }
+            if let other, Self.isAlive(other, besides: report) {
                 logger.warning(
                     "another workerd reports under this worker id; give each its own --worker-id",
                     metadata: ["other": "\(other)"])
@@ -51,20 +50,12 @@ struct PresenceReporter: Sendable {
     func remove() async {
         let (registry, report) = (registry, report())
         do {
-            try await answered("worker removal") {
+            try await withDeadline(in: deadline, for: "worker removal") {
                 try await registry.remove(workerID: report.workerID, instance: report.instance)
             }
         } catch {
             logger.warning("could not remove this worker's row", metadata: ["error": "\(String(reflecting: error))"])
         }
-    }
-
-    private func answered<T: Sendable>(
-        _ operation: String, _ body: @escaping @Sendable () async throws -> T
-    ) async throws -> T {
-        try await withDeadline(in: deadline, orElse: {
-            DeadlineExceeded(operation: operation, reason: "no answer from the database in time")
-        }, body)
     }
 
     /// Whether `other` may still run. On this host the kernel knows: a

@@ -21,9 +21,7 @@ struct ScheduleLoop: Sendable {
     func look() async {
         let schedules = schedules
         do {
-            let runs = try await withDeadline(in: deadline, orElse: {
-                DeadlineExceeded(operation: "schedules", reason: "no answer from the database in time")
-            }) {
+            let runs = try await withDeadline(in: deadline, for: "schedules") {
                 try await schedules.enqueueDue()
             }
             for run in runs.enqueued {

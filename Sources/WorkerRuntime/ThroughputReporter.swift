@@ -25,9 +25,7 @@ struct ThroughputReporter: Sendable {
         let tallies = counters.takeTallies()
         let (throughput, workerID) = (throughput, workerID)
         do {
-            try await withDeadline(in: deadline, orElse: {
-                DeadlineExceeded(operation: "throughput record", reason: "no answer from the database in time")
-            }) {
+            try await withDeadline(in: deadline, for: "throughput record") {
                 try await throughput.record(tallies, workerID: workerID)
             }
         } catch {
