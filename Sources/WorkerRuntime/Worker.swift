@@ -90,9 +90,11 @@ public final class Worker: Service, Sendable {
                 background.addTask { await heartbeat.run() }
                 background.addTask { await reporter.run() }
                 background.addTask { await presence.run(reportingAtOnce: self.stopBegan) }
+                // Not the statement deadline, which the visibility timeout can make a second or two:
+                // a look is bound to no lease, and one given up closes a pooled connection.
                 let schedules = ScheduleLoop(
                     schedules: Schedules(client: client, logger: logger), interval: .seconds(1),
-                    deadline: configuration.statementDeadline, logger: logger)
+                    deadline: configuration.silenceTimeout, logger: logger)
                 background.addTask { await schedules.run() }
                 if let interval = configuration.metricsInterval {
                     let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)
