@@ -78,7 +78,9 @@ enum JSONOutput {
         encoder.outputFormatting = compact ? [.sortedKeys] : [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        return String(decoding: try encoder.encode(value), as: UTF8.self)
+        let columns = RawJSONColumns()
+        encoder.userInfo[RawJSONColumns.key] = columns
+        return columns.substitute(in: String(decoding: try encoder.encode(value), as: UTF8.self))
     }
 }
 

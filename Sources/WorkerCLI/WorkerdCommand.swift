@@ -132,7 +132,9 @@ public struct WorkerdCommand: AsyncParsableCommand {
             metrics: metrics)
     }
 
-    /// `HOST:PORT`, `[IPv6]:PORT` or `off`.
+    /// `HOST:PORT`, `[IPv6]:PORT` or `off`, HOST an IP address or `localhost`:
+    /// a name would be looked up in DNS at every start (blocking, and a
+    /// typo would only show as a failed bind).
     static func listenAddress(_ text: String, setting: String) throws -> (host: String, port: Int)? {
         if text == "off" { return nil }
         guard let colon = text.lastIndex(of: ":") else {
@@ -142,6 +144,11 @@ public struct WorkerdCommand: AsyncParsableCommand {
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
             throw ConfigurationError(setting: setting, "'\(text)' is not HOST:PORT (port 0 to 65535) or off")
+        }
+        if host == "localhost" { host = "127.0.0.1" }
+        guard (try? SocketAddress(ipAddress: host, port: port)) != nil else {
+            throw ConfigurationError(
+                setting: setting, "'\(host)' is not an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1]) or localhost")
         }
         return (host, port)
     }

@@ -93,17 +93,3 @@ extension JSONValue {
         }
     }
 }
-
-/// A jsonb column read as text, encoded as the JSON it holds rather than as a
-/// string of it, so that `workerctl dlq show 4711 --json | jq .payload.refund_id`
-/// works; text that does not parse stays a string, shown as it is.
-@propertyWrapper
-public struct JSONColumn: Sendable, Equatable, Encodable {
-    public var wrappedValue: String
-
-    public init(wrappedValue: String) { self.wrappedValue = wrappedValue }
-
-    public func encode(to encoder: any Encoder) throws {
-        try ((try? JSONParser.parse(wrappedValue)) ?? .string(wrappedValue)).encode(to: encoder)
-    }
-}

@@ -70,6 +70,11 @@ public struct RetryPolicy: Sendable, Equatable {
                     setting: setting, "unknown key '\(key)' (expected base, rate, cap, max-attempts, max-age)")
             }
         }
+        // No delay at all would repeat a failure at once, max-attempts times
+        // in a row, against whatever is failing.
+        guard policy.base >= .milliseconds(1) else {
+            throw ConfigurationError(setting: setting, "base \(policy.base) must be at least 1ms")
+        }
         guard policy.cap >= policy.base else {
             throw ConfigurationError(setting: setting, "cap \(policy.cap) is below base \(policy.base)")
         }

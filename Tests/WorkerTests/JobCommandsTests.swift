@@ -36,6 +36,13 @@ import WorkerTestSupport
             let payload = job["payload"] as? [String: Any]
             #expect(payload?["n"] as? Int == 1 && payload?["camelCase"] as? Int == 2, "the payload as it is: \(show)")
             #expect(job["priority"] as? Int == 5 && job["redrive_count"] as? Int == 0, "\(show)")
+            // Numbers as stored, not through Double: beyond Int64, and a long decimal.
+            let big = try await db.queue.enqueue(NewJob(
+                kind: "test", payload: #"{"cents": 123456789012345678901234567890, "rate": 0.1000000000000000000001}"#))
+            let exact = try await runTool("workerctl", ["jobs", "show", "\(big)", "--json"], database: db)
+            #expect(exact.stdout.contains("123456789012345678901234567890")
+                    && exact.stdout.contains("0.1000000000000000000001"), "\(exact)")
+            #expect(try JSONSerialization.jsonObject(with: Data(exact.stdout.utf8)) is [String: Any], "still JSON: \(exact)")
             let table = try await runTool("workerctl", ["jobs", "show", "\(delayed)"], database: db)
             #expect(table.status == 0 && table.stdout.contains("state:           delayed"), "\(table)")
 

@@ -43,6 +43,7 @@ import WorkerEngine
         for (text, fragment) in [
             ("base=fast", "not a duration"), ("rate=0.5", "rate"), ("max-attempts=0", "max-attempts"),
             ("colour=red", "unknown key 'colour'"), ("base", "key=value"), ("base=10s,cap=1s", "below base"),
+            ("base=0s", "at least 1ms"),
         ] {
             #expect {
                 try RetryPolicy.default.overridden(by: text, setting: "--default-retry")

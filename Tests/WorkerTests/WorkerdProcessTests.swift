@@ -18,6 +18,7 @@ import WorkerTestSupport
             (["--log-format", "xml"], [:], "--log-format"),
             (["--metrics-address", "9464"], [:], "--metrics-address"),
             ([], ["WORKERD_METRICS_ADDRESS": "127.0.0.1:99999"], "WORKERD_METRICS_ADDRESS"),
+            (["--metrics-address", "metrics.invalid:9464"], [:], "not an IP address"),
             (["--idempotency-ttl", "refund:1h"], [:], "no handler for kind 'refund'"),
             ([], ["DATABASE_URL": "postgres://db/jobs?sslmode=verify-full&sslrootcert=/nonexistent/ca.crt"], "sslrootcert"),
             (["--migrate", "--sql-dir", "/nonexistent/sql"], [:], "--sql-dir"),
