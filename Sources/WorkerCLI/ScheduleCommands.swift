@@ -6,9 +6,9 @@ struct SchedulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "schedules", abstract: "Recurring jobs: list, set, remove, pause and resume cron schedules.",
         discussion: """
-            A schedule enqueues a job at every minute its cron expression names, in UTC; whichever workerd looks \
-            first (each does every second) enqueues it, exactly once. Runs missed while no worker ran collapse \
-            into one.
+            A schedule enqueues a job at every minute its cron expression names, on the clock of its time zone \
+            (UTC unless set); whichever workerd looks first (each does every second) enqueues it, exactly once. \
+            Runs missed while no worker ran collapse into one.
             """,
         subcommands: [
             SchedulesListCommand.self, SchedulesSetCommand.self, SchedulesRemoveCommand.self,
@@ -29,9 +29,9 @@ struct SchedulesListCommand: AsyncParsableCommand {
         if json { return try JSONOutput.print(schedules) }
         let time = ISO8601DateFormatter()
         print(Table.render(
-            header: ["NAME", "CRON", "QUEUE", "KIND", "NEXT_RUN", "LAST_RUN", "STATE"],
+            header: ["NAME", "CRON", "TIME_ZONE", "QUEUE", "KIND", "NEXT_RUN", "LAST_RUN", "STATE"],
             rows: schedules.map {
-                [$0.name, $0.cron, $0.queue, $0.kind, $0.nextRunAt.map(time.string) ?? "-",
+                [$0.name, $0.cron, $0.timeZone, $0.queue, $0.kind, $0.nextRunAt.map(time.string) ?? "-",
                  $0.lastRunAt.map(time.string) ?? "-",
                  $0.error.map { "broken: \($0)" } ?? ($0.paused ? "paused" : "active")]
             }))
@@ -43,24 +43,33 @@ struct SchedulesSetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set", abstract: "Create or replace a schedule; its first run is the first its cron names after now.",
         discussion: """
-            CRON has five fields (minute hour day-of-month month day-of-week) in UTC, e.g. '*/15 * * * *' or \
-            '0 2 * * MON-FRI', or @hourly, @daily, @weekly, @monthly, @yearly. Each run's job has the idempotency \
-            key schedule:NAME:<run time>.
+            CRON has five fields (minute hour day-of-month month day-of-week), e.g. '*/15 * * * *' or \
+            '0 2 * * MON-FRI', or @hourly, @daily, @weekly, @monthly, @yearly, read on the clock of --time-zone. \
+            Across daylight saving time, a cron whose hour field starts with * follows real time; one that names \
+            its hours runs once at that time on the wall clock (a time the clocks skip runs as much later as they \
+            jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>.
             """)
 
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "The schedule's name.") var name: String
-    @Option(help: "When it runs: five cron fields, in UTC.") var cron: String
+    @Option(help: "When it runs: five cron fields.") var cron: String
+    @Option(help: "The clock the cron is read on: an IANA time zone name such as Europe/Berlin.")
+    var timeZone = "UTC"
     @OptionGroup var job: JobDefinitionOptions
 
     func validate() throws {
         guard !name.isEmpty, name.count <= 128 else { throw ValidationError("NAME must have 1 to 128 characters") }
-        do { _ = try Schedules.nextRun(of: cron, after: Date()) } catch { throw ValidationError("--cron: \(error)") }
+        do {
+            _ = try Schedules.nextRun(of: cron, in: timeZone, after: Date())
+        } catch {
+            if case .unknownTimeZone = error { throw ValidationError("--time-zone: \(error)") }
+            throw ValidationError("--cron: \(error)")
+        }
     }
 
     func run() async throws {
         let schedule = Schedule(
-            name: name, cron: cron, queue: job.queue, kind: job.kind, payload: job.payload, priority: job.priority,
+            name: name, cron: cron, timeZone: timeZone, queue: job.queue, kind: job.kind, payload: job.payload, priority: job.priority,
             maxAttempts: job.maxAttempts)
         let stored = try await database.withClient { client, logger in
             try await Schedules(client: client, logger: logger).set(schedule)

@@ -1,11 +1,18 @@
 import Foundation
 
 /// A five-field cron expression (minute, hour, day of month, month, day of
-/// week), read in UTC, as crontab(5) writes it: `*`, numbers, ranges `1-5`,
-/// steps `*/15` and `1-30/2`, lists `1,15`, month and weekday names (`JAN`,
-/// `MON-FRI`), Sunday as 0 or 7, and `@hourly`, `@daily`, `@weekly`,
-/// `@monthly`, `@yearly`. When both the day of month and the day of week are
-/// restricted, a day matching either runs, as cron does.
+/// week), read on a time zone's clock, as crontab(5) writes it: `*`, numbers,
+/// ranges `1-5`, steps `*/15` and `1-30/2`, lists `1,15`, month and weekday
+/// names (`JAN`, `MON-FRI`), Sunday as 0 or 7, and `@hourly`, `@daily`,
+/// `@weekly`, `@monthly`, `@yearly`. When both the day of month and the day
+/// of week are restricted, a day matching either runs, as cron does.
+///
+/// Daylight saving time, as cron treats it: an expression whose hour field
+/// starts with `*` (even `*/2`) follows real time, so it runs through both
+/// passes of an hour the clocks repeat and skips the hour they jump over.
+/// One that names its hours runs at that time on the wall clock once: a time
+/// the clocks jump over runs as much later as they jumped (02:30 at 03:30),
+/// a time they repeat runs at its first pass.
 public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     public let description: String
     private let minutes: Set<Int>
@@ -15,6 +22,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     private let daysOfWeek: Set<Int>
     private let dayOfMonthRestricted: Bool
     private let dayOfWeekRestricted: Bool
+    private let hourRestricted: Bool
 
     public init(_ text: String) throws(CronError) {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
@@ -42,29 +50,66 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         daysOfWeek = Set(try Self.parse(fields[4], "day-of-week", 0...7, names: Self.dayNames, in: text).map { $0 % 7 })
         dayOfMonthRestricted = !fields[2].hasPrefix("*")
         dayOfWeekRestricted = !fields[4].hasPrefix("*")
+        hourRestricted = !fields[1].hasPrefix("*")
     }
 
-    /// The first minute strictly after `date` that the expression matches,
-    /// or `nil` if none comes within eight years (`0 0 30 2 *`).
-    public func next(after date: Date) -> Date? {
+    /// The first minute strictly after `date` that the expression matches on
+    /// `timeZone`'s clock, or `nil` if none comes within eight years (`0 0 30 2 *`).
+    public func next(after date: Date, in timeZone: TimeZone = Self.utc) -> Date? {
+        guard hourRestricted else { return firstMatch(after: date, on: Self.calendar(in: timeZone)) }
+        // The wall clock's readings, searched as if they were UTC, then placed in time.
+        let utc = Self.calendar(in: Self.utc)
+        var reading = date.addingTimeInterval(Double(timeZone.secondsFromGMT(for: date)))
+        let end = date.addingTimeInterval(8 * 366 * 86_400)
+        while let match = firstMatch(after: reading, on: utc), match < end {
+            let time = Self.time(ofReading: match, in: timeZone)
+            if time > date { return time }
+            reading = match  // the first pass of a repeated time, already gone
+        }
+        return nil
+    }
+
+    public static let utc = TimeZone(identifier: "UTC")!
+
+    private static func calendar(in timeZone: TimeZone) -> Calendar {
         var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
+        calendar.timeZone = timeZone
+        return calendar
+    }
+
+    /// When the wall clock of `timeZone` shows `reading` (a reading written as
+    /// a UTC time): its first pass if the clocks repeat it, and if they jump
+    /// over it, as much later as they jumped.
+    private static func time(ofReading reading: Date, in timeZone: TimeZone) -> Date {
+        // A day either side of a reading lies either side of any transition near it.
+        let before = timeZone.secondsFromGMT(for: reading.addingTimeInterval(-86_400))
+        let after = timeZone.secondsFromGMT(for: reading.addingTimeInterval(86_400))
+        let passes = Set([before, after]).map { reading.addingTimeInterval(-Double($0)) }
+            .filter { timeZone.secondsFromGMT(for: $0) == Int(reading.timeIntervalSince($0)) }
+        return passes.min() ?? reading.addingTimeInterval(-Double(before))
+    }
+
+    /// The first minute after `date` that matches, read on `calendar`'s clock.
+    private func firstMatch(after date: Date, on calendar: Calendar) -> Date? {
         var time = Date(timeIntervalSince1970: (date.timeIntervalSince1970 / 60).rounded(.down) * 60 + 60)
         let end = date.addingTimeInterval(8 * 366 * 86_400)
         while time < end {
             let c = calendar.dateComponents([.year, .month, .day, .hour, .minute, .weekday], from: time)
             let (year, month, day, hour, minute) = (c.year!, c.month!, c.day!, c.hour!, c.minute!)
+            let skipTo: DateComponents?
             if !months.contains(month) {
-                time = calendar.date(from: DateComponents(year: year, month: month + 1, day: 1))!
+                skipTo = DateComponents(year: year, month: month + 1, day: 1)
             } else if !dayMatches(day: day, weekday: c.weekday! - 1) {
-                time = calendar.date(from: DateComponents(year: year, month: month, day: day + 1))!
+                skipTo = DateComponents(year: year, month: month, day: day + 1)
             } else if !hours.contains(hour) {
-                time = calendar.date(from: DateComponents(year: year, month: month, day: day, hour: hour + 1))!
+                skipTo = DateComponents(year: year, month: month, day: day, hour: hour + 1)
             } else if !minutes.contains(minute) {
-                time = time.addingTimeInterval(60)
+                skipTo = nil
             } else {
                 return time
             }
+            // Never back: a reading the clocks repeat may resolve to its first pass.
+            time = max(skipTo.map { calendar.date(from: $0)! } ?? time, time.addingTimeInterval(60))
         }
         return nil
     }

@@ -5,8 +5,10 @@ import PostgresNIO
 /// A recurring job in `worker.schedules`.
 public struct Schedule: Sendable, Equatable, Encodable {
     public var name: String
-    /// Five cron fields, in UTC (see `CronExpression`).
+    /// Five cron fields (see `CronExpression`), read on `timeZone`'s clock.
     public var cron: String
+    /// An IANA time zone name: `UTC`, `Europe/Berlin`.
+    public var timeZone: String
     public var queue: String
     public var kind: String
     @JSONColumn public var payload: String
@@ -14,17 +16,18 @@ public struct Schedule: Sendable, Equatable, Encodable {
     public var maxAttempts: Int?
     public var nextRunAt: Date?
     public var lastRunAt: Date?
-    /// Why a worker could not read the cron; the schedule waits for a fix.
+    /// Why a worker could not read the cron or the time zone; the schedule waits for a fix.
     public var error: String?
     public var paused: Bool
 
     public init(
-        name: String, cron: String, queue: String = "default", kind: String, payload: String = "{}", priority: Int = 0,
-        maxAttempts: Int? = nil, nextRunAt: Date? = nil, lastRunAt: Date? = nil, error: String? = nil,
-        paused: Bool = false
+        name: String, cron: String, timeZone: String = "UTC", queue: String = "default", kind: String,
+        payload: String = "{}", priority: Int = 0, maxAttempts: Int? = nil, nextRunAt: Date? = nil,
+        lastRunAt: Date? = nil, error: String? = nil, paused: Bool = false
     ) {
         self.name = name
         self.cron = cron
+        self.timeZone = timeZone
         self.queue = queue
         self.kind = kind
         self.payload = payload
@@ -75,16 +78,16 @@ public struct Schedules: Sendable {
     }
 
     private static func enqueueDue(limit: Int, on connection: PostgresConnection, logger: Logger) async throws -> ScheduledRuns {
-        var due: [(name: String, cron: String, runAt: Date?)] = []
+        var due: [(name: String, cron: String, timeZone: String, runAt: Date?)] = []
         var now = Date()
         let rows = try await connection.query(
             """
-            SELECT name, cron, next_run_at, now() FROM worker.schedules
+            SELECT name, cron, time_zone, next_run_at, now() FROM worker.schedules
             WHERE NOT paused AND error IS NULL AND (next_run_at IS NULL OR next_run_at <= now())
             ORDER BY next_run_at NULLS FIRST, name LIMIT \(limit)
             """, logger: logger)
-        for try await (name, cron, runAt, clock) in rows.decode((String, String, Date?, Date).self) {
-            due.append((name, cron, runAt))
+        for try await (name, cron, timeZone, runAt, clock) in rows.decode((String, String, String, Date?, Date).self) {
+            due.append((name, cron, timeZone, runAt))
             now = clock
         }
         var runs = ScheduledRuns()
@@ -92,7 +95,9 @@ public struct Schedules: Sendable {
         for schedule in due {
             var next: Date?
             var problem: String?
-            do { next = try nextRun(of: schedule.cron, after: now) } catch { problem = error.description }
+            do { next = try nextRun(of: schedule.cron, in: schedule.timeZone, after: now) } catch {
+                problem = error.description
+            }
             let key = schedule.runAt.map { idempotencyKey(schedule: schedule.name, runAt: $0) }
             let written = try await connection.query(
                 """
@@ -101,7 +106,7 @@ public struct Schedules: Sendable {
                     SET next_run_at = \(next), error = \(problem),
                         last_run_at = CASE WHEN \(key)::text IS NULL OR \(problem)::text IS NOT NULL THEN s.last_run_at
                                            ELSE s.next_run_at END
-                    WHERE s.name = \(schedule.name) AND s.cron = \(schedule.cron)
+                    WHERE s.name = \(schedule.name) AND s.cron = \(schedule.cron) AND s.time_zone = \(schedule.timeZone)
                       AND s.next_run_at IS NOT DISTINCT FROM \(schedule.runAt) AND NOT s.paused AND s.error IS NULL
                     RETURNING s.queue, s.kind, s.payload, s.priority, s.max_attempts
                 ), enqueued AS (
@@ -126,26 +131,30 @@ public struct Schedules: Sendable {
         "schedule:\(schedule):\(ISO8601DateFormatter().string(from: runAt))"
     }
 
-    /// The first run after `date`; throws when the cron does not parse or
-    /// names no time in the next eight years.
-    public static func nextRun(of cron: String, after date: Date) throws(ScheduleError) -> Date {
+    /// The first run after `date`; throws when the cron does not parse, the
+    /// time zone is unknown, or the cron names no time in the next eight years.
+    public static func nextRun(of cron: String, in timeZone: String = "UTC", after date: Date) throws(ScheduleError) -> Date {
         let expression: CronExpression
         do { expression = try CronExpression(cron) } catch { throw ScheduleError.badCron(error) }
-        guard let next = expression.next(after: date) else { throw ScheduleError.neverRuns(cron: cron) }
+        guard let zone = TimeZone(identifier: timeZone) else { throw ScheduleError.unknownTimeZone(timeZone) }
+        guard let next = expression.next(after: date, in: zone) else { throw ScheduleError.neverRuns(cron: cron) }
         return next
     }
 
     public func list() async throws -> [Schedule] {
         let rows = try await client.query(
             """
-            SELECT name, cron, queue, kind, payload::text, priority, max_attempts, next_run_at, last_run_at, error, paused
+            SELECT name, cron, time_zone, queue, kind, payload::text, priority, max_attempts, next_run_at, last_run_at,
+                   error, paused
             FROM worker.schedules ORDER BY name
             """, logger: logger)
         var schedules: [Schedule] = []
-        for try await r in rows.decode((String, String, String, String, String, Int16, Int?, Date?, Date?, String?, Bool).self) {
+        for try await r in rows.decode(
+            (String, String, String, String, String, String, Int16, Int?, Date?, Date?, String?, Bool).self)
+        {
             schedules.append(Schedule(
-                name: r.0, cron: r.1, queue: r.2, kind: r.3, payload: r.4, priority: Int(r.5), maxAttempts: r.6,
-                nextRunAt: r.7, lastRunAt: r.8, error: r.9, paused: r.10))
+                name: r.0, cron: r.1, timeZone: r.2, queue: r.3, kind: r.4, payload: r.5, priority: Int(r.6),
+                maxAttempts: r.7, nextRunAt: r.8, lastRunAt: r.9, error: r.10, paused: r.11))
         }
         return schedules
     }
@@ -156,14 +165,15 @@ public struct Schedules: Sendable {
     @discardableResult
     public func set(_ schedule: Schedule) async throws -> Schedule {
         let now = try await DatabaseClock.now(client, logger: logger)
-        let next = try Self.nextRun(of: schedule.cron, after: now)
+        let next = try Self.nextRun(of: schedule.cron, in: schedule.timeZone, after: now)
         _ = try await client.query(
             """
-            INSERT INTO worker.schedules AS s (name, cron, queue, kind, payload, priority, max_attempts, next_run_at)
-            VALUES (\(schedule.name), \(schedule.cron), \(schedule.queue), \(schedule.kind), \(schedule.payload)::jsonb,
-                    \(schedule.priority)::smallint, \(schedule.maxAttempts)::integer, \(next))
+            INSERT INTO worker.schedules AS s (name, cron, time_zone, queue, kind, payload, priority, max_attempts,
+                                               next_run_at)
+            VALUES (\(schedule.name), \(schedule.cron), \(schedule.timeZone), \(schedule.queue), \(schedule.kind),
+                    \(schedule.payload)::jsonb, \(schedule.priority)::smallint, \(schedule.maxAttempts)::integer, \(next))
             ON CONFLICT (name) DO UPDATE SET
-                cron = excluded.cron, queue = excluded.queue, kind = excluded.kind, payload = excluded.payload,
+                cron = excluded.cron, time_zone = excluded.time_zone, queue = excluded.queue, kind = excluded.kind, payload = excluded.payload,
                 priority = excluded.priority, max_attempts = excluded.max_attempts, next_run_at = excluded.next_run_at,
                 error = NULL, updated_at = now()
             """, logger: logger)
@@ -210,11 +220,13 @@ public struct Schedules: Sendable {
 /// A schedule whose cron cannot run.
 public enum ScheduleError: Error, Equatable, CustomStringConvertible {
     case badCron(CronError)
+    case unknownTimeZone(String)
     case neverRuns(cron: String)
 
     public var description: String {
         switch self {
         case .badCron(let error): "\(error)"
+        case .unknownTimeZone(let name): "unknown time zone '\(name)' (an IANA name such as Europe/Berlin, or UTC)"
         case .neverRuns(let cron): "cron '\(cron)' names no time in the next eight years"
         }
     }

@@ -24,6 +24,36 @@ import WorkerEngine
         #expect(try next("0 0 30 2 *", after: "2026-11-23T00:00:00Z") == nil, "never")
     }
 
+    func next(_ cron: String, in zone: String, after time: String) throws -> String? {
+        try CronExpression(cron).next(after: utc.date(from: time)!, in: #require(TimeZone(identifier: zone)))
+            .map { utc.string(from: $0) }
+    }
+
+    @Test func aTimeZonesClockIsReadAcrossDaylightSavingTimeAsCronReadsIt() throws {
+        #expect(try next("0 9 * * *", in: "Europe/Berlin", after: "2026-11-23T00:00:00Z") == "2026-11-23T08:00:00Z", "CET")
+        #expect(try next("0 9 * * *", in: "Europe/Berlin", after: "2026-07-01T00:00:00Z") == "2026-07-01T07:00:00Z", "CEST")
+        #expect(try next("0 9 * * MON-FRI", in: "America/New_York", after: "2026-11-27T15:00:00Z")
+                == "2026-11-30T14:00:00Z", "Friday 10:00 EST, then Monday 09:00")
+        #expect(try next("0 9 * * *", in: "Asia/Kolkata", after: "2026-11-23T00:00:00Z") == "2026-11-23T03:30:00Z")
+        // Berlin's clocks jump from 02:00 to 03:00 on 29 March 2026 (01:00Z): 02:30
+        // does not exist that day and runs an hour later, 03:30 CEST, once.
+        #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-03-28T12:00:00Z") == "2026-03-29T01:30:00Z")
+        #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-03-29T01:30:00Z") == "2026-03-30T00:30:00Z")
+        // They go back from 03:00 to 02:00 on 25 October 2026 (01:00Z): 02:30 comes
+        // twice (00:30Z and 01:30Z) and runs at the first only.
+        #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-10-24T12:00:00Z") == "2026-10-25T00:30:00Z")
+        #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-10-25T00:30:00Z") == "2026-10-26T01:30:00Z")
+        #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-10-25T01:10:00Z") == "2026-10-26T01:30:00Z",
+                "set during the second pass: today's run has been")
+        // An hour field of * follows real time: both passes of the repeated hour, and
+        // from 01:30 CET straight to 03:00 CEST in spring.
+        #expect(try next("*/30 * * * *", in: "Europe/Berlin", after: "2026-10-25T00:30:00Z") == "2026-10-25T01:00:00Z")
+        #expect(try next("*/30 * * * *", in: "Europe/Berlin", after: "2026-10-25T01:00:00Z") == "2026-10-25T01:30:00Z")
+        #expect(try next("*/30 * * * *", in: "Europe/Berlin", after: "2026-03-29T00:30:00Z") == "2026-03-29T01:00:00Z")
+        #expect(try next("0 */2 * * *", in: "Europe/Berlin", after: "2026-10-25T00:00:00Z") == "2026-10-25T01:00:00Z",
+                "*/2 too: 02:00 CEST, then 02:00 CET")
+    }
+
     @Test func aRestrictedDayOfMonthAndDayOfWeekMatchEitherAsCronDoes() throws {
         // The 13th or a Friday: after Thursday 26 November comes Friday the 27th; after
         // Friday 11 December, Sunday the 13th (before Friday the 18th).

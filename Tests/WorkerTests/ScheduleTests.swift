@@ -119,6 +119,18 @@ import WorkerTestSupport
             _ = try await schedules.enqueueDue()
             listed = try await schedules.list()
             #expect(listed[1].nextRunAt != nil && listed[1].error == nil)
+
+            // A time zone too: a wrong one waits for a fix; a right one moves the run to its clock.
+            try await db.execute("UPDATE worker.schedules SET time_zone = 'Mars/Olympus' WHERE name = 'sql'")
+            #expect(try await schedules.list()[0].nextRunAt == nil, "a new zone is read again")
+            #expect(try await schedules.enqueueDue().broken.map(\.error)
+                    == ["unknown time zone 'Mars/Olympus' (an IANA name such as Europe/Berlin, or UTC)"])
+            try await db.execute("UPDATE worker.schedules SET time_zone = 'Asia/Tokyo' WHERE name = 'sql'")
+            _ = try await schedules.enqueueDue()
+            listed = try await schedules.list()
+            #expect(listed[0].error == nil && listed[0].timeZone == "Asia/Tokyo")
+            #expect(listed[0].nextRunAt.map { components(of: $0) } == DateComponents(month: 12, day: 31, hour: 15, minute: 0),
+                    "midnight of 1 January in Tokyo")
             #expect(try await db.jobCount() == 0)
         }
     }
@@ -173,6 +185,17 @@ import WorkerTestSupport
 
             let bad = try await runTool("workerctl", ["schedules", "set", "x", "--cron", "0 25 * * *", "--kind", "k"], database: db)
             #expect(bad.status == 64 && bad.stderr.contains("--cron: cron '0 25 * * *': hour 25 is outside 0-23"), "\(bad)")
+            let zone = try await runTool(
+                "workerctl", ["schedules", "set", "x", "--cron", "0 2 * * *", "--time-zone", "Europe/Berln", "--kind", "k"],
+                database: db)
+            #expect(zone.status == 64 && zone.stderr.contains("--time-zone: unknown time zone 'Europe/Berln'"), "\(zone)")
+            let berlin = try await runTool(
+                "workerctl", ["schedules", "set", "berlin", "--cron", "0 2 * * *", "--time-zone", "Europe/Berlin", "--kind", "k"],
+                database: db)
+            #expect(berlin.stdout.contains("T00:00:00Z") || berlin.stdout.contains("T01:00:00Z"), "02:00 in Berlin: \(berlin)")
+            let zones = try await runTool("workerctl", ["schedules", "list"], database: db)
+            #expect(zones.stdout.contains("Europe/Berlin") && zones.stdout.contains("TIME_ZONE"), "\(zones)")
+            _ = try await runTool("workerctl", ["schedules", "remove", "berlin"], database: db)
             let never = try await runTool("workerctl", ["schedules", "set", "x", "--cron", "0 0 31 2 *", "--kind", "k"], database: db)
             #expect(never.status == 64 && never.stderr.contains("names no time in the next eight years"), "\(never)")
 
