@@ -46,8 +46,8 @@ struct SchedulesSetCommand: AsyncParsableCommand {
             CRON has five fields (minute hour day-of-month month day-of-week), e.g. '*/15 * * * *' or \
             '0 2 * * MON-FRI', or @hourly, @daily, @weekly, @monthly, @yearly, read on the clock of --time-zone. \
             Across daylight saving time, a cron whose hour field starts with * follows real time; one that names \
-            its hours runs once at that time on the wall clock (a time the clocks skip runs as much later as they \
-            jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>.
+            its hours runs once at each time it names on the wall clock (a time the clocks skip runs as much later \
+            as they jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>.
             """)
 
     @OptionGroup var database: DatabaseOptions

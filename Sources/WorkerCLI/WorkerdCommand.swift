@@ -145,7 +145,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
         guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
             throw ConfigurationError(setting: setting, "'\(text)' is not HOST:PORT (port 0 to 65535) or off")
         }
-        if host == "localhost" { host = "127.0.0.1" }
+        if host.lowercased() == "localhost" { host = "127.0.0.1" }
         guard (try? SocketAddress(ipAddress: host, port: port)) != nil else {
             throw ConfigurationError(
                 setting: setting, "'\(host)' is not an IP address (e.g. 127.0.0.1, 0.0.0.0, [::1]) or localhost")

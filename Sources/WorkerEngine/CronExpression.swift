@@ -7,12 +7,13 @@ import Foundation
 /// `@weekly`, `@monthly`, `@yearly`. When both the day of month and the day
 /// of week are restricted, a day matching either runs, as cron does.
 ///
-/// Daylight saving time, as cron treats it: an expression whose hour field
-/// starts with `*` (even `*/2`) follows real time, so it runs through both
-/// passes of an hour the clocks repeat and skips the hour they jump over.
-/// One that names its hours runs at that time on the wall clock once: a time
-/// the clocks jump over runs as much later as they jumped (02:30 at 03:30),
-/// a time they repeat runs at its first pass.
+/// Daylight saving time: an expression whose hour field starts with `*`
+/// (even `*/2`) follows real time, as cron's do, so it runs through both
+/// passes of an hour the clocks repeat and has nothing to run in an hour they
+/// jump over. One that names its hours runs at each time it names once: a
+/// time the clocks jump over runs as much later as they jumped (02:30 at
+/// 03:30, as java.time places it; cron would run it at 03:00), a time they
+/// repeat runs at its first pass.
 public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     public let description: String
     private let minutes: Set<Int>
@@ -57,9 +58,13 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
     /// `timeZone`'s clock, or `nil` if none comes within eight years (`0 0 30 2 *`).
     public func next(after date: Date, in timeZone: TimeZone = Self.utc) -> Date? {
         guard hourRestricted else { return firstMatch(after: date, on: Self.calendar(in: timeZone)) }
-        // The wall clock's readings, searched as if they were UTC, then placed in time.
+        // The wall clock's readings, searched as if they were UTC, then placed
+        // in time. From the reading of `date` under the offset of a day before
+        // if that is smaller: just after the clocks jumped, the readings they
+        // jumped over still run.
         let utc = Self.calendar(in: Self.utc)
-        var reading = date.addingTimeInterval(Double(timeZone.secondsFromGMT(for: date)))
+        let offset = min(timeZone.secondsFromGMT(for: date), timeZone.secondsFromGMT(for: date.addingTimeInterval(-86_400)))
+        var reading = date.addingTimeInterval(Double(offset))
         let end = date.addingTimeInterval(8 * 366 * 86_400)
         while let match = firstMatch(after: reading, on: utc), match < end {
             let time = Self.time(ofReading: match, in: timeZone)

@@ -33,7 +33,7 @@ public enum JobMetrics {
     public static let queuePaused = "worker_queue_paused"
     /// Runs of each schedule this worker enqueued.
     public static let scheduledRuns = "worker_scheduled_runs_total"
-    /// Schedules whose cron cannot run (the fleet's, sampled like the queues).
+    /// Schedules whose cron or time zone cannot run (the fleet's, sampled like the queues).
     public static let schedulesBroken = "worker_schedules_broken"
 
     /// Records the handler times of a committed batch run (a run that was

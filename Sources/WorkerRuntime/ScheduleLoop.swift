@@ -31,7 +31,7 @@ struct ScheduleLoop: Sendable {
                 ])
             }
             for broken in runs.broken {
-                logger.error("schedule cannot run; fix its cron", metadata: [
+                logger.error("schedule cannot run; fix its cron or time zone", metadata: [
                     "schedule": "\(broken.name)", "error": "\(broken.error)",
                 ])
             }

@@ -39,6 +39,11 @@ import WorkerEngine
         // does not exist that day and runs an hour later, 03:30 CEST, once.
         #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-03-28T12:00:00Z") == "2026-03-29T01:30:00Z")
         #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-03-29T01:30:00Z") == "2026-03-30T00:30:00Z")
+        #expect(try next("0,30 2 * * *", in: "Europe/Berlin", after: "2026-03-28T12:00:00Z") == "2026-03-29T01:00:00Z")
+        #expect(try next("0,30 2 * * *", in: "Europe/Berlin", after: "2026-03-29T01:00:00Z") == "2026-03-29T01:30:00Z",
+                "both times the clocks jumped over run, each an hour later")
+        #expect(try next("30 2 * * *", in: "America/New_York", after: "2026-03-08T07:10:00Z") == "2026-03-08T07:30:00Z",
+                "set at 03:10 EDT, just after the jump: 02:30 still runs, at 03:30")
         // They go back from 03:00 to 02:00 on 25 October 2026 (01:00Z): 02:30 comes
         // twice (00:30Z and 01:30Z) and runs at the first only.
         #expect(try next("30 2 * * *", in: "Europe/Berlin", after: "2026-10-24T12:00:00Z") == "2026-10-25T00:30:00Z")
