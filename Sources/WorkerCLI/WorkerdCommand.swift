@@ -22,8 +22,10 @@ public struct WorkerdCommand: AsyncParsableCommand {
             WORKERD_LOG_FORMAT, WORKERD_METRICS_ADDRESS, WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY and \
             WORKERD_IDEMPOTENCY_TTL (these two take several KIND:VALUE separated by ';').
 
-            A retry policy is base=DURATION,rate=NUMBER,cap=DURATION,max-attempts=N,max-age=DURATION|none, \
-            each key optional; the default is base=1s,rate=2,cap=300s,max-attempts=10,max-age=none.
+            A retry policy is base=DURATION,rate=NUMBER,cap=DURATION,max-attempts=N,max-age=DURATION|none,\
+            timeout=DURATION|none, each key optional; the default is \
+            base=1s,rate=2,cap=300s,max-attempts=10,max-age=none,timeout=30m. An attempt past its timeout is \
+            abandoned with its batch and fails as retryable.
             """)
 
     @Option(help: "postgres://user:password@host:port/database?sslmode=... (env DATABASE_URL).")

@@ -28,15 +28,18 @@ public struct BatchProcessor: Sendable {
     /// Processes `jobs` in lock order (see `JobHandler.lockOrder`). Before
     /// each job it asks `shouldStart`; once that says no (shutdown), the jobs
     /// not started are released in the same transaction. `inSession` learns
-    /// the backend pid of the batch's session once its jobs are locked. The
+    /// the backend pid of the batch's session once its jobs are locked, and `attemptStarted`
+    /// each attempt as it starts, with its kind's timeout. The
     /// outcomes are known to be committed when this returns.
     public func process(
         _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true },
-        inSession: @escaping @Sendable (Int32) -> Void = { _ in }
+        inSession: @escaping @Sendable (Int32) -> Void = { _ in },
+        attemptStarted: @escaping @Sendable (Job, Duration?) -> Void = { _, _ in }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         return try await client.withConnection { connection in
-            try await process(jobs, on: connection, shouldStart: shouldStart, inSession: inSession)
+            try await process(
+                jobs, on: connection, shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted)
         }
     }
 
@@ -45,17 +48,19 @@ public struct BatchProcessor: Sendable {
     /// connection (the server then rolls the batch back).
     public func process(
         _ jobs: [Job], on connection: PostgresConnection, shouldStart: @escaping @Sendable () -> Bool = { true },
-        inSession: @escaping @Sendable (Int32) -> Void = { _ in }
+        inSession: @escaping @Sendable (Int32) -> Void = { _ in },
+        attemptStarted: @escaping @Sendable (Job, Duration?) -> Void = { _, _ in }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
+        let hooks = BatchHooks(shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted)
         return try await connection.failingOnClose { connection in
             let run: BatchRun
             if jobs.allSatisfy(self.needsNoTransaction) {
                 let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
-                run = try await self.run(jobs, ages: nil, guarded: nil, in: tx, shouldStart: shouldStart)
+                run = try await self.run(jobs, ages: nil, guarded: nil, in: tx, hooks: hooks)
             } else {
-                run = try await self.runFastThenGuarded(jobs, on: connection, shouldStart: shouldStart, inSession: inSession)
+                run = try await self.runFastThenGuarded(jobs, on: connection, hooks: hooks)
             }
             JobMetrics.recordHandlerTimes(run.handlerTimes)
             return run.outcomes
@@ -67,11 +72,10 @@ public struct BatchProcessor: Sendable {
     /// it threw rather than run again: a failing handler (a payment gateway
     /// that is down, say) is not called twice for one attempt.
     private func runFastThenGuarded(
-        _ jobs: [Job], on connection: PostgresConnection, shouldStart: @Sendable () -> Bool,
-        inSession: @Sendable (Int32) -> Void
+        _ jobs: [Job], on connection: PostgresConnection, hooks: BatchHooks
     ) async throws -> BatchRun {
         do {
-            return try await runInTransaction(jobs, guarded: nil, on: connection, shouldStart: shouldStart, inSession: inSession)
+            return try await runInTransaction(jobs, guarded: nil, on: connection, hooks: hooks)
         } catch let failed as PostgresTransactionError {
             // Rolled back (postgres-nio wraps what the transaction's body threw).
             guard let abandoned = failed.closureError as? FastPathAbandoned, failed.rollbackError == nil else {
@@ -80,8 +84,7 @@ public struct BatchProcessor: Sendable {
             logger.debug("batch runs again with a savepoint per job", metadata: [
                 "job_id": "\(abandoned.jobID.map(String.init) ?? "batch")", "error": "\(Self.describe(abandoned.error))",
             ])
-            return try await runInTransaction(
-                jobs, guarded: abandoned, on: connection, shouldStart: shouldStart, inSession: inSession)
+            return try await runInTransaction(jobs, guarded: abandoned, on: connection, hooks: hooks)
         }
     }
 
@@ -98,14 +101,13 @@ public struct BatchProcessor: Sendable {
     /// Runs the batch in one transaction that first locks its jobs; `guarded`:
     /// with a savepoint per job, after the unguarded run was abandoned so.
     private func runInTransaction(
-        _ jobs: [Job], guarded: FastPathAbandoned?, on connection: PostgresConnection,
-        shouldStart: @Sendable () -> Bool, inSession: @Sendable (Int32) -> Void
+        _ jobs: [Job], guarded: FastPathAbandoned?, on connection: PostgresConnection, hooks: BatchHooks
     ) async throws -> BatchRun {
         try await connection.withTransaction(logger: logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
             let (ages, session) = try await tx.lock(jobs.map(\.lease))
-            if let session { inSession(session) }
-            return try await self.run(jobs, ages: ages, guarded: guarded, in: tx, shouldStart: shouldStart)
+            if let session { hooks.inSession(session) }
+            return try await self.run(jobs, ages: ages, guarded: guarded, in: tx, hooks: hooks)
         }
     }
 
@@ -113,8 +115,7 @@ public struct BatchProcessor: Sendable {
     /// end. `ages` are those of the jobs locked with their lease still ours;
     /// `nil` when nothing was locked, and then the ack finds out whose lease was lost.
     private func run(
-        _ jobs: [Job], ages: [Int64: Duration]?, guarded: FastPathAbandoned?, in tx: JobTransaction,
-        shouldStart: @Sendable () -> Bool
+        _ jobs: [Job], ages: [Int64: Duration]?, guarded: FastPathAbandoned?, in tx: JobTransaction, hooks: BatchHooks
     ) async throws -> BatchRun {
         // Jobs whose lease is lost are skipped; without locks (`ages == nil`),
         // the jobs have no maximum age and the ack tells.
@@ -151,7 +152,7 @@ public struct BatchProcessor: Sendable {
             // Once the worker stops, only jobs that have started go on: those
             // their batch handler did, and the failure being replayed (its
             // attempt happened: it is counted and its error kept, not given back).
-            guard known != nil || (unstarted.isEmpty && shouldStart()) else {
+            guard known != nil || (unstarted.isEmpty && hooks.shouldStart()) else {
                 unstarted.append(job)
                 continue
             }
@@ -163,11 +164,13 @@ public struct BatchProcessor: Sendable {
             if known == nil, batchable(job), !batchStoppedAt.contains(job.id),
                let handler = handlers.handler(for: job.kind) as? any BatchJobHandler {
                 let group = Array(jobs[index...].prefix { $0.kind == job.kind && batchable($0) })
+                hooks.attemptStarted(job, handlers.policy(for: job.kind).timeout)
                 let answers = try await handleBatch(group, with: handler, in: tx)
                 for (batchedJob, answer) in answers { batched[batchedJob] = answer }
                 if answers.count < group.count { batchStoppedAt.insert(group[answers.count].id) }
                 known = batched.removeValue(forKey: job.id)
             }
+            if known == nil { hooks.attemptStarted(job, handlers.policy(for: job.kind).timeout) }
             let done = try await process(
                 job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, known: known)
             if done.outcome.isFinished { finished.append(job.lease) }
@@ -248,8 +251,6 @@ public struct BatchProcessor: Sendable {
         _ job: Job, refusal: Refusal?, claim: IdempotencyClaim?, in tx: JobTransaction, guarded: Bool,
         known: KnownAnswer?
     ) async throws -> ProcessedJob {
-        let policy = handlers.policy(for: job.kind)
-        let maxAttempts = job.maxAttempts ?? policy.maxAttempts
         func deadLetter(_ reason: DeadLetterReason, _ error: String?, attempts: Int) async throws -> JobOutcome {
             try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx, logger: logger)
         }
@@ -338,7 +339,17 @@ public struct BatchProcessor: Sendable {
             }
             failure = error
         }
+        return try await fail(job, failure, handlerTime: handlerTime, in: tx)
+    }
 
+    /// Fails the job's attempt with `failure`: dead-lettered when it is not
+    /// worth retrying or out of attempts, else rescheduled with backoff.
+    func fail(_ job: Job, _ failure: any Error, handlerTime: Duration?, in tx: JobTransaction) async throws -> ProcessedJob {
+        let policy = handlers.policy(for: job.kind)
+        let maxAttempts = job.maxAttempts ?? policy.maxAttempts
+        func deadLetter(_ reason: DeadLetterReason, _ error: String?, attempts: Int) async throws -> JobOutcome {
+            try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx, logger: logger)
+        }
         let message = Self.describe(failure)
         switch failure as? JobError {
         case .invalidEvent:
@@ -405,6 +416,16 @@ public struct BatchProcessor: Sendable {
         let text = errorText(error)
         return text.count > 2000 ? String(text.prefix(2000)) + "…" : text
     }
+}
+
+/// What the lane running a batch learns and decides while it runs.
+struct BatchHooks: Sendable {
+    /// Whether the next job may start (no once the worker stops).
+    let shouldStart: @Sendable () -> Bool
+    /// The backend pid of the batch's session, once its jobs are locked.
+    let inSession: @Sendable (Int32) -> Void
+    /// An attempt starts, with its kind's timeout.
+    let attemptStarted: @Sendable (Job, Duration?) -> Void
 }
 
 /// Thrown to abandon a batch's unguarded run: job `jobID` (`nil`: a batch

@@ -9,15 +9,25 @@ public struct RetryPolicy: Sendable, Equatable {
     /// Jobs older than this are dead-lettered as `expired` instead of run (the
     /// Lambda maximum event age); `nil` keeps them however old.
     public var maxAge: Duration?
+    /// How long one attempt may run (the Lambda timeout): past it the worker
+    /// abandons the attempt's batch and the attempt fails as retryable. A
+    /// handler that hangs would otherwise hold its lane, its leases extended
+    /// by the heartbeat, for good. `nil`: no limit.
+    public var timeout: Duration?
 
+    public static let defaultTimeout: Duration = .seconds(1800)
     public static let `default` = RetryPolicy(base: .seconds(1), rate: 2, cap: .seconds(300), maxAttempts: 10, maxAge: nil)
 
-    public init(base: Duration, rate: Double, cap: Duration, maxAttempts: Int, maxAge: Duration?) {
+    public init(
+        base: Duration, rate: Double, cap: Duration, maxAttempts: Int, maxAge: Duration?,
+        timeout: Duration? = Self.defaultTimeout
+    ) {
         self.base = base
         self.rate = rate
         self.cap = cap
         self.maxAttempts = maxAttempts
         self.maxAge = maxAge
+        self.timeout = timeout
     }
 
     /// The largest delay the retry after `attempt` failed attempts may wait.
@@ -40,7 +50,7 @@ public struct RetryPolicy: Sendable, Equatable {
         return delay(afterAttempt: attempt, using: &generator)
     }
 
-    /// Parses `base=1s,rate=2,cap=5m,max-attempts=10,max-age=6h`, each key optional,
+    /// Parses `base=1s,rate=2,cap=5m,max-attempts=10,max-age=6h,timeout=30m`, each key optional,
     /// starting from `self`. `setting` names the flag in errors.
     public func overridden(by text: String, setting: String) throws -> RetryPolicy {
         var policy = self
@@ -65,9 +75,14 @@ public struct RetryPolicy: Sendable, Equatable {
                 policy.maxAttempts = attempts
             case "max-age", "max_age":
                 policy.maxAge = value == "none" ? nil : try DurationParser.parse(value, setting: "\(setting) max-age")
+            case "timeout":
+                policy.timeout = value == "none" ? nil : try DurationParser.parse(value, setting: "\(setting) timeout")
+                if let timeout = policy.timeout, timeout < .seconds(1) {
+                    throw ConfigurationError(setting: setting, "timeout \(timeout) must be at least 1s, or none")
+                }
             default:
                 throw ConfigurationError(
-                    setting: setting, "unknown key '\(key)' (expected base, rate, cap, max-attempts, max-age)")
+                    setting: setting, "unknown key '\(key)' (expected base, rate, cap, max-attempts, max-age, timeout)")
             }
         }
         // No delay at all would repeat a failure at once, max-attempts times

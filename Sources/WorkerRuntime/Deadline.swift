@@ -18,7 +18,7 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 func withDeadline<T: Sendable>(
     _ deadline: @escaping @Sendable () -> ContinuousClock.Instant,
     ticker: DeadlineTicker? = nil,
-    orElse exceeded: @escaping @Sendable () -> DeadlineExceeded,
+    orElse exceeded: @escaping @Sendable () -> any Error,
     _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     try await withThrowingTaskGroup(of: T?.self) { group in

@@ -137,6 +137,9 @@ public final class Worker: Service, Sendable {
             do {
                 (generation, turn) = try await runBatches(lane: lane, from: turn)
                 backoff.reset()
+            } catch let timedOut as AttemptTimedOut {
+                await settle(timedOut, lane: lane)
+                continue
             } catch {
                 counters.batchFailed()
                 let delay = backoff.next()
@@ -185,18 +188,27 @@ public final class Worker: Service, Sendable {
     /// A claim (and the wait for its connection) may take the statement
     /// deadline; a batch may run as long as its handlers need while the
     /// heartbeat hears from the database and finds the batch's session on the
-    /// server.
+    /// server, each attempt within its kind's timeout.
     private func deadline(of lane: Int) -> ContinuousClock.Instant {
         switch monitor.step(of: lane) {
-        case .claiming(let since): since + configuration.statementDeadline
-        case .processing: sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
-        case nil: .now + configuration.statementDeadline
+        case .claiming(let since):
+            return since + configuration.statementDeadline
+        case .processing(let batch):
+            let heard = sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
+            guard let attempt = batch.attempt, let timeout = attempt.timeout else { return heard }
+            return min(heard, attempt.since + timeout)
+        case nil:
+            return .now + configuration.statementDeadline
         }
     }
 
-    private func exceeded(_ lane: Int) -> DeadlineExceeded {
-        guard monitor.step(of: lane) == .processing else {
+    private func exceeded(_ lane: Int) -> any Error {
+        guard case .processing(let batch) = monitor.step(of: lane) else {
             return DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
+        }
+        if !sessions.isGone(lane: lane), let attempt = batch.attempt, let timeout = attempt.timeout,
+           ContinuousClock.now >= attempt.since + timeout {
+            return AttemptTimedOut(job: attempt.job, timeout: timeout, batch: batch.jobs)
         }
         return DeadlineExceeded(
             operation: "batch",
@@ -212,7 +224,7 @@ public final class Worker: Service, Sendable {
             queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
             workerID: configuration.workerID, payloadLimit: processor.handlers.maxPayloadBytes, on: connection)
         contact.heard()
-        monitor.processing(lane)
+        monitor.processing(lane, batch: jobs)
         guard !jobs.isEmpty else { return 0 }
         // A full batch says more may wait: another lane comes to help.
         if jobs.count == configuration.batchSize { wake.signal() }
@@ -222,8 +234,31 @@ public final class Worker: Service, Sendable {
         defer { leases.remove(held) }
         defer { sessions.ended(lane: lane) }
         let outcomes = try await processor.process(
-            jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) })
+            jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
+            attemptStarted: { self.monitor.attemptStarted(lane, job: $0, timeout: $1) })
         counters.record(outcomes, of: jobs)
         return jobs.count
+    }
+
+    /// After a lane abandoned a batch at an attempt's timeout: the attempt
+    /// fails, the batch's other jobs are ready again. Given up, they all
+    /// return when their leases expire.
+    private func settle(_ timedOut: AttemptTimedOut, lane: Int) async {
+        logger.error("attempt timed out; its batch was abandoned", metadata: [
+            "lane": "\(lane)", "job_id": "\(timedOut.job.id)", "kind": "\(timedOut.job.kind)",
+            "attempt": "\(timedOut.job.attempts)", "timeout_ms": "\(timedOut.timeout.milliseconds)",
+        ])
+        do {
+            // Until the server ends the abandoned session, which holds the jobs' rows.
+            let outcomes = try await withDeadline(in: configuration.silenceTimeout, for: "settling a timed-out batch") {
+                try await self.processor.settle(timedOut)
+            }
+            counters.record(outcomes, of: timedOut.batch)
+        } catch {
+            counters.batchFailed()
+            logger.error("timed-out batch not settled; its jobs return when their leases expire", metadata: [
+                "lane": "\(lane)", "error": "\(String(reflecting: error))",
+            ])
+        }
     }
 }

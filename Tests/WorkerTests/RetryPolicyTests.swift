@@ -37,13 +37,16 @@ import WorkerEngine
             by: "base=250ms, rate=1.5, cap=2m, max-attempts=7, max-age=6h", setting: "--retry")
         #expect(parsed == RetryPolicy(base: .milliseconds(250), rate: 1.5, cap: .seconds(120), maxAttempts: 7, maxAge: .seconds(21600)))
         #expect(try RetryPolicy.default.overridden(by: "", setting: "x") == .default)
+        #expect(RetryPolicy.default.timeout == .seconds(1800), "an attempt may take half an hour unless its kind says")
+        #expect(try RetryPolicy.default.overridden(by: "timeout=2m", setting: "x").timeout == .seconds(120))
+        #expect(try RetryPolicy.default.overridden(by: "timeout=none", setting: "x").timeout == nil)
     }
 
     @Test func badPoliciesNameTheSettingAndTheProblem() {
         for (text, fragment) in [
             ("base=fast", "not a duration"), ("rate=0.5", "rate"), ("max-attempts=0", "max-attempts"),
             ("colour=red", "unknown key 'colour'"), ("base", "key=value"), ("base=10s,cap=1s", "below base"),
-            ("base=0s", "at least 1ms"),
+            ("base=0s", "at least 1ms"), ("timeout=500ms", "at least 1s"),
         ] {
             #expect {
                 try RetryPolicy.default.overridden(by: text, setting: "--default-retry")

@@ -1,0 +1,38 @@
+import Foundation
+import Testing
+import WorkerEngine
+import WorkerRuntime
+import WorkerTestSupport
+
+/// `RetryPolicy.timeout`: an attempt that runs too long is abandoned with its
+/// batch, fails as retryable, and the lane goes on.
+@Suite(.timeLimit(.minutes(2))) struct AttemptTimeoutTests {
+    @Test func anAttemptPastItsTimeoutFailsAndTheRestOfItsBatchRunsAgain() async throws {
+        try await withTestDatabase { db in
+            let quick = RecordingHandler()
+            // Hangs until cancelled: the lane cancels it when it abandons the batch.
+            let hang = RecordingHandler { _, _ in try await Task.sleep(for: .seconds(3600)) }
+            var handlers = HandlerRegistry.testing(quick, kinds: ["quick"])
+            handlers.register("hang", hang, policy: RetryPolicy(
+                base: .milliseconds(10), rate: 2, cap: .milliseconds(50), maxAttempts: 2, maxAge: nil, timeout: .seconds(1)))
+            // One batch: the quick jobs first (lower ids), then the one that hangs.
+            let quickJobs = try await db.queue.enqueue(NewJob(kind: "quick"), count: 3)
+            let hung = try await db.queue.enqueue(NewJob(kind: "hang"))
+
+            let totals = try await withWorker(db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w")) { _ in
+                try await eventually(timeout: .seconds(60), "the hanging job dead-lettered and the rest done") {
+                    try await db.jobCount() == 0
+                }
+            }
+            let letter = try #require(try await db.deadLetters.show(id: hung))
+            #expect(letter.reason == "max_attempts" && letter.attempts == 2, "\(letter)")
+            #expect(letter.lastError == "timed out after 1s; its batch was abandoned", "\(letter)")
+            #expect(letter.errors.components(separatedBy: "timed out after 1s").count - 1 == 2, "both attempts: \(letter.errors)")
+            #expect(hang.invocations.count == 2)
+            // Each quick job ran in every batch the hang abandoned, and was done once in the end.
+            #expect(Set(quick.invocations.map(\.id)) == Set(quickJobs) && quick.invocations.count >= 3)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters") == 1)
+            #expect(totals.done == 3 && totals.deadLettered == 1 && totals.retried <= 1, "\(totals)")
+        }
+    }
+}
