@@ -35,4 +35,24 @@ import WorkerTestSupport
             #expect(totals.done == 3 && totals.deadLettered == 1 && totals.retried <= 1, "\(totals)")
         }
     }
+
+    @Test func anAttemptStuckInAStatementIsAbandonedTooAndTheServerLetsGoOfItsRows() async throws {
+        try await withTestDatabase { db in
+            // Cancelling a task does not stop its statement: closing the connection does,
+            // once the server sees it gone (client_connection_check_interval).
+            let stuck = RecordingHandler { _, context in
+                try await context.connection.query("SELECT pg_sleep(3600)", logger: context.logger)
+            }
+            let handlers = HandlerRegistry.testing(stuck, policy: RetryPolicy(
+                base: .milliseconds(10), rate: 2, cap: .milliseconds(50), maxAttempts: 1, maxAge: nil, timeout: .seconds(1)))
+            let job = try await db.queue.enqueue(NewJob(kind: "test"))
+            try await withWorker(db, handlers, WorkerConfiguration(concurrency: 1, workerID: "w")) { _ in
+                try await eventually(timeout: .seconds(60), "the stuck job dead-lettered") { try await db.jobCount() == 0 }
+            }
+            let letter = try #require(try await db.deadLetters.show(id: job))
+            #expect(letter.reason == "max_attempts" && letter.lastError?.hasPrefix("timed out after 1s") == true, "\(letter)")
+            #expect(try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3600)'") == 0,
+                    "the server ended the abandoned statement")
+        }
+    }
 }
