@@ -28,18 +28,20 @@ public struct BatchProcessor: Sendable {
     /// Processes `jobs` in lock order (see `JobHandler.lockOrder`). Before
     /// each job it asks `shouldStart`; once that says no (shutdown), the jobs
     /// not started are released in the same transaction. `inSession` learns
-    /// the backend pid of the batch's session once its jobs are locked, and `attemptStarted`
-    /// each attempt as it starts, with its kind's timeout. The
+    /// the backend pid of the batch's session once its jobs are locked;
+    /// `attemptStarted` and `attemptEnded` frame each attempt (see `BatchHooks`). The
     /// outcomes are known to be committed when this returns.
     public func process(
         _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true },
         inSession: @escaping @Sendable (Int32) -> Void = { _ in },
-        attemptStarted: @escaping @Sendable (Job, Duration?) -> Void = { _, _ in }
+        attemptStarted: @escaping @Sendable ([Job], Duration?) -> Void = { _, _ in },
+        attemptEnded: @escaping @Sendable () -> Void = {}
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         return try await client.withConnection { connection in
             try await process(
-                jobs, on: connection, shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted)
+                jobs, on: connection, shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted,
+                attemptEnded: attemptEnded)
         }
     }
 
@@ -49,11 +51,13 @@ public struct BatchProcessor: Sendable {
     public func process(
         _ jobs: [Job], on connection: PostgresConnection, shouldStart: @escaping @Sendable () -> Bool = { true },
         inSession: @escaping @Sendable (Int32) -> Void = { _ in },
-        attemptStarted: @escaping @Sendable (Job, Duration?) -> Void = { _, _ in }
+        attemptStarted: @escaping @Sendable ([Job], Duration?) -> Void = { _, _ in },
+        attemptEnded: @escaping @Sendable () -> Void = {}
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
-        let hooks = BatchHooks(shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted)
+        let hooks = BatchHooks(
+            shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted, attemptEnded: attemptEnded)
         return try await connection.failingOnClose { connection in
             let run: BatchRun
             if jobs.allSatisfy(self.needsNoTransaction) {
@@ -81,6 +85,7 @@ public struct BatchProcessor: Sendable {
             guard let abandoned = failed.closureError as? FastPathAbandoned, failed.rollbackError == nil else {
                 throw failed
             }
+            hooks.attemptEnded()  // replayed, not run again
             logger.debug("batch runs again with a savepoint per job", metadata: [
                 "job_id": "\(abandoned.jobID.map(String.init) ?? "batch")", "error": "\(Self.describe(abandoned.error))",
             ])
@@ -147,6 +152,9 @@ public struct BatchProcessor: Sendable {
         var handlerTimes: [HandlerTime] = []
         var unstarted: [Job] = []
         for (index, job) in jobs.enumerated() {
+            // Abandoned (at an attempt's timeout, say), a batch whose handler
+            // ignored the cancellation goes no further when it returns.
+            try Task.checkCancellation()
             var known = batched.removeValue(forKey: job.id)
             if let replay = guarded, replay.jobID == job.id { known = .replayed(replay) }
             // Once the worker stops, only jobs that have started go on: those
@@ -164,15 +172,18 @@ public struct BatchProcessor: Sendable {
             if known == nil, batchable(job), !batchStoppedAt.contains(job.id),
                let handler = handlers.handler(for: job.kind) as? any BatchJobHandler {
                 let group = Array(jobs[index...].prefix { $0.kind == job.kind && batchable($0) })
-                hooks.attemptStarted(job, handlers.policy(for: job.kind).timeout)
+                hooks.attemptStarted(group, handlers.policy(for: job.kind).timeout)
                 let answers = try await handleBatch(group, with: handler, in: tx)
+                hooks.attemptEnded()
+                try Task.checkCancellation()
                 for (batchedJob, answer) in answers { batched[batchedJob] = answer }
                 if answers.count < group.count { batchStoppedAt.insert(group[answers.count].id) }
                 known = batched.removeValue(forKey: job.id)
             }
-            if known == nil { hooks.attemptStarted(job, handlers.policy(for: job.kind).timeout) }
+            if known == nil { hooks.attemptStarted([job], handlers.policy(for: job.kind).timeout) }
             let done = try await process(
                 job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, known: known)
+            hooks.attemptEnded()
             if done.outcome.isFinished { finished.append(job.lease) }
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
@@ -424,8 +435,11 @@ struct BatchHooks: Sendable {
     let shouldStart: @Sendable () -> Bool
     /// The backend pid of the batch's session, once its jobs are locked.
     let inSession: @Sendable (Int32) -> Void
-    /// An attempt starts, with its kind's timeout.
-    let attemptStarted: @Sendable (Job, Duration?) -> Void
+    /// An attempt starts (of one job, or of a batch handler's call for
+    /// several), with its kind's timeout; and it has ended, so that the
+    /// batch's ack and commit are not timed as part of it.
+    let attemptStarted: @Sendable ([Job], Duration?) -> Void
+    let attemptEnded: @Sendable () -> Void
 }
 
 /// Thrown to abandon a batch's unguarded run: job `jobID` (`nil`: a batch

@@ -154,10 +154,11 @@ public struct JobQueue: Sendable {
     public func release(_ leases: [Lease]) async throws -> Int {
         guard !leases.isEmpty else { return 0 }
         let logger = logger
-        return try await client.withLiveConnection { try await Self.release(leases, on: $0, logger: logger) }
+        return try await client.withLiveConnection { try await Self.release(leases, on: $0, logger: logger).count }
     }
 
-    static func release(_ leases: [Lease], on connection: PostgresConnection, logger: Logger) async throws -> Int {
+    /// The ids of the jobs released (those whose lease was still the caller's).
+    static func release(_ leases: [Lease], on connection: PostgresConnection, logger: Logger) async throws -> Set<Int64> {
         let rows = try await connection.query(
             """
             UPDATE worker.jobs AS j
@@ -167,9 +168,9 @@ public struct JobQueue: Sendable {
             WHERE j.id = l.id AND j.lease_token = l.token
             RETURNING j.id
             """, logger: logger)
-        var count = 0
-        for try await _ in rows.decode(Int64.self) { count += 1 }
-        return count
+        var released: Set<Int64> = []
+        for try await id in rows.decode(Int64.self) { released.insert(id) }
+        return released
     }
 }
 

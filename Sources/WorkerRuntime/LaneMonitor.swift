@@ -13,39 +13,58 @@ final class LaneMonitor: Sendable {
     }
 
     struct Batch: Sendable {
+        /// Which of the lane's batches: an abandoned batch's task may still
+        /// run, and must not touch the next one's attempt.
+        let id: UInt64
         let jobs: [Job]
-        /// The attempt running now, if any has started.
+        /// The attempt running now, if one is.
         var attempt: Attempt?
     }
 
     struct Attempt: Sendable {
-        let job: Job
-        /// Its kind's; `nil`: no limit.
+        /// One job's, or a batch handler's call for several.
+        let jobs: [Job]
+        /// Their kind's; `nil`: no limit.
         let timeout: Duration?
         let since: ContinuousClock.Instant
     }
 
-    private let steps = Mutex<[Int: Step]>([:])
+    private let steps = Mutex<(steps: [Int: Step], lastBatch: UInt64)>(([:], 0))
 
-    func claiming(_ lane: Int) { steps.withLock { $0[lane] = .claiming(since: .now) } }
-    func processing(_ lane: Int, batch jobs: [Job]) { steps.withLock { $0[lane] = .processing(Batch(jobs: jobs)) } }
-    func attemptStarted(_ lane: Int, job: Job, timeout: Duration?) {
-        steps.withLock { steps in
-            guard case .processing(var batch) = steps[lane] else { return }
-            batch.attempt = Attempt(job: job, timeout: timeout, since: .now)
-            steps[lane] = .processing(batch)
+    func claiming(_ lane: Int) { steps.withLock { $0.steps[lane] = .claiming(since: .now) } }
+
+    /// The lane processes `jobs`; returns the batch's id, for its attempts.
+    func processing(_ lane: Int, batch jobs: [Job]) -> UInt64 {
+        steps.withLock { state in
+            state.lastBatch += 1
+            state.steps[lane] = .processing(Batch(id: state.lastBatch, jobs: jobs))
+            return state.lastBatch
         }
     }
-    func idle(_ lane: Int) { steps.withLock { _ = $0.removeValue(forKey: lane) } }
+
+    func attemptStarted(_ lane: Int, batch id: UInt64, jobs: [Job], timeout: Duration?) {
+        setAttempt(lane, batch: id, Attempt(jobs: jobs, timeout: timeout, since: .now))
+    }
+
+    func attemptEnded(_ lane: Int, batch id: UInt64) { setAttempt(lane, batch: id, nil) }
+
+    private func setAttempt(_ lane: Int, batch id: UInt64, _ attempt: Attempt?) {
+        steps.withLock { state in
+            guard case .processing(var batch) = state.steps[lane], batch.id == id else { return }
+            batch.attempt = attempt
+            state.steps[lane] = .processing(batch)
+        }
+    }
+    func idle(_ lane: Int) { steps.withLock { _ = $0.steps.removeValue(forKey: lane) } }
 
     /// What `lane` does now; nil while it waits for work.
-    func step(of lane: Int) -> Step? { steps.withLock { $0[lane] } }
+    func step(of lane: Int) -> Step? { steps.withLock { $0.steps[lane] } }
 
     /// Lanes whose current claim has lasted longer than `limit`.
     func stuck(after limit: Duration) -> [Int] {
         let now = ContinuousClock.now
-        return steps.withLock { steps in
-            steps.compactMap { lane, step in
+        return steps.withLock { state in
+            state.steps.compactMap { lane, step in
                 if case .claiming(let since) = step, now - since > limit { return lane }
                 return nil
             }.sorted()

@@ -208,7 +208,7 @@ public final class Worker: Service, Sendable {
         }
         if !sessions.isGone(lane: lane), let attempt = batch.attempt, let timeout = attempt.timeout,
            ContinuousClock.now >= attempt.since + timeout {
-            return AttemptTimedOut(job: attempt.job, timeout: timeout, batch: batch.jobs)
+            return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs)
         }
         return DeadlineExceeded(
             operation: "batch",
@@ -224,7 +224,7 @@ public final class Worker: Service, Sendable {
             queue: name, limit: configuration.batchSize, visibilityTimeout: configuration.visibilityTimeout,
             workerID: configuration.workerID, payloadLimit: processor.handlers.maxPayloadBytes, on: connection)
         contact.heard()
-        monitor.processing(lane, batch: jobs)
+        let batch = monitor.processing(lane, batch: jobs)
         guard !jobs.isEmpty else { return 0 }
         // A full batch says more may wait: another lane comes to help.
         if jobs.count == configuration.batchSize { wake.signal() }
@@ -235,7 +235,8 @@ public final class Worker: Service, Sendable {
         defer { sessions.ended(lane: lane) }
         let outcomes = try await processor.process(
             jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
-            attemptStarted: { self.monitor.attemptStarted(lane, job: $0, timeout: $1) })
+            attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
+            attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) })
         counters.record(outcomes, of: jobs)
         return jobs.count
     }
@@ -245,8 +246,8 @@ public final class Worker: Service, Sendable {
     /// return when their leases expire.
     private func settle(_ timedOut: AttemptTimedOut, lane: Int) async {
         logger.error("attempt timed out; its batch was abandoned", metadata: [
-            "lane": "\(lane)", "job_id": "\(timedOut.job.id)", "kind": "\(timedOut.job.kind)",
-            "attempt": "\(timedOut.job.attempts)", "timeout_ms": "\(timedOut.timeout.milliseconds)",
+            "lane": "\(lane)", "job_ids": "\(timedOut.jobs.map(\.id))", "kind": "\(timedOut.jobs.first?.kind ?? "-")",
+            "timeout_ms": "\(timedOut.timeout.milliseconds)",
         ])
         do {
             // Until the server ends the abandoned session, which holds the jobs' rows.

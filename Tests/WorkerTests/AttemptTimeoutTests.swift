@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import WorkerEngine
 import WorkerRuntime
@@ -54,5 +55,40 @@ import WorkerTestSupport
             #expect(try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3600)'") == 0,
                     "the server ended the abandoned statement")
         }
+    }
+
+    @Test func aBatchHandlersCallPastItsTimeoutFailsEachOfItsJobs() async throws {
+        try await withTestDatabase { db in
+            let hang = HangingBatchHandler()
+            let handlers = HandlerRegistry.testing(hang, policy: RetryPolicy(
+                base: .milliseconds(10), rate: 2, cap: .milliseconds(50), maxAttempts: 1, maxAge: nil, timeout: .seconds(1)))
+            let jobs = try await db.queue.enqueue(NewJob(kind: "test"), count: 3)
+            let totals = try await withWorker(db, handlers, WorkerConfiguration(concurrency: 1, workerID: "w")) { _ in
+                try await eventually(timeout: .seconds(60), "the batch's jobs dead-lettered") { try await db.jobCount() == 0 }
+            }
+            let letters = try await db.deadLetters.list(DeadLetterFilter(), limit: 10)
+            #expect(Set(letters.map(\.id)) == Set(jobs), "every job of the call, not only its first: \(letters)")
+            #expect(letters.allSatisfy { $0.lastError == "timed out after 1s; its batch was abandoned" })
+            #expect(hang.calls.withLock { $0 } == 1 && totals.deadLettered == 3, "\(totals)")
+        }
+    }
+
+    @Test func aTimeoutIsWrittenAsItsSettingWouldBe() {
+        let text = { (timeout: Duration) in AttemptTimedOut(jobs: [], timeout: timeout, batch: []).description }
+        #expect(text(.seconds(1800)) == "timed out after 30m; its batch was abandoned")
+        #expect(text(.seconds(7200)).hasPrefix("timed out after 2h;") && text(.seconds(90)).hasPrefix("timed out after 90s;"))
+        #expect(text(.milliseconds(1500)).hasPrefix("timed out after 1500ms;"))
+    }
+}
+
+/// A batch handler whose call never returns until cancelled.
+final class HangingBatchHandler: BatchJobHandler {
+    let calls = Mutex(0)
+    var idempotencyTTL: Duration? { nil }
+    func handle(_ job: Job, context: JobContext) async throws -> JobResult { .empty }
+    func handleBatch(_ jobs: [Job], context: JobContext) async throws -> [JobResult] {
+        calls.withLock { $0 += 1 }
+        try await Task.sleep(for: .seconds(3600))
+        return jobs.map { _ in .empty }
     }
 }
