@@ -189,6 +189,7 @@ public struct BatchProcessor: Sendable {
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
             outcomes.append(done.outcome)
         }
+        try Task.checkCancellation()  // as above: an abandoned batch acks nothing
         if !unstarted.isEmpty {
             _ = try await JobQueue.release(unstarted.map(\.lease), on: tx.connection, logger: logger)
             try await tx.dropIdempotencyKeys(unstarted.compactMap { claims[$0.id]?.ownedKey })
@@ -350,6 +351,10 @@ public struct BatchProcessor: Sendable {
             }
             failure = error
         }
+        // Abandoned meanwhile (its attempt timed out: the failure is the
+        // cancellation), the batch writes nothing more. Without a transaction
+        // the statement could still commit before the connection's close.
+        try Task.checkCancellation()
         return try await fail(job, failure, handlerTime: handlerTime, in: tx)
     }
 

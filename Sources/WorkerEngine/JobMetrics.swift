@@ -31,6 +31,8 @@ public enum JobMetrics {
     /// The age of the oldest ready job: ApproximateAgeOfOldestMessage.
     public static let queueOldestAge = "worker_queue_oldest_ready_age_seconds"
     public static let queuePaused = "worker_queue_paused"
+    /// Attempts this worker abandoned at their kind's timeout.
+    public static let attemptTimeouts = "worker_attempt_timeouts_total"
     /// Runs of each schedule this worker enqueued.
     public static let scheduledRuns = "worker_scheduled_runs_total"
     /// Schedules whose cron or time zone cannot run (the fleet's, sampled like the queues).

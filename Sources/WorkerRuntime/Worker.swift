@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
@@ -249,6 +250,9 @@ public final class Worker: Service, Sendable {
             "lane": "\(lane)", "job_ids": "\(timedOut.jobs.map(\.id))", "kind": "\(timedOut.jobs.first?.kind ?? "-")",
             "timeout_ms": "\(timedOut.timeout.milliseconds)",
         ])
+        for job in timedOut.jobs {
+            Counter(label: JobMetrics.attemptTimeouts, dimensions: [("queue", job.queue), ("kind", job.kind)]).increment()
+        }
         do {
             // Until the server ends the abandoned session, which holds the jobs' rows.
             let outcomes = try await withDeadline(in: configuration.silenceTimeout, for: "settling a timed-out batch") {

@@ -57,6 +57,25 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aBatchWithoutATransactionWritesNothingOnceAbandoned() async throws {
+        try await withTestDatabase { db in
+            // Writes nothing and keeps no key: its batch runs without a transaction, so
+            // only the lane's care keeps the cancelled handler's failure from being written.
+            let hang = RecordingHandler(idempotencyTTL: nil, writesToDatabase: false) { _, _ in
+                try await Task.sleep(for: .seconds(3600))
+            }
+            let handlers = HandlerRegistry.testing(hang, policy: RetryPolicy(
+                base: .milliseconds(10), rate: 2, cap: .milliseconds(50), maxAttempts: 1, maxAge: nil, timeout: .seconds(1)))
+            let job = try await db.queue.enqueue(NewJob(kind: "test"))
+            let totals = try await withWorker(db, handlers, WorkerConfiguration(concurrency: 1, workerID: "w")) { _ in
+                try await eventually(timeout: .seconds(60), "the job dead-lettered") { try await db.jobCount() == 0 }
+            }
+            let letter = try #require(try await db.deadLetters.show(id: job))
+            #expect(letter.lastError == "timed out after 1s; its batch was abandoned", "not the cancellation: \(letter)")
+            #expect(totals.deadLettered == 1 && totals.leaseLost == 0, "\(totals)")
+        }
+    }
+
     @Test func aBatchHandlersCallPastItsTimeoutFailsEachOfItsJobs() async throws {
         try await withTestDatabase { db in
             let hang = HangingBatchHandler()

@@ -26,6 +26,8 @@ import WorkerTestSupport
             for payload in [refund, refund, tooMuch, #"{"refund_id": 7}"#] {
                 _ = try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: payload))
             }
+            // A job whose attempt outlives its timeout, in a queue of its own.
+            _ = try await db.queue.enqueue(NewJob(queue: "slow", kind: "demo.task", payload: #"{"work_ms": 60000}"#))
             // A paused queue with a job an hour old: the age gauge must show it.
             try await QueuePauses(client: db.client, logger: db.logger).pause("held")
             try await db.execute("INSERT INTO worker.jobs (queue, kind, created_at) VALUES ('held', 'noop', now() - interval '1 hour')")
@@ -37,7 +39,8 @@ import WorkerTestSupport
                 """)
 
             let workerd = try ToolProcess("workerd", [
-                "--worker-id", "metrics", "--queues", "default,held", "--log-format", "json", "--metrics-address", "127.0.0.1:0",
+                "--worker-id", "metrics", "--queues", "default,held,slow", "--log-format", "json", "--metrics-address", "127.0.0.1:0",
+                "--retry", "demo.task:timeout=1s,max-attempts=1",
             ], environment: ["DATABASE_URL": db.url])
             var endpoint = ""
             try await eventually("the metrics endpoint") {
@@ -47,8 +50,8 @@ import WorkerTestSupport
                 endpoint = address
                 return true
             }
-            try await eventually("the default queue to drain") {
-                try await db.int("SELECT count(*)::int FROM worker.jobs WHERE queue = 'default'") == 0
+            try await eventually("the default and slow queues to drain") {
+                try await db.int("SELECT count(*)::int FROM worker.jobs WHERE queue IN ('default', 'slow')") == 0
             }
             var text = ""
             try await eventually("the queue gauges") {
@@ -68,6 +71,8 @@ import WorkerTestSupport
             #expect(sample(text, #"worker_queue_ready_jobs{queue="held"}"#) == 1)
             #expect(sample(text, "worker_leases_held") == 0)
             #expect(sample(text, #"worker_scheduled_runs_total{schedule="due"}"#) == 1, "\(text)")
+            #expect(sample(text, #"worker_attempt_timeouts_total{queue="slow",kind="demo.task"}"#) == 1, "\(text)")
+            #expect(sample(text, #"worker_jobs_total{queue="slow",kind="demo.task",outcome="dead_lettered"}"#) == 1, "\(text)")
             // Counters that alerts watch are there at 0 before their first count.
             #expect(sample(text, "worker_batch_errors_total") == 0 && sample(text, "worker_heartbeat_failures_total") == 0, "\(text)")
             #expect(text.contains("# TYPE worker_handler_duration_seconds histogram"))
