@@ -11,7 +11,7 @@ struct SchedulesCommand: AsyncParsableCommand {
             Runs missed while no worker ran collapse into one.
             """,
         subcommands: [
-            SchedulesListCommand.self, SchedulesSetCommand.self, SchedulesRemoveCommand.self,
+            SchedulesListCommand.self, SchedulesSetCommand.self, SchedulesRunCommand.self, SchedulesRemoveCommand.self,
             SchedulesPauseCommand.self, SchedulesResumeCommand.self,
         ])
 }
@@ -77,6 +77,22 @@ struct SchedulesSetCommand: AsyncParsableCommand {
         let next = stored.nextRunAt.map { ISO8601DateFormatter().string(from: $0) } ?? "-"
         print("schedule '\(stored.name)' set: \(stored.kind) on queue \(stored.queue), next run \(next)"
             + (stored.paused ? " (paused)" : ""))
+    }
+}
+
+struct SchedulesRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Enqueue a run of a schedule now, paused or not; its next run stays as it was.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Argument(help: "The schedule's name.") var name: String
+
+    func run() async throws {
+        let name = self.name
+        guard let job = try await database.withClient({ client, logger in
+            try await Schedules(client: client, logger: logger).runNow(name: name)
+        }) else { throw CommandFailure("no schedule named '\(name)'") }
+        print("enqueued job \(job) for schedule '\(name)'")
     }
 }
 

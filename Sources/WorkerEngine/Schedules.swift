@@ -194,6 +194,24 @@ public struct Schedules: Sendable {
         }
     }
 
+    /// Enqueues a run of the schedule now, paused or not, outside its cron:
+    /// its next run stays as it was. The job's idempotency key is
+    /// `schedule:NAME:manual:<now>`, so it is no duplicate of a cron run.
+    /// Returns the job's id; `nil` if there is no such schedule.
+    public func runNow(name: String) async throws -> Int64? {
+        let rows = try await client.query(
+            """
+            INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts)
+            SELECT queue, kind, payload,
+                   'schedule:' || name || ':manual:' || to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                   priority, max_attempts
+            FROM worker.schedules WHERE name = \(name)
+            RETURNING id
+            """, logger: logger)
+        for try await id in rows.decode(Int64.self) { return id }
+        return nil
+    }
+
     /// Deletes the schedule; whether it existed. Jobs it enqueued stay.
     public func remove(name: String) async throws -> Bool {
         try await client.query("DELETE FROM worker.schedules WHERE name = \(name) RETURNING 1", logger: logger).hasRows()

@@ -201,6 +201,17 @@ import WorkerTestSupport
 
             let pause = try await runTool("workerctl", ["schedules", "pause", "nightly"], database: db)
             #expect(pause.status == 0, "\(pause)")
+            let nextRun = try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at IS NOT NULL")
+            let run = try await runTool("workerctl", ["schedules", "run", "nightly"], database: db)
+            #expect(run.status == 0 && run.stdout.contains("enqueued job ") && run.stdout.contains("for schedule 'nightly'"), "\(run)")
+            #expect(try await db.int("""
+                SELECT count(*)::int FROM worker.jobs
+                WHERE queue = 'reports' AND kind = 'report.build' AND payload = '{"days": 1}'
+                  AND idempotency_key LIKE 'schedule:nightly:manual:%'
+                """) == 1, "a run now, paused or not, with the schedule's definition")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at IS NOT NULL") == nextRun)
+            let noSuch = try await runTool("workerctl", ["schedules", "run", "nope"], database: db)
+            #expect(noSuch.status == 1 && noSuch.stderr.contains("no schedule named 'nope'"), "\(noSuch)")
             let table = try await runTool("workerctl", ["schedules", "list"], database: db)
             #expect(table.stdout.split(separator: "\n").last?.hasSuffix("paused") == true, "\(table)")
             let resume = try await runTool("workerctl", ["schedules", "resume", "nightly"], database: db)
