@@ -55,6 +55,7 @@ final class LaneMonitor: Sendable {
             state.steps[lane] = .processing(batch)
         }
     }
+
     func idle(_ lane: Int) { steps.withLock { _ = $0.steps.removeValue(forKey: lane) } }
 
     /// What `lane` does now; nil while it waits for work.
