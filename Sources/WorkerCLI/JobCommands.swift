@@ -105,6 +105,7 @@ struct JobsShowCommand: AsyncParsableCommand {
             created at:      \(time.string(from: job.createdAt))
             visible at:      \(time.string(from: job.visibleAt))
             leased by:       \(job.leasedBy ?? "-")
+            leased at:       \(job.leasedAt.map(time.string) ?? "-")
             last error:      \(job.lastError ?? "-")
             payload:         \(job.payload)
             errors:          \(job.errors)

@@ -28,6 +28,8 @@ public struct QueuedJob: Sendable, Equatable, Encodable {
     /// The worker of its lease: in flight, the one holding it; ready, the one
     /// whose lease expired (crashed or stalled).
     public var leasedBy: String?
+    /// When that lease was taken: in flight, how long its attempt has run.
+    public var leasedAt: Date?
     public var createdAt: Date
     public var lastError: String?
     /// The error history as JSON: one object per failed attempt.
@@ -76,20 +78,22 @@ public struct QueuedJobs: Sendable {
         let rows = try await client.query(
             """
             SELECT id, queue, kind, \(unescaped: JobFilter.stateSQL), payload::text, idempotency_key, priority,
-                   attempts, max_attempts, visible_at, leased_by, created_at, last_error, errors::text, redrive_count
+                   attempts, max_attempts, visible_at, leased_by, leased_at, created_at, last_error, errors::text,
+                   redrive_count
             FROM worker.jobs WHERE \(filter)
             ORDER BY queue, priority, visible_at, id LIMIT \(limit)
             """,
             logger: logger)
         var jobs: [QueuedJob] = []
         for try await r in rows.decode(
-            (Int64, String, String, String, String, String?, Int16, Int, Int?, Date, String?, Date, String?, String, Int).self)
+            (Int64, String, String, String, String, String?, Int16, Int, Int?, Date, String?, Date?, Date, String?, String, Int)
+                .self)
         {
             guard let state = JobState(rawValue: r.3) else { throw PostgresWorkerError.unexpected("job state '\(r.3)'") }
             jobs.append(QueuedJob(
                 id: r.0, queue: r.1, kind: r.2, state: state, payload: r.4, idempotencyKey: r.5, priority: Int(r.6),
-                attempts: r.7, maxAttempts: r.8, visibleAt: r.9, leasedBy: r.10, createdAt: r.11, lastError: r.12,
-                errors: r.13, redriveCount: r.14))
+                attempts: r.7, maxAttempts: r.8, visibleAt: r.9, leasedBy: r.10, leasedAt: r.11, createdAt: r.12,
+                lastError: r.13, errors: r.14, redriveCount: r.15))
         }
         return jobs
     }

@@ -22,6 +22,7 @@ import WorkerTestSupport
             #expect(jobs.compactMap { $0["id"] as? Int } == [urgent, delayed, ready.lowerBound, ready.upperBound].map { Int($0) })
             #expect(jobs.compactMap { $0["state"] as? String } == ["in_flight", "delayed", "ready", "ready"])
             #expect(jobs.first?["leased_by"] as? String == "w-1" && jobs.first?["attempts"] as? Int == 1)
+            #expect(jobs.first?["leased_at"] is String && jobs.last?["leased_at"] == nil, "when its attempt began: \(list)")
 
             let expired = try await runTool("workerctl", ["jobs", "list", "--queue", "other", "--json"], database: db)
             let other = try JSONSerialization.jsonObject(with: Data(expired.stdout.utf8)) as? [[String: Any]]
