@@ -33,9 +33,10 @@ public struct AttemptTimedOut: Error, CustomStringConvertible {
 extension BatchProcessor {
     /// Settles a batch abandoned at an attempt's timeout: the attempt's jobs
     /// fail as a retryable error (rescheduled with backoff, or dead-lettered
-    /// when out of attempts), and the batch's other jobs, whose work was
-    /// rolled back with it, are ready again at once with their attempt given
-    /// back. The lock waits until the server has ended the abandoned session:
+    /// when out of attempts), and the batch's other jobs are ready again at
+    /// once with their attempt given back: their work was rolled back with the
+    /// batch, or, in a batch without a transaction (handlers that write
+    /// nothing), was never acked and runs again. The lock waits until the server has ended the abandoned session:
     /// at once, or within workerd's `client_connection_check_interval` when a
     /// statement was running.
     public func settle(_ timedOut: AttemptTimedOut) async throws -> [JobOutcome] {
@@ -47,7 +48,7 @@ extension BatchProcessor {
                 for job in timedOut.jobs {
                     outcomes.append(ages[job.id] == nil
                         ? .leaseLost(jobID: job.id)
-                        : try await self.fail(job, timedOut, handlerTime: timedOut.timeout, in: tx).outcome)
+                        : try await self.fail(job, timedOut, handlerTime: nil, in: tx).outcome)
                 }
                 let attempted = Set(timedOut.jobs.map(\.id))
                 let others = timedOut.batch.filter { !attempted.contains($0.id) }

@@ -28,24 +28,20 @@ public struct BatchProcessor: Sendable {
     /// Processes `jobs` in lock order (see `JobHandler.lockOrder`). Before
     /// each job it asks `shouldStart`; once that says no (shutdown), the jobs
     /// not started are released in the same transaction. `inSession` learns
-    /// the backend pid of the batch's session once its jobs are locked;
-    /// `attemptStarted` and `attemptEnded` frame each attempt (see `BatchHooks`). The
+    /// the backend pid of the batch's session once its jobs are locked. The
     /// outcomes are known to be committed when this returns.
     public func process(
         _ jobs: [Job], shouldStart: @escaping @Sendable () -> Bool = { true },
-        inSession: @escaping @Sendable (Int32) -> Void = { _ in },
-        attemptStarted: @escaping @Sendable ([Job], Duration?) -> Void = { _, _ in },
-        attemptEnded: @escaping @Sendable () -> Void = {}
+        inSession: @escaping @Sendable (Int32) -> Void = { _ in }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         return try await client.withConnection { connection in
-            try await process(
-                jobs, on: connection, shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted,
-                attemptEnded: attemptEnded)
+            try await process(jobs, on: connection, shouldStart: shouldStart, inSession: inSession)
         }
     }
 
-    /// `process` on a connection the caller holds; like `withLiveConnection`,
+    /// `process` on a connection the caller holds, `attemptStarted` and
+    /// `attemptEnded` framing each attempt (see `BatchHooks`); like `withLiveConnection`,
     /// it fails as soon as the connection closes, and cancelling it closes the
     /// connection (the server then rolls the batch back).
     public func process(

@@ -56,7 +56,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
 
     /// The first minute strictly after `date` that the expression matches on
     /// `timeZone`'s clock, or `nil` if none comes within eight years (`0 0 30 2 *`).
-    public func next(after date: Date, in timeZone: TimeZone = Self.utc) -> Date? {
+    public func next(after date: Date, in timeZone: TimeZone = .gmt) -> Date? {
         guard hourRestricted else { return firstMatch(after: date, on: Self.calendar(in: timeZone)) }
         // The wall clock's readings, searched as if they were UTC, then placed
         // in time. From the reading of `date` under the offset of a day before
@@ -74,7 +74,7 @@ public struct CronExpression: Sendable, Equatable, CustomStringConvertible {
         return nil
     }
 
-    public static let utc = TimeZone(identifier: "UTC")!
+    private static let utc = TimeZone(identifier: "UTC")!
 
     private static func calendar(in timeZone: TimeZone) -> Calendar {
         var calendar = Calendar(identifier: .gregorian)

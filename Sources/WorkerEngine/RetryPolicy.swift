@@ -15,12 +15,11 @@ public struct RetryPolicy: Sendable, Equatable {
     /// by the heartbeat, for good. `nil`: no limit.
     public var timeout: Duration?
 
-    public static let defaultTimeout: Duration = .seconds(1800)
     public static let `default` = RetryPolicy(base: .seconds(1), rate: 2, cap: .seconds(300), maxAttempts: 10, maxAge: nil)
 
     public init(
         base: Duration, rate: Double, cap: Duration, maxAttempts: Int, maxAge: Duration?,
-        timeout: Duration? = Self.defaultTimeout
+        timeout: Duration? = .seconds(1800)
     ) {
         self.base = base
         self.rate = rate
@@ -77,6 +76,7 @@ public struct RetryPolicy: Sendable, Equatable {
                 policy.maxAge = value == "none" ? nil : try DurationParser.parse(value, setting: "\(setting) max-age")
             case "timeout":
                 policy.timeout = value == "none" ? nil : try DurationParser.parse(value, setting: "\(setting) timeout")
+                // A lane notices a passed deadline up to a second late (its ticker).
                 if let timeout = policy.timeout, timeout < .seconds(1) {
                     throw ConfigurationError(setting: setting, "timeout \(timeout) must be at least 1s, or none")
                 }

@@ -133,7 +133,7 @@ public struct Schedules: Sendable {
 
     /// The first run after `date`; throws when the cron does not parse, the
     /// time zone is unknown, or the cron names no time in the next eight years.
-    public static func nextRun(of cron: String, in timeZone: String = "UTC", after date: Date) throws(ScheduleError) -> Date {
+    public static func nextRun(of cron: String, in timeZone: String, after date: Date) throws(ScheduleError) -> Date {
         let expression: CronExpression
         do { expression = try CronExpression(cron) } catch { throw ScheduleError.badCron(error) }
         guard let zone = TimeZone(identifier: timeZone) else { throw ScheduleError.unknownTimeZone(timeZone) }

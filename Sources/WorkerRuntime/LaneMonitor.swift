@@ -27,15 +27,18 @@ final class LaneMonitor: Sendable {
         /// Their kind's; `nil`: no limit.
         let timeout: Duration?
         let since: ContinuousClock.Instant
+
+        /// When it times out; `nil`: never.
+        var deadline: ContinuousClock.Instant? { timeout.map { since + $0 } }
     }
 
-    private let steps = Mutex<(steps: [Int: Step], lastBatch: UInt64)>(([:], 0))
+    private let state = Mutex<(steps: [Int: Step], lastBatch: UInt64)>(([:], 0))
 
-    func claiming(_ lane: Int) { steps.withLock { $0.steps[lane] = .claiming(since: .now) } }
+    func claiming(_ lane: Int) { state.withLock { $0.steps[lane] = .claiming(since: .now) } }
 
     /// The lane processes `jobs`; returns the batch's id, for its attempts.
     func processing(_ lane: Int, batch jobs: [Job]) -> UInt64 {
-        steps.withLock { state in
+        state.withLock { state in
             state.lastBatch += 1
             state.steps[lane] = .processing(Batch(id: state.lastBatch, jobs: jobs))
             return state.lastBatch
@@ -49,22 +52,22 @@ final class LaneMonitor: Sendable {
     func attemptEnded(_ lane: Int, batch id: UInt64) { setAttempt(lane, batch: id, nil) }
 
     private func setAttempt(_ lane: Int, batch id: UInt64, _ attempt: Attempt?) {
-        steps.withLock { state in
+        state.withLock { state in
             guard case .processing(var batch) = state.steps[lane], batch.id == id else { return }
             batch.attempt = attempt
             state.steps[lane] = .processing(batch)
         }
     }
 
-    func idle(_ lane: Int) { steps.withLock { _ = $0.steps.removeValue(forKey: lane) } }
+    func idle(_ lane: Int) { state.withLock { _ = $0.steps.removeValue(forKey: lane) } }
 
     /// What `lane` does now; nil while it waits for work.
-    func step(of lane: Int) -> Step? { steps.withLock { $0.steps[lane] } }
+    func step(of lane: Int) -> Step? { state.withLock { $0.steps[lane] } }
 
     /// Lanes whose current claim has lasted longer than `limit`.
     func stuck(after limit: Duration) -> [Int] {
         let now = ContinuousClock.now
-        return steps.withLock { state in
+        return state.withLock { state in
             state.steps.compactMap { lane, step in
                 if case .claiming(let since) = step, now - since > limit { return lane }
                 return nil

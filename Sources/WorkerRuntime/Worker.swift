@@ -1,6 +1,5 @@
 import Foundation
 import Logging
-import Metrics
 import PostgresNIO
 import ServiceLifecycle
 import Synchronization
@@ -196,8 +195,8 @@ public final class Worker: Service, Sendable {
             return since + configuration.statementDeadline
         case .processing(let batch):
             let heard = sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
-            guard let attempt = batch.attempt, let timeout = attempt.timeout else { return heard }
-            return min(heard, attempt.since + timeout)
+            guard let timesOut = batch.attempt?.deadline else { return heard }
+            return min(heard, timesOut)
         case nil:
             return .now + configuration.statementDeadline
         }
@@ -208,7 +207,7 @@ public final class Worker: Service, Sendable {
             return DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
         }
         if !sessions.isGone(lane: lane), let attempt = batch.attempt, let timeout = attempt.timeout,
-           ContinuousClock.now >= attempt.since + timeout {
+           let timesOut = attempt.deadline, ContinuousClock.now >= timesOut {
             return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs)
         }
         return DeadlineExceeded(
@@ -250,9 +249,7 @@ public final class Worker: Service, Sendable {
             "lane": "\(lane)", "job_ids": "\(timedOut.jobs.map(\.id))", "kind": "\(timedOut.jobs.first?.kind ?? "-")",
             "timeout_ms": "\(timedOut.timeout.milliseconds)",
         ])
-        for job in timedOut.jobs {
-            Counter(label: JobMetrics.attemptTimeouts, dimensions: [("queue", job.queue), ("kind", job.kind)]).increment()
-        }
+        counters.attemptsTimedOut(timedOut.jobs)
         do {
             // Until the server ends the abandoned session, which holds the jobs' rows.
             let outcomes = try await withDeadline(in: configuration.silenceTimeout, for: "settling a timed-out batch") {

@@ -34,6 +34,12 @@ final class WorkerCounters: Sendable {
         Counter(label: JobMetrics.claimed, dimensions: [("queue", queue)]).increment(by: count)
     }
 
+    func attemptsTimedOut(_ jobs: [Job]) {
+        for job in jobs {
+            Counter(label: JobMetrics.attemptTimeouts, dimensions: [("queue", job.queue), ("kind", job.kind)]).increment()
+        }
+    }
+
     func batchFailed() {
         state.withLock { $0.totals.batchErrors += 1 }
         Counter(label: JobMetrics.batchErrors).increment()

@@ -201,7 +201,7 @@ import WorkerTestSupport
 
             let pause = try await runTool("workerctl", ["schedules", "pause", "nightly"], database: db)
             #expect(pause.status == 0, "\(pause)")
-            let nextRun = try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at IS NOT NULL")
+            let nextRun = try await Schedules(client: db.client, logger: db.logger).list().first?.nextRunAt
             let run = try await runTool("workerctl", ["schedules", "run", "nightly"], database: db)
             #expect(run.status == 0 && run.stdout.contains("enqueued job ") && run.stdout.contains("for schedule 'nightly'"), "\(run)")
             #expect(try await db.int("""
@@ -209,7 +209,8 @@ import WorkerTestSupport
                 WHERE queue = 'reports' AND kind = 'report.build' AND payload = '{"days": 1}'
                   AND idempotency_key LIKE 'schedule:nightly:manual:%'
                 """) == 1, "a run now, paused or not, with the schedule's definition")
-            #expect(try await db.int("SELECT count(*)::int FROM worker.schedules WHERE next_run_at IS NOT NULL") == nextRun)
+            let nextRunAfter = try await Schedules(client: db.client, logger: db.logger).list().first?.nextRunAt
+            #expect(nextRun != nil && nextRunAfter == nextRun, "the next run stays as it was")
             let noSuch = try await runTool("workerctl", ["schedules", "run", "nope"], database: db)
             #expect(noSuch.status == 1 && noSuch.stderr.contains("no schedule named 'nope'"), "\(noSuch)")
             let table = try await runTool("workerctl", ["schedules", "list"], database: db)
