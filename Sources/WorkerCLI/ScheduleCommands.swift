@@ -89,9 +89,7 @@ struct SchedulesRunCommand: AsyncParsableCommand {
 
     func run() async throws {
         let name = self.name
-        guard let job = try await database.withClient({ client, logger in
-            try await Schedules(client: client, logger: logger).runNow(name: name)
-        }) else { throw CommandFailure("no schedule named '\(name)'") }
+        let job = try await onSchedule(name, database) { try await $0.runNow(name: name) }
         print("enqueued job \(job) for schedule '\(name)'")
     }
 }
@@ -105,9 +103,7 @@ struct SchedulesRemoveCommand: AsyncParsableCommand {
 
     func run() async throws {
         let name = self.name
-        guard try await database.withClient({ client, logger in
-            try await Schedules(client: client, logger: logger).remove(name: name)
-        }) else { throw CommandFailure("no schedule named '\(name)'") }
+        try await onSchedule(name, database) { try await $0.remove(name: name) ? () : nil }
         print("removed schedule '\(name)'")
     }
 }
@@ -120,7 +116,8 @@ struct SchedulesPauseCommand: AsyncParsableCommand {
     @Argument(help: "The schedule's name.") var name: String
 
     func run() async throws {
-        let changed = try await setPaused(true, name: name, database: database)
+        let name = self.name
+        let changed = try await onSchedule(name, database) { try await $0.setPaused(true, name: name) }
         print(changed ? "paused schedule '\(name)'" : "schedule '\(name)' was already paused")
     }
 }
@@ -133,17 +130,22 @@ struct SchedulesResumeCommand: AsyncParsableCommand {
     @Argument(help: "The schedule's name.") var name: String
 
     func run() async throws {
-        guard try await setPaused(false, name: name, database: database) else {
+        let name = self.name
+        guard try await onSchedule(name, database, { try await $0.setPaused(false, name: name) }) else {
             throw CommandFailure("schedule '\(name)' is not paused")
         }
         print("resumed schedule '\(name)'")
     }
 }
 
-/// Whether the schedule changed; fails when there is none.
-private func setPaused(_ paused: Bool, name: String, database: DatabaseOptions) async throws -> Bool {
-    guard let changed = try await database.withClient({ client, logger in
-        try await Schedules(client: client, logger: logger).setPaused(paused, name: name)
+/// What `body` answers for the schedule `name`; fails when it answers `nil`
+/// (there is no such schedule).
+@discardableResult
+private func onSchedule<T: Sendable>(
+    _ name: String, _ database: DatabaseOptions, _ body: @escaping @Sendable (Schedules) async throws -> T?
+) async throws -> T {
+    guard let answer = try await database.withClient({ client, logger in
+        try await body(Schedules(client: client, logger: logger))
     }) else { throw CommandFailure("no schedule named '\(name)'") }
-    return changed
+    return answer
 }
