@@ -171,7 +171,6 @@ public struct BatchProcessor: Sendable {
                 hooks.attemptStarted(group, handlers.policy(for: job.kind).timeout)
                 let answers = try await handleBatch(group, with: handler, in: tx)
                 hooks.attemptEnded()
-                try Task.checkCancellation()
                 for (batchedJob, answer) in answers { batched[batchedJob] = answer }
                 if answers.count < group.count { batchStoppedAt.insert(group[answers.count].id) }
                 known = batched.removeValue(forKey: job.id)
@@ -185,7 +184,6 @@ public struct BatchProcessor: Sendable {
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
             outcomes.append(done.outcome)
         }
-        try Task.checkCancellation()  // as above: an abandoned batch acks nothing
         if !unstarted.isEmpty {
             _ = try await JobQueue.release(unstarted.map(\.lease), on: tx.connection, logger: logger)
             try await tx.dropIdempotencyKeys(unstarted.compactMap { claims[$0.id]?.ownedKey })
@@ -347,10 +345,6 @@ public struct BatchProcessor: Sendable {
             }
             failure = error
         }
-        // Abandoned meanwhile (its attempt timed out: the failure is the
-        // cancellation), the batch writes nothing more. Without a transaction
-        // the statement could still commit before the connection's close.
-        try Task.checkCancellation()
         return try await fail(job, failure, handlerTime: handlerTime, in: tx)
     }
 

@@ -36,10 +36,13 @@ extension PostgresConnection {
             } onCancel: {
                 // postgres-nio does not abandon a statement in flight when its task
                 // is cancelled; closing the connection does, and the server rolls
-                // back whatever the session had not committed.
+                // back whatever the session had not committed. Closed first: the
+                // body, woken by its cancellation on the connection's event loop,
+                // then finds the channel closed, where it could otherwise still
+                // send a statement (an autocommitted one would commit).
+                let _: EventLoopFuture<Void> = self.close()
                 work.cancel()
                 outcome.finish(.failure(CancellationError()))
-                let _: EventLoopFuture<Void> = self.close()
             }
         } catch where Task.isCancelled {
             // The cancel handler closed the connection: back to the pool
