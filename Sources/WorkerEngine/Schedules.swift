@@ -173,8 +173,8 @@ public struct Schedules: Sendable {
             VALUES (\(schedule.name), \(schedule.cron), \(schedule.timeZone), \(schedule.queue), \(schedule.kind),
                     \(schedule.payload)::jsonb, \(schedule.priority)::smallint, \(schedule.maxAttempts)::integer, \(next))
             ON CONFLICT (name) DO UPDATE SET
-                cron = excluded.cron, time_zone = excluded.time_zone, queue = excluded.queue, kind = excluded.kind, payload = excluded.payload,
-                priority = excluded.priority, max_attempts = excluded.max_attempts, next_run_at = excluded.next_run_at,
+                cron = excluded.cron, time_zone = excluded.time_zone, queue = excluded.queue, kind = excluded.kind,
+                payload = excluded.payload, priority = excluded.priority, max_attempts = excluded.max_attempts, next_run_at = excluded.next_run_at,
                 error = NULL, updated_at = now()
             """, logger: logger)
         guard let stored = try await list().first(where: { $0.name == schedule.name }) else {
@@ -183,7 +183,7 @@ public struct Schedules: Sendable {
         return stored
     }
 
-    /// How many schedules wait for their cron to be fixed.
+    /// How many schedules wait for their cron or time zone to be fixed.
     public func brokenCount() async throws -> Int {
         let logger = logger
         return try await client.withLiveConnection { connection in
