@@ -103,15 +103,27 @@ enum TimeArgument {
 struct MigrateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migrate",
-        abstract: "Apply pending migrations from sql/ (safe to run from many hosts at once).")
+        abstract: "Apply pending migrations from sql/ (safe to run from many hosts at once).",
+        discussion: """
+            With --dry-run it changes nothing and shows each migration as applied, pending (migrate would apply it), \
+            changed (edited after it was applied: migrate would refuse, and so this exits 1) or missing (applied, \
+            but not in the directory: the database is ahead of these files).
+            """)
 
     @OptionGroup var database: DatabaseOptions
     @Option(help: "Directory of the numbered migrations (default: WORKER_SQL_DIR, the install's share/worker/sql, or ./sql).")
     var sqlDir: String?
+    @Flag(help: "Show what would be applied, and change nothing.") var dryRun = false
+    @Flag(help: "With --dry-run: print JSON instead of a table.") var json = false
+
+    func validate() throws {
+        if json && !dryRun { throw ValidationError("--json goes with --dry-run") }
+    }
 
     func run() async throws {
         let directory = try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
         let migrations = try Migration.load(from: directory)
+        if dryRun { return try await showPlan(migrations, from: directory) }
         let (applied, version) = try await database.withClient { client, logger in
             var logger = logger
             logger.logLevel = .warning  // each applied migration is printed below, once
@@ -120,6 +132,30 @@ struct MigrateCommand: AsyncParsableCommand {
         }
         for migration in applied { print("applied \(migration.name)") }
         print(applied.isEmpty ? "schema is up to date at version \(version)" : "schema is now at version \(version)")
+    }
+
+    private func showPlan(_ migrations: [Migration], from directory: URL) async throws {
+        let plan = try await database.withClient { client, logger in try await Migrator(client: client, logger: logger).plan(migrations) }
+        if json {
+            try JSONOutput.print(plan)
+        } else {
+            let time = ISO8601DateFormatter()
+            print(Table.render(
+                header: ["VERSION", "NAME", "STATE", "APPLIED_AT"],
+                rows: plan.map { ["\($0.version)", $0.name, $0.state.rawValue, $0.appliedAt.map(time.string(from:)) ?? "-"] }))
+            for missing in plan where missing.state == .missing {
+                print("\(missing.name) is applied but not in \(directory.path): the database is ahead of these files")
+            }
+        }
+        if let changed = plan.first(where: { $0.state == .changed }) {
+            throw CommandFailure(MigrationError.changedAfterApply(version: changed.version, name: changed.name).description
+                + "; `workerctl migrate` would refuse to run")
+        }
+        guard !json else { return }
+        let pending = plan.filter { $0.state == .pending }.count
+        print(pending == 0
+            ? "schema is up to date at version \(plan.map(\.version).max() ?? 0); nothing to apply"
+            : "\(pending) pending: `workerctl migrate` would apply \(pending == 1 ? "it" : "them")")
     }
 }
 

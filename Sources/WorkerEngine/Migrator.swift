@@ -45,13 +45,7 @@ public struct Migrator: Sendable {
                 applied_at timestamptz NOT NULL DEFAULT now()
             )
             """, logger: logger)
-        var done: [Int: (name: String, checksum: String)] = [:]
-        let rows = try await connection.query(
-            "SELECT version, name, checksum FROM worker.schema_migrations", logger: logger)
-        for try await (version, name, checksum) in rows.decode((Int, String, String).self) {
-            done[version] = (name, checksum)
-        }
-
+        let done = try await applied(on: connection)
         var applied: [Migration] = []
         for migration in migrations {
             let checksum = try await self.checksum(of: migration, on: connection)
@@ -88,7 +82,27 @@ public struct Migrator: Sendable {
         return applied
     }
 
-    private func checksum(of migration: Migration, on connection: PostgresConnection) async throws -> String {
+    struct AppliedMigration {
+        var name: String
+        var checksum: String
+        var appliedAt: Date
+    }
+
+    /// The migrations recorded in the database by version; none before the first `migrate`.
+    func applied(on connection: PostgresConnection) async throws -> [Int: AppliedMigration] {
+        var done: [Int: AppliedMigration] = [:]
+        let exists = try await connection.query(
+            "SELECT to_regclass('worker.schema_migrations') IS NOT NULL", logger: logger)
+        for try await found in exists.decode(Bool.self) where !found { return done }
+        let rows = try await connection.query(
+            "SELECT version, name, checksum, applied_at FROM worker.schema_migrations", logger: logger)
+        for try await (version, name, checksum, appliedAt) in rows.decode((Int, String, String, Date).self) {
+            done[version] = AppliedMigration(name: name, checksum: checksum, appliedAt: appliedAt)
+        }
+        return done
+    }
+
+    func checksum(of migration: Migration, on connection: PostgresConnection) async throws -> String {
         let rows = try await connection.query("SELECT md5(\(migration.sql))", logger: logger)
         for try await sum in rows.decode(String.self) { return sum }
         throw PostgresWorkerError.unexpected("md5() returned nothing")
@@ -96,13 +110,7 @@ public struct Migrator: Sendable {
 
     /// The highest applied version, 0 for an empty database.
     public func currentVersion() async throws -> Int {
-        let exists = try await client.query(
-            "SELECT to_regclass('worker.schema_migrations') IS NOT NULL", logger: logger)
-        for try await found in exists.decode(Bool.self) where !found { return 0 }
-        let rows = try await client.query(
-            "SELECT coalesce(max(version), 0) FROM worker.schema_migrations", logger: logger)
-        for try await version in rows.decode(Int.self) { return version }
-        return 0
+        try await client.withConnection { try await applied(on: $0).keys.max() ?? 0 }
     }
 
     /// Throws unless the database is migrated far enough for this build.

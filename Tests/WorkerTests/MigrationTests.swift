@@ -22,6 +22,19 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aPlanOfAnEmptyDatabaseIsEveryFilePendingAndMigrateAppliesThatPlan() async throws {
+        try await withEmptyTestDatabase { db in
+            let migrator = Migrator(client: db.client, logger: db.logger)
+            let plan = try await migrator.plan(migrations)
+            #expect(plan.map(\.state) == migrations.map { _ in .pending })
+            #expect(try await migrator.currentVersion() == 0)
+            let applied = try await migrator.migrate(migrations)
+            #expect(applied.map(\.version) == plan.map(\.version))
+            let after = try await migrator.plan(migrations)
+            #expect(after.allSatisfy { $0.state == .applied && $0.appliedAt != nil })
+        }
+    }
+
     @Test func concurrentMigrationsFromManyHostsApplyEachFileOnce() async throws {
         try await withEmptyTestDatabase { db in
             let applied = try await withThrowingTaskGroup(of: Int.self) { group in

@@ -29,6 +29,48 @@ import WorkerTestSupport
         }
     }
 
+    @Test func migrateDryRunShowsWhatItWouldDoAndChangesNothing() async throws {
+        let files = FileManager.default
+        let directory = files.temporaryDirectory.appendingPathComponent("sql-\(UUID().uuidString)")
+        defer { try? files.removeItem(at: directory) }
+        try files.copyItem(at: repositorySQLDirectory, to: directory)
+        try "CREATE TABLE worker.dry_run_probe (id int);\n"
+            .write(to: directory.appendingPathComponent("999_probe.sql"), atomically: true, encoding: .utf8)
+        try await withTestDatabase { db in
+            let dryRun = ["migrate", "--dry-run", "--sql-dir", directory.path]
+            func state(_ result: ToolResult, of version: Int) -> String? {
+                result.stdout.split(separator: "\n").first { $0.hasPrefix("\(version) ") }?
+                    .split(separator: " ", omittingEmptySubsequences: true).dropFirst(2).first.map(String.init)
+            }
+            let pending = try await runTool("workerctl", dryRun, database: db)
+            #expect(pending.status == 0, "\(pending)")
+            #expect(state(pending, of: 1) == "applied" && state(pending, of: 999) == "pending", "\(pending)")
+            #expect(pending.stdout.contains("1 pending: `workerctl migrate` would apply it"), "\(pending)")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.schema_migrations") == Migrator.requiredVersion)
+            #expect(try await db.int("SELECT count(*)::int FROM pg_tables WHERE tablename = 'dry_run_probe'") == 0)
+
+            let json = try await runTool("workerctl", dryRun + ["--json"], database: db)
+            let plan = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]], "\(json)")
+            #expect(plan.count == Migrator.requiredVersion + 1)
+            #expect(plan.first?["state"] as? String == "applied" && plan.first?["applied_at"] is String, "\(plan.first ?? [:])")
+            #expect(plan.last?["name"] as? String == "999_probe" && plan.last?["state"] as? String == "pending")
+
+            // An edited file makes migrate refuse; a file gone leaves the database ahead.
+            let first = directory.appendingPathComponent("001_queue.sql")
+            try (try String(contentsOf: first, encoding: .utf8) + "\n-- edited\n").write(to: first, atomically: true, encoding: .utf8)
+            let last = try #require(try files.contentsOfDirectory(atPath: directory.path).sorted().dropLast().last)
+            try files.removeItem(at: directory.appendingPathComponent(last))
+            let changed = try await runTool("workerctl", dryRun, database: db)
+            #expect(changed.status == 1, "\(changed)")
+            #expect(state(changed, of: 1) == "changed" && state(changed, of: Migrator.requiredVersion) == "missing", "\(changed)")
+            #expect(changed.stderr.contains("migration 1 (001_queue) was changed after it was applied"), "\(changed)")
+            #expect(changed.stdout.contains("is applied but not in \(directory.path)"), "\(changed)")
+
+            let refused = try await runTool("workerctl", ["migrate", "--json", "--sql-dir", directory.path], database: db)
+            #expect(refused.status == 64 && refused.stderr.contains("--json goes with --dry-run"), "\(refused)")
+        }
+    }
+
     @Test func migrateStartedByNameFromPathFindsTheInstallsSQL() async throws {
         // Laid out as the README's deploy section installs it.
         let files = FileManager.default
