@@ -15,7 +15,8 @@ public struct WorkerctlCommand: AsyncParsableCommand {
             """,
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, JobsCommand.self, DLQCommand.self,
-            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, SweepCommand.self, SchedulesCommand.self, WorkersCommand.self,
+            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, SweepCommand.self, KeysCommand.self, SchedulesCommand.self,
+            WorkersCommand.self,
         ])
 
     public init() {}

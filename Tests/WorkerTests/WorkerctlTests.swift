@@ -8,7 +8,7 @@ import WorkerTestSupport
 @Suite(.timeLimit(.minutes(2))) struct WorkerctlTests {
     @Test func everyCommandHasHelp() async throws {
         for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "purge"], ["redrive"],
-                        ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "cancel"], ["jobs", "retry"]] {
+                        ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "cancel"], ["jobs", "retry"], ["keys"], ["keys", "show"]] {
             let result = try await runTool("workerctl", command + ["--help"])
             #expect(result.status == 0, "\(command): \(result)")
             #expect(result.stdout.contains("USAGE: workerctl"), "\(command): \(result)")
