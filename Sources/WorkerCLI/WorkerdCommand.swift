@@ -17,7 +17,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set in the environment (flags win), which is how the systemd \
             unit configures it: DATABASE_URL or PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE/PGSSLMODE, \
-            WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
+            WORKERD_QUEUES, WORKERD_CONCURRENCY, WORKERD_QUEUE_CONCURRENCY, WORKERD_BATCH_SIZE, WORKERD_VISIBILITY_TIMEOUT, \
             WORKERD_POLL_INTERVAL, WORKERD_STOP_TIMEOUT, WORKERD_SILENCE_TIMEOUT, WORKERD_WORKER_ID, WORKERD_LOG_LEVEL, \
             WORKERD_LOG_FORMAT, WORKERD_METRICS_ADDRESS, WORKERD_SWEEP_INTERVAL, WORKERD_DEFAULT_RETRY, WORKERD_RETRY and \
             WORKERD_IDEMPOTENCY_TTL (these two take several KIND:VALUE separated by ';').
@@ -32,8 +32,10 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var databaseURL: String?
     @Option(help: "Comma-separated queues to work (env WORKERD_QUEUES, default: default).")
     var queues: String?
-    @Option(parsing: .unconditional, help: "Batches processed at once, one connection each (env WORKERD_CONCURRENCY, default 10).")
+    @Option(parsing: .unconditional, help: "Lanes shared by the queues without --queue-concurrency, each processing a batch at a time on one connection (env WORKERD_CONCURRENCY, default 10).")
     var concurrency: String?
+    @Option(help: "QUEUE=N,...: lanes of a queue's own, serving it alone, so that its slow jobs cannot take the other queues' lanes (env WORKERD_QUEUE_CONCURRENCY).")
+    var queueConcurrency: String?
     @Option(parsing: .unconditional, help: "Jobs claimed and committed together (env WORKERD_BATCH_SIZE, default 10).")
     var batchSize: String?
     @Option(parsing: .unconditional, help: "Lease length before a claimed job is given to another worker (env WORKERD_VISIBILITY_TIMEOUT, default 30s).")
@@ -82,6 +84,15 @@ public struct WorkerdCommand: AsyncParsableCommand {
         var worker = WorkerConfiguration()
         worker.queues = read.list(queues, "queues", env: "WORKERD_QUEUES", default: "default")
         worker.concurrency = try read.int(concurrency, "concurrency", env: "WORKERD_CONCURRENCY", default: 10, range: 1...1000)
+        for entry in read.list(queueConcurrency, "queue-concurrency", env: "WORKERD_QUEUE_CONCURRENCY", default: "") {
+            // At the last '=': a queue's name is free text.
+            guard let equals = entry.lastIndex(of: "="), let lanes = Int(entry[entry.index(after: equals)...]),
+                  !entry[..<equals].isEmpty
+            else {
+                throw ConfigurationError(setting: "--queue-concurrency / WORKERD_QUEUE_CONCURRENCY", "'\(entry)' is not QUEUE=LANES")
+            }
+            worker.queueConcurrency[String(entry[..<equals])] = lanes
+        }
         worker.batchSize = try read.int(batchSize, "batch-size", env: "WORKERD_BATCH_SIZE", default: 10, range: 1...1000)
         worker.visibilityTimeout = try read.duration(
             visibilityTimeout, "visibility-timeout", env: "WORKERD_VISIBILITY_TIMEOUT", default: "30s")

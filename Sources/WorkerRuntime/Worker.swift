@@ -5,8 +5,8 @@ import ServiceLifecycle
 import Synchronization
 import WorkerEngine
 
-/// The worker of `workerd`: `concurrency` lanes that each claim a batch,
-/// process it in one transaction and claim again; idle lanes sleep until a
+/// The worker of `workerd`: lanes (`WorkerConfiguration.lanes`) that each
+/// claim a batch from their queues, process it in one transaction and claim again; idle lanes sleep until a
 /// NOTIFY or the poll interval wakes them. On graceful shutdown the lanes stop
 /// claiming, finish the job at hand and release the rest of their batch.
 public final class Worker: Service, Sendable {
@@ -60,10 +60,14 @@ public final class Worker: Service, Sendable {
     private var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
     public func run() async throws {
-        logger.info("worker starting", metadata: [
+        var starting: Logger.Metadata = [
             "queues": "\(configuration.queues.joined(separator: ","))",
-            "concurrency": "\(configuration.concurrency)", "batch_size": "\(configuration.batchSize)",
-        ])
+            "lanes": "\(configuration.lanes.count)", "batch_size": "\(configuration.batchSize)",
+        ]
+        if !configuration.queueConcurrency.isEmpty {
+            starting["queue_concurrency"] = "\(configuration.queueConcurrency.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))"
+        }
+        logger.info("worker starting", metadata: starting)
         let presence = PresenceReporter(
             registry: WorkerRegistry(client: client, logger: logger), interval: WorkerRegistry.reportInterval,
             deadline: configuration.statementDeadline, logger: logger
@@ -71,7 +75,7 @@ public final class Worker: Service, Sendable {
             WorkerReport(
                 workerID: configuration.workerID, instance: instance, host: PresenceReporter.hostName,
                 pid: Int(ProcessInfo.processInfo.processIdentifier), queues: configuration.queues,
-                concurrency: configuration.concurrency, batchSize: configuration.batchSize, leases: leasesHeld,
+                concurrency: configuration.lanes.count, batchSize: configuration.batchSize, leases: leasesHeld,
                 finished: totals.finished, stopping: isStopping)
         }
         let reporter = ThroughputReporter(
@@ -107,8 +111,8 @@ public final class Worker: Service, Sendable {
                 }
 
                 await withTaskGroup(of: Void.self) { lanes in
-                    for lane in 0..<configuration.concurrency {
-                        lanes.addTask { await self.runLane(lane) }
+                    for (lane, queues) in configuration.lanes.enumerated() {
+                        lanes.addTask { await self.runLane(lane, serving: queues) }
                     }
                 }
                 // The heartbeat outlives the lanes so that a slow last batch keeps its leases.
@@ -127,15 +131,15 @@ public final class Worker: Service, Sendable {
         logger.info("worker stopped", metadata: ["totals": "\(counters.snapshot)"])
     }
 
-    private func runLane(_ lane: Int) async {
-        var turn = lane % configuration.queues.count
+    private func runLane(_ lane: Int, serving queues: [String]) async {
+        var turn = lane % queues.count
         var backoff = Backoff()
         // A cancelled lane stops too: its statements now fail at once on
         // cancellation, so looping on would spin.
         while !isStopping && !Task.isCancelled {
             let generation: UInt64
             do {
-                (generation, turn) = try await runBatches(lane: lane, from: turn)
+                (generation, turn) = try await runBatches(lane: lane, serving: queues, from: turn)
                 backoff.reset()
             } catch let timedOut as AttemptTimedOut {
                 await settle(timedOut, lane: lane)
@@ -162,8 +166,8 @@ public final class Worker: Service, Sendable {
     /// deadline follows the lane's step (see `deadline(of:)`): two leases of
     /// a connection and two watches per batch cost workerd about a sixth of
     /// its CPU time in a no-op drain.
-    private func runBatches(lane: Int, from turn: Int) async throws -> (generation: UInt64, turn: Int) {
-        let (queues, batchSize) = (configuration.queues, configuration.batchSize)
+    private func runBatches(lane: Int, serving queues: [String], from turn: Int) async throws -> (generation: UInt64, turn: Int) {
+        let batchSize = configuration.batchSize
         monitor.claiming(lane)
         defer { monitor.idle(lane) }
         return try await withDeadline({ self.deadline(of: lane) }, ticker: ticker, orElse: { self.exceeded(lane) }) {

@@ -5,8 +5,13 @@ import WorkerEngine
 public struct WorkerConfiguration: Sendable {
     /// Queues this worker claims from, served in turn.
     public var queues: [String]
-    /// Batches processed at once; each holds one database connection.
+    /// Lanes shared by the queues without lanes of their own, each taking
+    /// them in turn; a lane processes one batch at a time on one connection.
     public var concurrency: Int
+    /// Queues with lanes of their own (`--queue-concurrency billing=4`), each
+    /// serving that queue alone: a bulkhead, so that a queue of slow or
+    /// hanging jobs cannot take every lane from the others.
+    public var queueConcurrency: [String: Int] = [:]
     /// Jobs claimed per batch and committed together.
     public var batchSize: Int
     /// How long a claimed job stays invisible to other workers before it is
@@ -57,10 +62,19 @@ public struct WorkerConfiguration: Sendable {
     /// two missed beats.
     public var heartbeatInterval: Duration { visibilityTimeout / 3 }
 
+    /// The queues of each lane: the lanes of queues with their own, in the
+    /// order of `queues`, then `concurrency` lanes shared by the others (none
+    /// when every queue has its own).
+    public var lanes: [[String]] {
+        let shared = queues.filter { queueConcurrency[$0] == nil }
+        let reserved = queues.flatMap { queue in Array(repeating: [queue], count: queueConcurrency[queue] ?? 0) }
+        return reserved + (shared.isEmpty ? [] : Array(repeating: shared, count: concurrency))
+    }
+
     /// Connections the worker needs: one per lane, one each for LISTEN,
     /// heartbeats, sweeps, throughput, metrics, its presence report and the
     /// schedules.
-    public var connectionsNeeded: Int { concurrency + 7 }
+    public var connectionsNeeded: Int { lanes.count + 7 }
 
     /// How long a claim or a lease heartbeat may wait for its answer: an
     /// answer later than the visibility timeout finds the leases expired, and
@@ -79,6 +93,16 @@ public struct WorkerConfiguration: Sendable {
         }
         guard (1...1000).contains(concurrency) else {
             throw ConfigurationError(setting: "--concurrency / WORKERD_CONCURRENCY", "\(concurrency) is not in 1...1000")
+        }
+        let setting = "--queue-concurrency / WORKERD_QUEUE_CONCURRENCY"
+        for (queue, lanes) in queueConcurrency.sorted(by: { $0.key < $1.key }) {
+            guard queues.contains(queue) else {
+                throw ConfigurationError(setting: setting, "'\(queue)' is not one of --queues (\(queues.joined(separator: ",")))")
+            }
+            guard (1...1000).contains(lanes) else { throw ConfigurationError(setting: setting, "\(queue): \(lanes) is not in 1...1000") }
+        }
+        guard lanes.count <= 1000 else {
+            throw ConfigurationError(setting: setting, "\(lanes.count) lanes in all (with --concurrency's): at most 1000")
         }
         guard (1...1000).contains(batchSize) else {
             throw ConfigurationError(setting: "--batch-size / WORKERD_BATCH_SIZE", "\(batchSize) is not in 1...1000")

@@ -38,6 +38,21 @@ import WorkerEngine
         }
     }
 
+    @Test func queuesGetLanesOfTheirOwnFromFlagsOrTheEnvironment() throws {
+        let flags = try settings(["--queues", "billing,tenant=7,reports", "--queue-concurrency", "reports=2,tenant=7=3"]).worker
+        #expect(flags.queueConcurrency == ["reports": 2, "tenant=7": 3])
+        #expect(flags.lanes.count == 2 + 3 + 10)
+        let env = try settings([], ["WORKERD_QUEUES": "a,b", "WORKERD_QUEUE_CONCURRENCY": "b=4", "WORKERD_CONCURRENCY": "3"]).worker
+        #expect(env.lanes == [["b"], ["b"], ["b"], ["b"], ["a"], ["a"], ["a"]])
+        for entries in ["reports", "reports=", "=2", "reports=two", "reports=0", "other=2", "reports=1001"] {
+            #expect {
+                try settings(["--queues", "reports", "--queue-concurrency", entries])
+            } throws: { error in
+                (error as? ConfigurationError)?.setting == "--queue-concurrency / WORKERD_QUEUE_CONCURRENCY"
+            }
+        }
+    }
+
     @Test func badPerKindSettingsNameTheSetting() {
         for arguments in [
             ["--idempotency-ttl", "refund.requested:0s"], ["--idempotency-ttl", "2h"], ["--retry", ":base=1s"],
