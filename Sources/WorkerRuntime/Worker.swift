@@ -6,8 +6,8 @@ import Synchronization
 import WorkerEngine
 
 /// The worker of `workerd`: lanes (`WorkerConfiguration.lanes`) that each
-/// claim a batch from their queues, process it in one transaction and claim again; idle lanes sleep until a
-/// NOTIFY or the poll interval wakes them. On graceful shutdown the lanes stop
+/// claim a batch from their queues, process it in one transaction and claim
+/// again; idle lanes sleep until a NOTIFY or the poll interval wakes them. On graceful shutdown the lanes stop
 /// claiming, finish the job at hand and release the rest of their batch.
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
