@@ -64,10 +64,16 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var metricsAddress: String?
     @Flag(help: "Apply pending migrations before starting (for demos; fleets run `workerctl migrate`).")
     var migrate = false
+    @Flag(help: "Print the settings in force, check that the database is reachable with a current schema, and exit: 0 when workerd would start, 78 for a bad setting, 1 for a database that is not ready.")
+    var check = false
     @Option(help: "Directory of the numbered migrations, for --migrate (env WORKER_SQL_DIR).")
     var sqlDir: String?
 
     public init() {}
+
+    public func validate() throws {
+        if check && migrate { throw ValidationError("--check changes nothing: leave out --migrate") }
+    }
 
     /// Everything workerd needs, resolved and validated before anything starts.
     struct Settings {
@@ -200,6 +206,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("workerd: \(error)\n".utf8))
             throw ExitCode(78)  // EX_CONFIG: systemd's RestartPreventExitStatus= keeps it from looping
         }
+        if check { return try await settings.check() }
         let logger = Logger(label: "workerd")
 
         let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)

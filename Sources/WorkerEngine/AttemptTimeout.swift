@@ -18,16 +18,7 @@ public struct AttemptTimedOut: Error, CustomStringConvertible {
         self.batch = batch
     }
 
-    public var description: String { "timed out after \(Self.format(timeout)); its batch was abandoned" }
-
-    /// `30m`, `90s`, `1500ms`: as the setting would be written.
-    static func format(_ duration: Duration) -> String {
-        let ms = duration.milliseconds
-        for (unit, size) in [("h", Int64(3_600_000)), ("m", 60_000), ("s", 1000)] where ms % size == 0 {
-            return "\(ms / size)\(unit)"
-        }
-        return "\(ms)ms"
-    }
+    public var description: String { "timed out after \(timeout.settingText); its batch was abandoned" }
 }
 
 extension BatchProcessor {

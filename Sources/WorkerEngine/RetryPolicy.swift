@@ -1,7 +1,7 @@
 /// How a job kind is retried, like a Step Functions `Retry` block: the n-th
 /// retry waits a random delay in `0 ... min(cap, base * rate^(n-1))` ("full
 /// jitter"), so that a fleet of failing jobs spreads out instead of retrying in step.
-public struct RetryPolicy: Sendable, Equatable {
+public struct RetryPolicy: Sendable, Equatable, CustomStringConvertible {
     public var base: Duration
     public var rate: Double
     public var cap: Duration
@@ -27,6 +27,13 @@ public struct RetryPolicy: Sendable, Equatable {
         self.maxAttempts = maxAttempts
         self.maxAge = maxAge
         self.timeout = timeout
+    }
+
+    /// Every key, as `--retry` takes it: `base=1s,rate=2,cap=5m,max-attempts=10,max-age=none,timeout=30m`.
+    public var description: String {
+        let rate = rate == rate.rounded() && abs(rate) < 1e15 ? String(Int(rate)) : String(rate)
+        return "base=\(base.settingText),rate=\(rate),cap=\(cap.settingText),max-attempts=\(maxAttempts),"
+            + "max-age=\(maxAge?.settingText ?? "none"),timeout=\(timeout?.settingText ?? "none")"
     }
 
     /// The largest delay the retry after `attempt` failed attempts may wait.
@@ -104,6 +111,15 @@ extension Duration {
     public var seconds: Double {
         let (s, attoseconds) = components
         return Double(s) + Double(attoseconds) / 1e18
+    }
+
+    /// `30m`, `90s`, `1500ms`: as a setting would be written.
+    public var settingText: String {
+        let ms = milliseconds
+        for (unit, size) in [("h", Int64(3_600_000)), ("m", 60_000), ("s", 1000)] where ms % size == 0 && ms > 0 {
+            return "\(ms / size)\(unit)"
+        }
+        return "\(ms)ms"
     }
 
     /// Whole milliseconds, rounded up so that a non-zero delay never becomes zero.

@@ -42,6 +42,17 @@ import WorkerEngine
         #expect(try RetryPolicy.default.overridden(by: "timeout=none", setting: "x").timeout == nil)
     }
 
+    /// What `workerd --check` prints is what `--retry` takes back.
+    @Test func aPolicyIsWrittenAsItsSettingWouldBe() throws {
+        #expect(RetryPolicy.default.description == "base=1s,rate=2,cap=5m,max-attempts=10,max-age=none,timeout=30m")
+        for text in ["base=250ms,rate=1.5,cap=2m,max-attempts=7,max-age=6h,timeout=none",
+                     "base=1500ms,rate=3,cap=90s,max-attempts=1,max-age=24h,timeout=1s"] {
+            let policy = try RetryPolicy.default.overridden(by: text, setting: "x")
+            #expect(policy.description == text)
+            #expect(try RetryPolicy.default.overridden(by: policy.description, setting: "x") == policy)
+        }
+    }
+
     @Test func badPoliciesNameTheSettingAndTheProblem() {
         for (text, fragment) in [
             ("base=fast", "not a duration"), ("rate=0.5", "rate"), ("max-attempts=0", "max-attempts"),

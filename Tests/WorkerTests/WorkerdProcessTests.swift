@@ -32,6 +32,37 @@ import WorkerTestSupport
         #expect(unknown.status != 0 && unknown.stderr.contains("--colour"), "\(unknown)")
     }
 
+    @Test func checkPrintsTheSettingsInForceAndWhetherTheDatabaseIsReady() async throws {
+        try await withTestDatabase { db in
+            let arguments = ["--check", "--queues", "billing,reports", "--queue-concurrency", "reports=2", "--concurrency", "4",
+                             "--retry", "refund.requested:base=2s,timeout=none"]
+            let ready = try await runTool("workerd", arguments, environment: ["DATABASE_URL": db.url])
+            #expect(ready.status == 0, "\(ready)")
+            func setting(_ name: String) -> String? {
+                ready.stdout.split(separator: "\n").first { $0.hasPrefix(name + "  ") }
+                    .map { $0.dropFirst(name.count).trimmingCharacters(in: .whitespaces) }
+            }
+            #expect(setting("lanes") == "6: 2 for reports, 4 shared by billing", "\(ready)")
+            #expect(setting("connections") == "up to 13", "\(ready)")
+            #expect(setting("retry refund.requested") == "base=2s,rate=2,cap=5m,max-attempts=10,max-age=none,timeout=none", "\(ready)")
+            #expect(setting("idempotency ttl refund.requested") == "24h", "\(ready)")
+            #expect(setting("database")?.hasPrefix("postgres://") == true, "\(ready)")
+            #expect(ready.stdout.contains("schema at version \(Migrator.requiredVersion); workerd would start"), "\(ready)")
+            #expect(try await db.int("SELECT count(*)::int FROM worker.workers") == 0, "a check starts no worker")
+        }
+        try await withEmptyTestDatabase { db in
+            let outdated = try await runTool("workerd", ["--check"], environment: ["DATABASE_URL": db.url])
+            #expect(outdated.status == 1 && outdated.stderr.contains("run `workerctl migrate`"), "\(outdated)")
+        }
+        let unreachable = try await runTool("workerd", ["--check"], environment: ["DATABASE_URL": "postgres://u:secret@127.0.0.1:1/db"])
+        #expect(unreachable.status == 1 && unreachable.stderr.contains("cannot connect"), "\(unreachable)")
+        #expect(!unreachable.stdout.contains("secret") && !unreachable.stderr.contains("secret"), "\(unreachable)")
+        let invalid = try await runTool("workerd", ["--check", "--batch-size", "0"])
+        #expect(invalid.status == 78 && invalid.stderr.contains("--batch-size"), "\(invalid)")
+        let both = try await runTool("workerd", ["--check", "--migrate"])
+        #expect(both.status == 64 && both.stderr.contains("--check changes nothing"), "\(both)")
+    }
+
     @Test func processesDemoEventsThenDrainsOnSIGTERMAndExitsZero() async throws {
         try await withTestDatabase { db in
             // One lane, one batch of five: the first job is mid-work when SIGTERM comes.
