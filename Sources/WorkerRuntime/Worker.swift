@@ -7,8 +7,9 @@ import WorkerEngine
 
 /// The worker of `workerd`: lanes (`WorkerConfiguration.lanes`) that each
 /// claim a batch from their queues, process it in one transaction and claim
-/// again; idle lanes sleep until a NOTIFY or the poll interval wakes them. On graceful shutdown the lanes stop
-/// claiming, finish the job at hand and release the rest of their batch.
+/// again; idle lanes sleep until a NOTIFY or the poll interval wakes them. On
+/// graceful shutdown the lanes stop claiming, finish the job at hand and
+/// release the rest of their batch.
 public final class Worker: Service, Sendable {
     public let configuration: WorkerConfiguration
     private let client: PostgresClient
@@ -65,7 +66,8 @@ public final class Worker: Service, Sendable {
             "lanes": "\(configuration.lanes.count)", "batch_size": "\(configuration.batchSize)",
         ]
         if !configuration.queueConcurrency.isEmpty {
-            starting["queue_concurrency"] = "\(configuration.queueConcurrency.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ","))"
+            let reserved = configuration.queueConcurrency.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+            starting["queue_concurrency"] = "\(reserved.joined(separator: ","))"
         }
         logger.info("worker starting", metadata: starting)
         let presence = PresenceReporter(
