@@ -77,13 +77,14 @@ import WorkerTestSupport
             // Counters that alerts watch are there at 0 before their first count.
             #expect(sample(text, "worker_batch_errors_total") == 0 && sample(text, "worker_heartbeat_failures_total") == 0, "\(text)")
             #expect(text.contains("# TYPE worker_handler_duration_seconds histogram"))
-            // Every metric the deploy's alerting rules watch is one workerd serves.
-            let rules = try String(
-                contentsOf: repositorySQLDirectory.deletingLastPathComponent().appendingPathComponent("deploy/worker-alerts.yml"),
-                encoding: .utf8)
-            let watched = Set(rules.matches(of: /worker_[a-z_]+/).map { String($0.output) })
-            #expect(watched.count >= 7, "\(watched)")
-            for name in watched { #expect(text.contains("# TYPE \(name) "), "deploy/worker-alerts.yml watches \(name)\n\(text)") }
+            // Every metric the deploy's alerting rules and dashboard watch is one workerd serves.
+            for file in ["deploy/worker-alerts.yml", "deploy/grafana-dashboard.json"] {
+                let rules = try String(
+                    contentsOf: repositorySQLDirectory.deletingLastPathComponent().appendingPathComponent(file), encoding: .utf8)
+                let watched = Set(rules.matches(of: /worker_[a-z_]+/).map { String($0.output).replacing(/_bucket$/, with: "") })
+                #expect(watched.count >= 7, "\(file): \(watched)")
+                for name in watched { #expect(text.contains("# TYPE \(name) "), "\(file) watches \(name)\n\(text)") }
+            }
             #expect(try await get(endpoint.replacingOccurrences(of: "/metrics", with: "/other")).status == 404)
 
             workerd.send(SIGTERM)
