@@ -24,12 +24,13 @@ struct JobFilterOptions: ParsableArguments {
 
 /// `--state` of `jobs list` and `jobs cancel`.
 struct JobStateOption: ParsableArguments {
-    @Option(help: "Only jobs in this state: ready, in_flight or delayed.") var state: String?
+    @Option(help: "Only jobs in this state: ready, in_flight, delayed or blocked (behind an earlier job of its ordering key).")
+    var state: String?
 
     func parsed() throws -> JobState? {
         try state.map {
             guard let state = JobState(rawValue: $0) else {
-                throw ValidationError("--state must be ready, in_flight or delayed, not '\($0)'")
+                throw ValidationError("--state must be ready, in_flight, delayed or blocked, not '\($0)'")
             }
             return state
         }
@@ -102,6 +103,7 @@ struct JobsShowCommand: AsyncParsableCommand {
             attempts:        \(job.attempts) of \(job.maxAttempts.map(String.init) ?? "the kind's maximum")
             redrive count:   \(job.redriveCount)
             idempotency key: \(job.idempotencyKey ?? "-")
+            ordering key:    \(job.orderingKey ?? "-")
             created at:      \(time.string(from: job.createdAt))
             visible at:      \(time.string(from: job.visibleAt))
             leased by:       \(job.leasedBy ?? "-")

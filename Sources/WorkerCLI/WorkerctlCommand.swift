@@ -167,6 +167,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var job: JobDefinitionOptions
     @Option(help: "Idempotency key.") var idempotencyKey: String?
+    @Option(help: "Ordering key: jobs of the queue with this key run one at a time, in order.") var orderingKey: String?
     @Option(help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
     @Option(parsing: .unconditional, help: "How many copies to insert.") var count = 1
 
@@ -179,7 +180,7 @@ struct EnqueueCommand: AsyncParsableCommand {
         let job = NewJob(
             queue: self.job.queue, kind: self.job.kind, payload: self.job.payload, idempotencyKey: idempotencyKey,
             priority: self.job.priority, maxAttempts: self.job.maxAttempts,
-            delay: try DurationParser.parse(delay, setting: "--delay"))
+            delay: try DurationParser.parse(delay, setting: "--delay"), orderingKey: orderingKey)
         let count = self.count
         let ids = try await database.withClient { client, logger in
             try await JobQueue(client: client, logger: logger).enqueue(job, count: count)

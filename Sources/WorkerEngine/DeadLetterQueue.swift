@@ -112,15 +112,17 @@ public struct DeadLetterQueue: Sendable {
                 DELETE FROM worker.dead_letters AS d USING picked WHERE d.id = picked.id RETURNING d.*
             ), inserted AS (
                 INSERT INTO worker.jobs (id, queue, kind, payload, idempotency_key, priority, attempts,
-                                         max_attempts, visible_at, created_at, last_error, errors, redrive_count)
+                                         max_attempts, visible_at, created_at, last_error, errors, redrive_count,
+                                         ordering_key)
                 OVERRIDING SYSTEM VALUE
                 SELECT id, queue, kind, payload, idempotency_key, priority, 0,
                        max_attempts, now(), now(), last_error,
                        errors || jsonb_build_array(jsonb_build_object(
                            'attempt', attempts, 'at', failed_at, 'dead_lettered', reason, 'worker', failed_by,
                            'redriven_at', now())),
-                       redrive_count + 1
+                       redrive_count + 1, ordering_key
                 FROM moved
+                ORDER BY id
                 RETURNING id, redrive_count
             )
             SELECT i.id, m.queue, m.kind, m.reason, i.redrive_count

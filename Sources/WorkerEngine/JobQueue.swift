@@ -20,9 +20,10 @@ public struct JobQueue: Sendable {
         return try await client.withLiveConnection { connection in
         let rows = try await connection.query(
             """
-            INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at)
+            INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at, ordering_key)
             VALUES (\(job.queue), \(job.kind), \(job.payload)::jsonb, \(job.idempotencyKey), \(job.priority)::smallint,
-                    \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond')
+                    \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond',
+                    \(job.orderingKey))
             RETURNING id
             """, logger: logger)
         for try await id in rows.decode(Int64.self) { return id }
@@ -37,9 +38,11 @@ public struct JobQueue: Sendable {
         let rows = try await connection.query(
             """
             WITH inserted AS (
-                INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at)
+                INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at,
+                                         ordering_key)
                 SELECT \(job.queue), \(job.kind), \(job.payload)::jsonb, \(job.idempotencyKey), \(job.priority)::smallint,
-                       \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond'
+                       \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond',
+                       \(job.orderingKey)
                 FROM generate_series(1, \(count))
                 RETURNING id
             )
@@ -183,10 +186,12 @@ public struct NewJob: Sendable {
     public var priority: Int
     public var maxAttempts: Int?
     public var delay: Duration
+    /// Jobs of one queue with the same ordering key run one at a time, in id order.
+    public var orderingKey: String?
 
     public init(
         queue: String = "default", kind: String, payload: String = "{}", idempotencyKey: String? = nil,
-        priority: Int = 0, maxAttempts: Int? = nil, delay: Duration = .zero
+        priority: Int = 0, maxAttempts: Int? = nil, delay: Duration = .zero, orderingKey: String? = nil
     ) {
         self.queue = queue
         self.kind = kind
@@ -195,6 +200,7 @@ public struct NewJob: Sendable {
         self.priority = priority
         self.maxAttempts = maxAttempts
         self.delay = delay
+        self.orderingKey = orderingKey
     }
 }
 

@@ -86,13 +86,13 @@ struct JobTransaction: Sendable {
             )
             INSERT INTO worker.dead_letters (
                 id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
-                redrive_count, reason, last_error, errors, failed_by)
+                redrive_count, reason, last_error, errors, failed_by, ordering_key)
             SELECT id, queue, kind, payload, idempotency_key, priority, \(attempts)::integer, max_attempts, created_at,
                 redrive_count, \(reason.rawValue), coalesce(\(error)::text, last_error),
                 CASE WHEN \(error)::text IS NULL THEN errors
                      ELSE errors || jsonb_build_array(jsonb_build_object(
                          'attempt', attempts, 'at', now(), 'error', \(error)::text, 'worker', \(workerID)::text)) END,
-                \(workerID)
+                \(workerID), ordering_key
             FROM moved
             RETURNING id
             """, logger: logger).hasRows()

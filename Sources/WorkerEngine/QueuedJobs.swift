@@ -10,6 +10,8 @@ public enum JobState: String, Sendable, Codable, CaseIterable {
     case inFlight = "in_flight"
     /// Waiting for its retry's backoff or its `run_at`.
     case delayed
+    /// Waiting for an earlier job of its ordering key to leave the queue.
+    case blocked
 }
 
 /// A job in `worker.jobs`, as `workerctl jobs` shows it.
@@ -20,10 +22,13 @@ public struct QueuedJob: Sendable, Equatable, Encodable {
     public var state: JobState
     @JSONColumn public var payload: String
     public var idempotencyKey: String?
+    /// Jobs of its queue with this key run one at a time, in id order.
+    public var orderingKey: String?
     public var priority: Int
     public var attempts: Int
     public var maxAttempts: Int?
-    /// When it becomes claimable: its lease's expiry while in flight.
+    /// When it becomes claimable: its lease's expiry while in flight; blocked,
+    /// its own run time, once it is its key's turn.
     public var visibleAt: Date
     /// The worker of its lease: in flight, the one holding it; ready, the one
     /// whose lease expired (crashed or stalled).
@@ -77,23 +82,23 @@ public struct QueuedJobs: Sendable {
     public func list(_ filter: JobFilter, limit: Int) async throws -> [QueuedJob] {
         let rows = try await client.query(
             """
-            SELECT id, queue, kind, \(unescaped: JobFilter.stateSQL), payload::text, idempotency_key, priority,
-                   attempts, max_attempts, visible_at, leased_by, leased_at, created_at, last_error, errors::text,
-                   redrive_count
+            SELECT id, queue, kind, \(unescaped: JobFilter.stateSQL), payload::text, idempotency_key, ordering_key, priority,
+                   attempts, max_attempts, coalesce(parked_visible_at, visible_at), leased_by, leased_at, created_at,
+                   last_error, errors::text, redrive_count
             FROM worker.jobs WHERE \(filter)
             ORDER BY queue, priority, visible_at, id LIMIT \(limit)
             """,
             logger: logger)
         var jobs: [QueuedJob] = []
         for try await r in rows.decode(
-            (Int64, String, String, String, String, String?, Int16, Int, Int?, Date, String?, Date?, Date, String?, String, Int)
-                .self)
+            (Int64, String, String, String, String, String?, String?, Int16, Int, Int?, Date, String?, Date?, Date, String?,
+             String, Int).self)
         {
             guard let state = JobState(rawValue: r.3) else { throw PostgresWorkerError.unexpected("job state '\(r.3)'") }
             jobs.append(QueuedJob(
-                id: r.0, queue: r.1, kind: r.2, state: state, payload: r.4, idempotencyKey: r.5, priority: Int(r.6),
-                attempts: r.7, maxAttempts: r.8, visibleAt: r.9, leasedBy: r.10, leasedAt: r.11, createdAt: r.12,
-                lastError: r.13, errors: r.14, redriveCount: r.15))
+                id: r.0, queue: r.1, kind: r.2, state: state, payload: r.4, idempotencyKey: r.5, orderingKey: r.6,
+                priority: Int(r.7), attempts: r.8, maxAttempts: r.9, visibleAt: r.10, leasedBy: r.11, leasedAt: r.12,
+                createdAt: r.13, lastError: r.14, errors: r.15, redriveCount: r.16))
         }
         return jobs
     }
@@ -121,12 +126,12 @@ public struct QueuedJobs: Sendable {
             )
             INSERT INTO worker.dead_letters (
                 id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
-                redrive_count, reason, last_error, errors, failed_by)
+                redrive_count, reason, last_error, errors, failed_by, ordering_key)
             SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
                 redrive_count, \(DeadLetterReason.cancelled.rawValue), \(note),
                 errors || jsonb_build_array(jsonb_build_object(
                     'attempt', attempts, 'at', now(), 'cancelled', \(note)::text, 'worker', leased_by)),
-                'workerctl'
+                'workerctl', ordering_key
             FROM moved
             RETURNING id
             """
@@ -168,7 +173,8 @@ public struct QueuedJobs: Sendable {
 extension JobFilter {
     /// A job's `JobState` in SQL, as `QueueStats` counts them.
     static let stateSQL = """
-        CASE WHEN visible_at <= now() THEN 'ready' WHEN lease_token IS NOT NULL THEN 'in_flight' ELSE 'delayed' END
+        CASE WHEN parked_visible_at IS NOT NULL THEN 'blocked' WHEN visible_at <= now() THEN 'ready'
+             WHEN lease_token IS NOT NULL THEN 'in_flight' ELSE 'delayed' END
         """
 }
 

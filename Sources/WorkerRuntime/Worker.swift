@@ -102,6 +102,10 @@ public final class Worker: Service, Sendable {
                     schedules: Schedules(client: client, logger: logger), interval: .seconds(1),
                     deadline: configuration.silenceTimeout, logger: logger)
                 background.addTask { await schedules.run() }
+                let orderingKeys = OrderingKeyLoop(
+                    keys: OrderingKeys(client: client, logger: logger), interval: .seconds(1),
+                    deadline: configuration.silenceTimeout, logger: logger)
+                background.addTask { await orderingKeys.run() }
                 if let interval = configuration.metricsInterval {
                     let sampler = MetricsSampler(worker: self, client: client, interval: interval, logger: logger)
                     background.addTask { await sampler.run() }

@@ -72,9 +72,9 @@ public struct WorkerConfiguration: Sendable {
     }
 
     /// Connections the worker needs: one per lane, one each for LISTEN,
-    /// heartbeats, sweeps, throughput, metrics, its presence report and the
-    /// schedules.
-    public var connectionsNeeded: Int { lanes.count + 7 }
+    /// heartbeats, sweeps, throughput, metrics, its presence report, the
+    /// schedules and the ordering keys.
+    public var connectionsNeeded: Int { lanes.count + 8 }
 
     /// How long a claim or a lease heartbeat may wait for its answer: an
     /// answer later than the visibility timeout finds the leases expired, and

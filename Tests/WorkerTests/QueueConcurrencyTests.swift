@@ -10,7 +10,7 @@ import WorkerTestSupport
         #expect(configuration.lanes == [["a", "b", "c"], ["a", "b", "c"]])
         configuration.queueConcurrency = ["c": 1, "a": 2]
         #expect(configuration.lanes == [["a"], ["a"], ["c"], ["b"], ["b"]])
-        #expect(configuration.connectionsNeeded == 5 + 7)
+        #expect(configuration.connectionsNeeded == 5 + 8)
         configuration.queueConcurrency["b"] = 3
         #expect(configuration.lanes == [["a"], ["a"], ["b"], ["b"], ["b"], ["c"]], "--concurrency serves no queue")
     }

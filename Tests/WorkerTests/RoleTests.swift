@@ -15,7 +15,12 @@ import WorkerTestSupport
             try await db.withLogin(in: "worker_producer") { producer in
                 #expect(await producer.sqlState(of: "INSERT INTO worker.jobs (queue, kind, payload) VALUES ('default', 'noop', '{}') RETURNING id") == nil)
                 #expect(await producer.sqlState(of: #"SELECT worker.enqueue('default', 'noop', '{"n": 1}', idempotency_key => 'k')"#) == nil)
+                // Keyed jobs: the triggers that park the second one run with their owner's rights.
+                #expect(await producer.sqlState(of: "INSERT INTO worker.jobs (kind, ordering_key) VALUES ('noop', 'o'), ('noop', 'o')") == nil)
                 let forbidden: [PostgresQuery] = [
+                    "INSERT INTO worker.jobs (kind, parked_visible_at) VALUES ('noop', now())",
+                    "SELECT * FROM worker.ordering_wakeups",
+                    "SELECT worker.release_ordering_keys(10)",
                     "SELECT payload FROM worker.jobs",
                     "SELECT * FROM worker.jobs",
                     "UPDATE worker.jobs SET attempts = 0",
@@ -37,7 +42,8 @@ import WorkerTestSupport
                     #expect(await producer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }
             }
-            #expect(try await db.jobCount() == 3)
+            #expect(try await db.jobCount() == 5)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE ordering_key = 'o' AND parked_visible_at IS NOT NULL") == 1)
             #expect(try await db.deadCount() == 1)
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE lease_token IS NOT NULL OR attempts > 0") == 0)
         }

@@ -237,7 +237,7 @@ import WorkerTestSupport
                 (["jobs", "cancel"], "give a filter"),
                 (["jobs", "cancel", "--state", "ready"], "give a filter"),
                 (["jobs", "retry"], "give a filter"),
-                (["jobs", "list", "--state", "running"], "--state must be ready, in_flight or delayed"),
+                (["jobs", "list", "--state", "running"], "--state must be ready, in_flight, delayed or blocked"),
                 (["jobs", "cancel", "--all", "--limit", "0"], "--limit"),
                 (["jobs", "show", "999999"], "no job with id 999999"),
             ]

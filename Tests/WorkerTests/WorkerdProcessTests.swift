@@ -43,7 +43,7 @@ import WorkerTestSupport
                     .map { $0.dropFirst(name.count).trimmingCharacters(in: .whitespaces) }
             }
             #expect(setting("lanes") == "6: 2 for reports, 4 shared by billing", "\(ready)")
-            #expect(setting("connections") == "up to 13", "\(ready)")
+            #expect(setting("connections") == "up to 14", "\(ready)")
             #expect(setting("retry refund.requested") == "base=2s,rate=2,cap=5m,max-attempts=10,max-age=none,timeout=none", "\(ready)")
             #expect(setting("idempotency ttl refund.requested") == "24h", "\(ready)")
             #expect(setting("database")?.hasPrefix("postgres://") == true, "\(ready)")
