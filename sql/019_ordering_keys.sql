@@ -118,6 +118,28 @@ BEGIN
 END
 $$;
 
+-- worker.enqueue takes the key too, as a new last argument: calls written
+-- for the old one, by position or by name, work as before.
+DROP FUNCTION worker.enqueue(text, text, jsonb, text, smallint, timestamptz, integer);
+CREATE FUNCTION worker.enqueue(
+    queue           text,
+    kind            text,
+    payload         jsonb       DEFAULT '{}',
+    idempotency_key text        DEFAULT NULL,
+    priority        smallint    DEFAULT 0,
+    run_at          timestamptz DEFAULT now(),
+    max_attempts    integer     DEFAULT NULL,
+    ordering_key    text        DEFAULT NULL
+) RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, visible_at, max_attempts, ordering_key)
+    VALUES (queue, kind, payload, idempotency_key, priority, run_at, max_attempts, ordering_key)
+    RETURNING id
+$$;
+REVOKE ALL ON FUNCTION worker.enqueue(text, text, jsonb, text, smallint, timestamptz, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker.enqueue(text, text, jsonb, text, smallint, timestamptz, integer, text)
+    TO worker_producer, worker_admin;
+
 REVOKE ALL ON FUNCTION worker.try_lock_ordering_key(text, text), worker.unpark_ordering_key(text, text),
     worker.park_keyed_job(), worker.unpark_after_head(), worker.release_ordering_keys(integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION worker.release_ordering_keys(integer) TO worker_consumer, worker_admin;

@@ -62,10 +62,10 @@ struct StatsCommand: AsyncParsableCommand {
 
     static func render(_ report: Report, kinds: Bool) -> String {
         var out = Table.render(
-            header: ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "DEAD", "OLDEST_READY", "DONE/MIN", "RETRYING",
+            header: ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "BLOCKED", "DEAD", "OLDEST_READY", "DONE/MIN", "RETRYING",
                      "HIGHEST_ATTEMPT", "STATE"],
             rows: report.queues.map {
-                [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.dead)",
+                [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.blocked)", "\($0.dead)",
                  String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.finishedLastMinute)", "\($0.retrying)",
                  "\($0.highestAttempt)", $0.paused ? "paused" : "active"]
             })

@@ -27,6 +27,7 @@ public enum JobMetrics {
     public static let queueReady = "worker_queue_ready_jobs"
     public static let queueInFlight = "worker_queue_in_flight_jobs"
     public static let queueDelayed = "worker_queue_delayed_jobs"
+    public static let queueBlocked = "worker_queue_blocked_jobs"
     public static let queueDead = "worker_queue_dead_letters"
     /// The age of the oldest ready job: ApproximateAgeOfOldestMessage.
     public static let queueOldestAge = "worker_queue_oldest_ready_age_seconds"

@@ -11,6 +11,8 @@ public struct QueueStats: Sendable, Equatable, Codable {
     public var inFlight: Int
     /// Waiting for a retry or a scheduled time.
     public var delayed: Int
+    /// Waiting for an earlier job of their ordering key.
+    public var blocked: Int
     public var dead: Int
     /// Seconds since the oldest ready job was enqueued: the queue's
     /// ApproximateAgeOfOldestMessage. 0 when nothing is ready.
@@ -37,7 +39,9 @@ public struct QueueStats: Sendable, Equatable, Codable {
                 SELECT queue,
                        count(*) FILTER (WHERE visible_at <= now()) AS ready,
                        count(*) FILTER (WHERE visible_at > now() AND lease_token IS NOT NULL) AS in_flight,
-                       count(*) FILTER (WHERE visible_at > now() AND lease_token IS NULL) AS delayed,
+                       count(*) FILTER (WHERE visible_at > now() AND lease_token IS NULL AND parked_visible_at IS NULL)
+                           AS delayed,
+                       count(*) FILTER (WHERE parked_visible_at IS NOT NULL) AS blocked,
                        coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE visible_at <= now())), 0)::float8
                            AS oldest_ready_age,
                        count(*) FILTER (WHERE errors <> '[]'::jsonb) AS retrying,
@@ -56,7 +60,7 @@ public struct QueueStats: Sendable, Equatable, Codable {
                 WHERE \(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[])
             )
             SELECT n.queue, coalesce(q.ready, 0), coalesce(q.in_flight, 0), coalesce(q.delayed, 0),
-                   coalesce(d.dead, 0), coalesce(q.oldest_ready_age, 0), coalesce(q.retrying, 0),
+                   coalesce(q.blocked, 0), coalesce(d.dead, 0), coalesce(q.oldest_ready_age, 0), coalesce(q.retrying, 0),
                    coalesce(q.highest_attempt, 0), coalesce(t.finished, 0)::int8,
                    EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = n.queue)
             FROM names AS n
@@ -64,10 +68,10 @@ public struct QueueStats: Sendable, Equatable, Codable {
             ORDER BY 1
             """, logger: logger)
         var stats: [QueueStats] = []
-        for try await r in rows.decode((String, Int, Int, Int, Int, Double, Int, Int, Int, Bool).self) {
+        for try await r in rows.decode((String, Int, Int, Int, Int, Int, Double, Int, Int, Int, Bool).self) {
             stats.append(QueueStats(
-                queue: r.0, ready: r.1, inFlight: r.2, delayed: r.3, dead: r.4, oldestReadyAgeSeconds: r.5,
-                retrying: r.6, highestAttempt: r.7, finishedLastMinute: r.8, paused: r.9))
+                queue: r.0, ready: r.1, inFlight: r.2, delayed: r.3, blocked: r.4, dead: r.5, oldestReadyAgeSeconds: r.6,
+                retrying: r.7, highestAttempt: r.8, finishedLastMinute: r.9, paused: r.10))
         }
         return stats
     }

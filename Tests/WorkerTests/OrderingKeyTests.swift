@@ -32,6 +32,8 @@ import WorkerTestSupport
             // One head per key; the others wait, out of the claim's way.
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE parked_visible_at IS NOT NULL") == 27)
             for key in ["a", "b", "c"] { #expect(try await state(db, ids[key]![0]) == "head") }
+            let stats = try #require(try await QueueStats.read(client: db.client, logger: db.logger).first)
+            #expect(stats.ready == 13 && stats.blocked == 27 && stats.delayed == 0, "\(stats)")
 
             let timeline = Timeline()
             let handler = RecordingHandler { job, _ in

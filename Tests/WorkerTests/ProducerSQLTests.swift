@@ -26,6 +26,9 @@ import WorkerTestSupport
             for try await (queue, key, priority, maxAttempts) in rows.decode((String, String?, Int, Int?).self) {
                 #expect(queue == "mail" && key == "k1" && priority == 2 && maxAttempts == 4)
             }
+            // With an ordering key, the second of a key waits for the first.
+            for _ in 0..<2 { try await db.execute("SELECT worker.enqueue('mail', 'noop', ordering_key => 'acct-1')") }
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE ordering_key = 'acct-1' AND parked_visible_at IS NOT NULL") == 1)
             // A scheduled job is not claimable before its time.
             try await db.execute("SELECT worker.enqueue('later', 'noop', run_at => now() + interval '1 hour')")
             #expect(try await db.queue.claim(queue: "later", limit: 1, visibilityTimeout: .seconds(1), workerID: "t").isEmpty)

@@ -17,6 +17,7 @@ import WorkerTestSupport
                 #expect(await producer.sqlState(of: #"SELECT worker.enqueue('default', 'noop', '{"n": 1}', idempotency_key => 'k')"#) == nil)
                 // Keyed jobs: the triggers that park the second one run with their owner's rights.
                 #expect(await producer.sqlState(of: "INSERT INTO worker.jobs (kind, ordering_key) VALUES ('noop', 'o'), ('noop', 'o')") == nil)
+                #expect(await producer.sqlState(of: "SELECT worker.enqueue('default', 'noop', ordering_key => 'o')") == nil)
                 let forbidden: [PostgresQuery] = [
                     "INSERT INTO worker.jobs (kind, parked_visible_at) VALUES ('noop', now())",
                     "SELECT * FROM worker.ordering_wakeups",
@@ -42,8 +43,8 @@ import WorkerTestSupport
                     #expect(await producer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }
             }
-            #expect(try await db.jobCount() == 5)
-            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE ordering_key = 'o' AND parked_visible_at IS NOT NULL") == 1)
+            #expect(try await db.jobCount() == 6)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE ordering_key = 'o' AND parked_visible_at IS NOT NULL") == 2)
             #expect(try await db.deadCount() == 1)
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE lease_token IS NOT NULL OR attempts > 0") == 0)
         }

@@ -132,7 +132,7 @@ import WorkerTestSupport
             let table = try await runTool("workerctl", ["stats", "--queue", "mail"], database: db)
             #expect(table.status == 0)
             let row = try #require(table.stdout.split(separator: "\n").first { $0.hasPrefix("mail") })
-            #expect(row.split(separator: " ").prefix(5) == ["mail", "3", "0", "1", "0"])
+            #expect(row.split(separator: " ").prefix(6) == ["mail", "3", "0", "1", "0", "0"])
         }
     }
 
@@ -166,8 +166,8 @@ import WorkerTestSupport
 
             let table = try await runTool("workerctl", ["stats"], database: db)
             let lines = table.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
-            // QUEUE READY IN_FLIGHT DELAYED DEAD OLDEST_READY DONE/MIN ...
-            #expect(lines.first { $0.first == "sms" }?[6] == "1", "\(table)")
+            // QUEUE READY IN_FLIGHT DELAYED BLOCKED DEAD OLDEST_READY DONE/MIN ...
+            #expect(lines.first { $0.first == "sms" }?[7] == "1", "\(table)")
             #expect(lines.contains { $0.prefix(3) == ["sms", "non_retryable", "1"] }, "\(table)")
         }
     }
