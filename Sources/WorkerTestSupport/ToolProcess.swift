@@ -119,8 +119,11 @@ public struct ToolResult: Sendable, CustomStringConvertible {
     public var description: String { "exit \(status)\nstdout:\n\(stdout)\nstderr:\n\(stderr)" }
 }
 
+/// The repository's top directory, where `sql/`, `scripts/` and `deploy/` are.
+public var repositoryRoot: URL { repositorySQLDirectory.deletingLastPathComponent() }
+
 /// The repository's `scripts/` directory.
-public var repositoryScripts: URL { repositorySQLDirectory.deletingLastPathComponent().appendingPathComponent("scripts") }
+public var repositoryScripts: URL { repositoryRoot.appendingPathComponent("scripts") }
 
 /// Runs one of the repository's scripts to completion.
 public func runScript(_ name: String, _ arguments: [String]) async throws -> ToolResult {

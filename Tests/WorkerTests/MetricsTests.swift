@@ -79,8 +79,7 @@ import WorkerTestSupport
             #expect(text.contains("# TYPE worker_handler_duration_seconds histogram"))
             // Every metric the deploy's alerting rules and dashboard watch is one workerd serves.
             for file in ["deploy/worker-alerts.yml", "deploy/grafana-dashboard.json"] {
-                let rules = try String(
-                    contentsOf: repositorySQLDirectory.deletingLastPathComponent().appendingPathComponent(file), encoding: .utf8)
+                let rules = try String(contentsOf: repositoryRoot.appendingPathComponent(file), encoding: .utf8)
                 let watched = Set(rules.matches(of: /worker_[a-z_]+/).map { String($0.output).replacing(/_bucket$/, with: "") })
                 #expect(watched.count >= 7, "\(file): \(watched)")
                 for name in watched { #expect(text.contains("# TYPE \(name) "), "\(file) watches \(name)\n\(text)") }

@@ -5,7 +5,7 @@ import WorkerEngine
 import WorkerTestSupport
 
 @Suite(.timeLimit(.minutes(2))) struct MigrationTests {
-    let migrations = try! Migration.load(from: sqlDirectory)
+    let migrations = try! Migration.load(from: repositorySQLDirectory)
 
     @Test func migratesAnEmptyDatabaseOnceAndASecondRunChangesNothing() async throws {
         try await withEmptyTestDatabase { db in
@@ -164,5 +164,3 @@ func schemaFingerprint(_ db: TestDatabase) async throws -> String {
     for try await text in rows.decode(String.self) { return text }
     return ""
 }
-
-let sqlDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../sql").standardizedFileURL
