@@ -113,11 +113,14 @@ public struct Migrator: Sendable {
         try await client.withConnection { try await applied(on: $0).keys.max() ?? 0 }
     }
 
-    /// Throws unless the database is migrated far enough for this build.
-    public func checkSchema() async throws {
+    /// Throws unless the database is migrated far enough for this build;
+    /// returns the schema's version.
+    @discardableResult
+    public func checkSchema() async throws -> Int {
         let version = try await currentVersion()
         guard version >= Self.requiredVersion else {
             throw PostgresWorkerError.schemaOutdated(found: version, required: Self.requiredVersion)
         }
+        return version
     }
 }
