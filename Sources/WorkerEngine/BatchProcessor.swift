@@ -349,7 +349,8 @@ public struct BatchProcessor: Sendable {
     }
 
     /// Fails the job's attempt with `failure`: dead-lettered when it is not
-    /// worth retrying or out of attempts, else rescheduled with backoff.
+    /// worth retrying or out of attempts, else rescheduled with backoff; put
+    /// off without spending the attempt when the handler snoozed it.
     func fail(_ job: Job, _ failure: any Error, handlerTime: Duration?, in tx: JobTransaction) async throws -> ProcessedJob {
         let policy = handlers.policy(for: job.kind)
         let maxAttempts = job.maxAttempts ?? policy.maxAttempts
@@ -362,6 +363,13 @@ public struct BatchProcessor: Sendable {
             return ProcessedJob(try await deadLetter(.invalidEvent, message, attempts: job.attempts), nil, handlerTime)
         case .nonRetryable, .rejected, .compensated:  // the last two are caught around the handler; elsewhere final
             return ProcessedJob(try await deadLetter(.nonRetryable, message, attempts: job.attempts), nil, handlerTime)
+        case .snoozed(let delay, _):
+            guard try await tx.snooze(job, for: delay) else {
+                leaseLost(job)
+                return ProcessedJob(.leaseLost(jobID: job.id), nil, handlerTime)
+            }
+            logger.info("job snoozed", metadata: ["reason": "\(message)", "snooze_ms": "\(delay.milliseconds)"])
+            return ProcessedJob(.snoozed(jobID: job.id, delay: delay), nil, handlerTime)
         case .retryable, nil:
             guard job.attempts < maxAttempts else {
                 return ProcessedJob(try await deadLetter(.maxAttempts, message, attempts: job.attempts), nil, handlerTime)
@@ -494,6 +502,8 @@ struct ProcessedJob {
 public enum JobOutcome: Sendable, Equatable {
     case done(jobID: Int64)
     case retried(jobID: Int64, delay: Duration)
+    /// Put off by its handler (`JobError.snoozed`), its attempt given back.
+    case snoozed(jobID: Int64, delay: Duration)
     case deadLettered(jobID: Int64, reason: DeadLetterReason)
     /// The lease token no longer matched: another worker owns the job.
     case leaseLost(jobID: Int64)
@@ -508,14 +518,14 @@ public enum JobOutcome: Sendable, Equatable {
     var isFinished: Bool {
         switch self {
         case .done, .duplicate, .rejected: true
-        case .retried, .deadLettered, .leaseLost, .released: false
+        case .retried, .snoozed, .deadLettered, .leaseLost, .released: false
         }
     }
 
     public var jobID: Int64 {
         switch self {
-        case .done(let id), .retried(let id, _), .deadLettered(let id, _), .leaseLost(let id), .released(let id),
-             .duplicate(let id, _), .rejected(let id): id
+        case .done(let id), .retried(let id, _), .snoozed(let id, _), .deadLettered(let id, _), .leaseLost(let id),
+             .released(let id), .duplicate(let id, _), .rejected(let id): id
         }
     }
 }

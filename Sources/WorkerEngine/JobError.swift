@@ -16,11 +16,17 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
     /// unknown payment): its effects are rolled back, the refusal is stored as
     /// the event's result and the job is acked. Not retried, not dead-lettered.
     case rejected(String)
+    /// Not yet (a downstream that asks to be called back later, a resource
+    /// not ready): the job runs again after `delay` without spending an
+    /// attempt, like River's JobSnooze or SQS's ChangeMessageVisibility. Its
+    /// writes are rolled back as a failure's; it keeps its ordering key, and
+    /// its kind's max event age still bounds how long it can be put off.
+    case snoozed(for: Duration, String)
 
     public var description: String {
         switch self {
         case .retryable(let message), .nonRetryable(let message), .invalidEvent(let message), .rejected(let message),
-             .compensated(_, let message):
+             .compensated(_, let message), .snoozed(_, let message):
             message
         }
     }

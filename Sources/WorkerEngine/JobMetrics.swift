@@ -7,7 +7,7 @@ public enum JobMetrics {
     /// Jobs claimed, by queue.
     public static let claimed = "worker_jobs_claimed_total"
     /// Jobs by queue, kind and outcome: done, duplicate, rejected, retried,
-    /// dead_lettered, lease_lost, released.
+    /// snoozed, dead_lettered, lease_lost, released.
     public static let outcomes = "worker_jobs_total"
     /// Dead letters by queue, kind and reason.
     public static let deadLetters = "worker_dead_letters_total"

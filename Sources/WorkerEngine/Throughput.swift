@@ -30,7 +30,7 @@ public struct ThroughputTally: Sendable, Equatable {
         case .rejected: rejected += 1
         case .retried: retried += 1
         case .deadLettered: deadLettered += 1
-        case .leaseLost, .released: break  // another attempt will count them
+        case .leaseLost, .released, .snoozed: break  // another attempt will count them
         }
     }
 }

@@ -7,6 +7,7 @@ public struct WorkerTotals: Sendable, Equatable {
     public var claimed = 0
     public var done = 0
     public var retried = 0
+    public var snoozed = 0
     public var deadLettered = 0
     public var leaseLost = 0
     public var released = 0
@@ -67,6 +68,7 @@ final class WorkerCounters: Sendable {
                 switch outcome {
                 case .done: state.totals.done += 1
                 case .retried: state.totals.retried += 1
+                case .snoozed: state.totals.snoozed += 1
                 case .deadLettered: state.totals.deadLettered += 1
                 case .leaseLost: state.totals.leaseLost += 1
                 case .released: state.totals.released += 1
@@ -109,6 +111,7 @@ extension JobOutcome {
         case .duplicate: "duplicate"
         case .rejected: "rejected"
         case .retried: "retried"
+        case .snoozed: "snoozed"
         case .deadLettered: "dead_lettered"
         case .leaseLost: "lease_lost"
         case .released: "released"
