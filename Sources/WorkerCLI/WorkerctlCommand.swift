@@ -13,6 +13,7 @@ public struct WorkerctlCommand: AsyncParsableCommand {
             The database comes from --database-url, else DATABASE_URL, else the file named by DATABASE_URL_FILE, \
             else the systemd credential database-url, else the PG* variables, as with psql.
             """,
+        version: ProductVersion.description,
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, JobsCommand.self, DLQCommand.self,
             RedriveCommand.self, PauseCommand.self, ResumeCommand.self, SweepCommand.self, KeysCommand.self, SchedulesCommand.self,

@@ -26,7 +26,8 @@ public struct WorkerdCommand: AsyncParsableCommand {
             timeout=DURATION|none, each key optional; the default is \
             base=1s,rate=2,cap=300s,max-attempts=10,max-age=none,timeout=30m. An attempt past its timeout is \
             abandoned with its batch and fails as retryable.
-            """)
+            """,
+        version: ProductVersion.description)
 
     @Option(help: "postgres://user:password@host:port/database?sslmode=... (env DATABASE_URL).")
     var databaseURL: String?

@@ -18,10 +18,12 @@ public struct WorkerReport: Sendable, Equatable {
     public var finished: Int
     /// A graceful stop has begun.
     public var stopping: Bool
+    /// Its release (`ProductVersion.number`).
+    public var version: String
 
     public init(
         workerID: String, instance: UUID, host: String, pid: Int, queues: [String], concurrency: Int, batchSize: Int, leases: Int,
-        finished: Int, stopping: Bool
+        finished: Int, stopping: Bool, version: String = ProductVersion.number
     ) {
         self.workerID = workerID
         self.instance = instance
@@ -33,6 +35,7 @@ public struct WorkerReport: Sendable, Equatable {
         self.leases = leases
         self.finished = finished
         self.stopping = stopping
+        self.version = version
     }
 }
 
@@ -51,6 +54,8 @@ public struct FleetWorker: Sendable, Equatable, Encodable {
     public var id: String
     public var host: String
     public var pid: Int
+    /// Its release; `nil` for a worker older than the column.
+    public var version: String?
     public var queues: [String]
     public var concurrency: Int
     public var batchSize: Int
@@ -116,12 +121,13 @@ public struct WorkerRegistry: Sendable {
                       AND seen_at > now() - \(Self.silenceBeforeGone.milliseconds)::bigint * interval '1 millisecond'
                 ), written AS (
                     INSERT INTO worker.workers AS w (id, instance, host, pid, queues, concurrency, batch_size, leases, finished,
-                                                   stopping_since)
+                                                   stopping_since, version)
                     VALUES (\(report.workerID), \(report.instance), \(report.host), \(report.pid), \(report.queues)::text[],
                             \(report.concurrency), \(report.batchSize), \(report.leases), \(report.finished),
-                            CASE WHEN \(report.stopping) THEN now() END)
+                            CASE WHEN \(report.stopping) THEN now() END, \(report.version))
                     ON CONFLICT (id) DO UPDATE SET
                         instance = excluded.instance, host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+                        version = excluded.version,
                         concurrency = excluded.concurrency, batch_size = excluded.batch_size, leases = excluded.leases,
                         finished = excluded.finished,
                         started_at = CASE WHEN w.instance = excluded.instance THEN w.started_at ELSE now() END,
@@ -154,7 +160,7 @@ public struct WorkerRegistry: Sendable {
     public func list() async throws -> [FleetWorker] {
         let rows = try await client.query(
             """
-            SELECT w.id, w.host, w.pid, w.queues, w.concurrency, w.batch_size, w.leases, w.finished,
+            SELECT w.id, w.host, w.pid, w.version, w.queues, w.concurrency, w.batch_size, w.leases, w.finished,
                    coalesce((SELECT sum(t.done + t.duplicates + t.rejected + t.dead_lettered)::int
                              FROM worker.throughput AS t
                              WHERE t.worker_id = w.id AND t.bucket > now() - interval '1 minute'), 0),
@@ -169,15 +175,15 @@ public struct WorkerRegistry: Sendable {
             """, logger: logger)
         var workers: [FleetWorker] = []
         for try await r in rows.decode(
-            (String, String, Int, [String], Int, Int, Int, Int, Int, Date, Date, Double, Date?, String).self)
+            (String, String, Int, String?, [String], Int, Int, Int, Int, Int, Date, Date, Double, Date?, String).self)
         {
-            guard let state = FleetWorker.State(rawValue: r.13) else {
-                throw PostgresWorkerError.unexpected("worker state '\(r.13)'")
+            guard let state = FleetWorker.State(rawValue: r.14) else {
+                throw PostgresWorkerError.unexpected("worker state '\(r.14)'")
             }
             workers.append(FleetWorker(
-                id: r.0, host: r.1, pid: r.2, queues: r.3, concurrency: r.4, batchSize: r.5, leases: r.6,
-                finished: r.7, doneLastMinute: r.8, startedAt: r.9, seenAt: r.10, silentSeconds: r.11,
-                stoppingSince: r.12, state: state))
+                id: r.0, host: r.1, pid: r.2, version: r.3, queues: r.4, concurrency: r.5, batchSize: r.6, leases: r.7,
+                finished: r.8, doneLastMinute: r.9, startedAt: r.10, seenAt: r.11, silentSeconds: r.12,
+                stoppingSince: r.13, state: state))
         }
         return workers
     }

@@ -62,7 +62,7 @@ public final class Worker: Service, Sendable {
 
     public func run() async throws {
         var starting: Logger.Metadata = [
-            "queues": "\(configuration.queues.joined(separator: ","))",
+            "version": "\(ProductVersion.number)", "queues": "\(configuration.queues.joined(separator: ","))",
             "lanes": "\(configuration.lanes.count)", "batch_size": "\(configuration.batchSize)",
         ]
         if !configuration.queueConcurrency.isEmpty {

@@ -34,6 +34,7 @@ import WorkerTestSupport
                 #expect(listed.map(\.id) == ["w-1"])
                 #expect(listed.first?.queues == ["mail", "sms"] && listed.first?.concurrency == 2)
                 #expect(listed.first?.pid == Int(ProcessInfo.processInfo.processIdentifier))
+                #expect(listed.first?.version == ProductVersion.number)
                 #expect(listed.first?.state == .running && listed.first?.stoppingSince == nil)
 
                 await started.wait()
@@ -104,6 +105,27 @@ import WorkerTestSupport
             let workers = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]], "\(json)")
             #expect(workers.compactMap { $0["id"] as? String } == ["alive", "killed"])
             #expect(workers.first?["queues"] as? [String] == ["a", "b"] && workers.first?["done_last_minute"] as? Int == 11)
+        }
+    }
+
+    /// A rolling deploy: which workers run which release, and those from before the column.
+    @Test func eachWorkersReleaseIsShownAndBothToolsPrintTheirOwn() async throws {
+        try await withTestDatabase { db in
+            let registry = WorkerRegistry(client: db.client, logger: db.logger)
+            var old = report("old", pid: 1)
+            old.version = "0.0.9"
+            try await registry.report(old)
+            try await registry.report(report("new", pid: 2))
+            try await db.execute("INSERT INTO worker.workers (id, instance, host, pid, queues, concurrency, batch_size) VALUES ('older', gen_random_uuid(), 'h', 3, '{a}', 1, 1)")
+            let listed = try await registry.list()
+            #expect(listed.map(\.id) == ["new", "old", "older"] && listed.map(\.version) == [ProductVersion.number, "0.0.9", nil])
+            let table = try await runTool("workerctl", ["workers"], database: db)
+            let versions = table.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ", omittingEmptySubsequences: true)[3] }
+            #expect(versions == [Substring(ProductVersion.number), "0.0.9", "-"], "\(table)")
+        }
+        for tool in ["workerctl", "workerd"] {
+            let printed = await (try ToolProcess(tool, ["--version"])).result()
+            #expect(printed.status == 0 && printed.stdout == "\(ProductVersion.number) (schema \(Migrator.requiredVersion))\n", "\(printed)")
         }
     }
 
