@@ -21,6 +21,9 @@ public enum JobMetrics {
     public static let heartbeatFailures = "worker_heartbeat_failures_total"
     /// Lanes whose claim has been waiting longer than the watchdog allows.
     public static let lanesStuck = "worker_lanes_stuck"
+    /// 1, labelled with the release (`ProductVersion.number`): which versions
+    /// the fleet runs, as Prometheus's `*_build_info` convention has it.
+    public static let buildInfo = "worker_build_info"
     /// Connections the worker's pool may open.
     public static let poolConnections = "worker_pool_max_connections"
     /// Per queue, sampled from the database every few seconds.

@@ -15,6 +15,7 @@ struct MetricsSampler: Sendable {
 
     func run() async {
         Gauge(label: JobMetrics.poolConnections).record(worker.configuration.connectionsNeeded)
+        Gauge(label: JobMetrics.buildInfo, dimensions: [("version", ProductVersion.number)]).record(1)
         repeat {
             await sample()
         } while (try? await Task.sleep(for: interval)) != nil

@@ -72,6 +72,7 @@ import WorkerTestSupport
             #expect(sample(text, #"worker_queue_paused{queue="held"}"#) == 1)
             #expect(sample(text, #"worker_queue_ready_jobs{queue="held"}"#) == 1)
             #expect(sample(text, "worker_leases_held") == 0)
+            #expect(sample(text, #"worker_build_info{version="\#(ProductVersion.number)"}"#) == 1, "\(text)")
             #expect(sample(text, #"worker_scheduled_runs_total{schedule="due"}"#) == 1, "\(text)")
             #expect(sample(text, #"worker_attempt_timeouts_total{queue="slow",kind="demo.task"}"#) == 1, "\(text)")
             // Counters that alerts watch are there at 0 before their first count.
