@@ -16,7 +16,8 @@ import WorkerEngine
 /// anyway, and writing each cost a statement per step. A step that fails for good is compensated in reverse order
 /// (refund the payment, release the seats, cancel the booking) and the job is
 /// dead-lettered as `booking_failed` with every failure. A gateway that is
-/// only unavailable makes the attempt fail as a whole and retry with backoff.
+/// only unavailable makes the attempt fail as a whole and retry with backoff;
+/// one that throttles snoozes the saga for as long as it asks, no attempt spent.
 public struct BookingHandler: JobHandler {
     struct Event: FieldDecodable {
         var request_id: String
@@ -221,6 +222,8 @@ private struct Saga {
             throw StepFailure(step: "collect_payment", error: "declined: \(message)")
         } catch PaymentError.unavailable(let message) {
             throw JobError.retryable("collect_payment: gateway unavailable: \(message)")
+        } catch PaymentError.throttled(let retryAfter, let message) {
+            throw JobError.snoozed(for: retryAfter, "collect_payment: gateway throttled: \(message)")
         }
     }
 

@@ -40,11 +40,15 @@ public enum PaymentError: Error, Sendable, CustomStringConvertible {
     case unavailable(String)
     /// The gateway refused the payment (declined card): final.
     case declined(String)
+    /// The gateway asks to be called again later (HTTP 429 with Retry-After):
+    /// not a failure, and no attempt is spent on it.
+    case throttled(retryAfter: Duration, String)
 
     public var description: String {
         switch self {
         case .unavailable(let message): "payment gateway unavailable: \(message)"
         case .declined(let message): "payment declined: \(message)"
+        case .throttled(let retryAfter, let message): "payment gateway throttled for \(retryAfter): \(message)"
         }
     }
 }

@@ -91,6 +91,19 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aThrottlingGatewaySnoozesTheSagaWithoutSpendingItsAttempts() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            let gateway = ScriptedGateway([.throttled, .throttled, .ok])
+            let id = try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking("bk_1"), maxAttempts: 1))
+            let outcomes = try await processAll(db, .standard(gateway: gateway))
+            #expect(outcomes == [.snoozed(jobID: id, delay: .seconds(20)), .snoozed(jobID: id, delay: .seconds(20)), .done(jobID: id)])
+            #expect(try await status(db, "bk_1") == "confirmed")
+            #expect(try await seatsLeft(db) == 9, "the snoozed attempts' seats were given back")
+            #expect(gateway.charges.count == 1)
+        }
+    }
+
     @Test func aCrashAfterTheChargeResumesWithoutChargingAgain() async throws {
         try await withTestDatabase { db in
             try await flight(db, seats: 10)
@@ -168,7 +181,7 @@ import WorkerTestSupport
 /// A payment gateway outside the database, scripted per charge call. What it
 /// records survives the job transaction's rollback, as a real gateway's would.
 final class ScriptedGateway: PaymentGateway {
-    enum Step: Sendable { case ok, unavailable, declined, crashAfterCharge }
+    enum Step: Sendable { case ok, unavailable, throttled, declined, crashAfterCharge }
     struct SimulatedCrash: Error {}
 
     private let state: Mutex<(script: [Step], calls: Int, charges: [String: String], refunds: [String])>
@@ -194,6 +207,7 @@ final class ScriptedGateway: PaymentGateway {
         }
         switch step {
         case .unavailable: throw PaymentError.unavailable("timeout")
+        case .throttled: throw PaymentError.throttled(retryAfter: .seconds(20), "429")
         case .declined: throw PaymentError.declined("card declined")
         case .crashAfterCharge: throw SimulatedCrash()
         case .ok:
