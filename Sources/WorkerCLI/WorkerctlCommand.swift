@@ -16,8 +16,8 @@ public struct WorkerctlCommand: AsyncParsableCommand {
         version: ProductVersion.description,
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, JobsCommand.self, DLQCommand.self,
-            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, SweepCommand.self, KeysCommand.self, SchedulesCommand.self,
-            WorkersCommand.self,
+            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, LimitsCommand.self, SweepCommand.self, KeysCommand.self,
+            SchedulesCommand.self, WorkersCommand.self,
         ])
 
     public init() {}

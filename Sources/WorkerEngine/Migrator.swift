@@ -7,7 +7,7 @@ import PostgresNIO
 /// the others wait and then find nothing left to do.
 public struct Migrator: Sendable {
     /// The schema version this build needs; `workerd` refuses to start below it.
-    public static let requiredVersion = 20
+    public static let requiredVersion = 21
     static let advisoryLockKey: Int64 = 0x776f_726b_6572  // "worker"
 
     public let client: PostgresClient

@@ -62,6 +62,8 @@ import WorkerTestSupport
             _ = try await db.queue.enqueue(NewJob(kind: "no.such.kind"))
             // A schedule's run, due.
             try await db.execute("INSERT INTO worker.schedules (name, cron, kind, next_run_at) VALUES ('yearly', '@yearly', 'noop', now() - interval '1 minute')")
+            // Its claims count the leases under a limit.
+            try await db.execute("INSERT INTO worker.queue_limits (queue, max_in_flight) VALUES ('default', 2)")
             // An expired key for the sweeper.
             try await db.execute("INSERT INTO worker.idempotency_keys (key, kind, job_id, payload_hash, status, expires_at) VALUES ('old', 'refund.requested', 1, 'x', 'completed', now() - interval '1 hour')")
 
@@ -89,7 +91,8 @@ import WorkerTestSupport
                     "DELETE FROM app.payments", "DROP TABLE worker.jobs", "DELETE FROM worker.schema_migrations",
                     "INSERT INTO worker.schedules (name, cron, kind) VALUES ('s', '@daily', 'noop')",
                     "UPDATE worker.schedules SET cron = '* * * * *'", "UPDATE worker.schedules SET paused = true",
-                    "DELETE FROM worker.schedules",
+                    "DELETE FROM worker.schedules", "UPDATE worker.queue_limits SET max_in_flight = 100",
+                    "DELETE FROM worker.queue_limits",
                 ] {
                     #expect(await consumer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }
@@ -115,7 +118,8 @@ import WorkerTestSupport
                                   ["redrive", "--all"], ["sweep"], ["enqueue", "--kind", "noop"], ["jobs", "list"],
                                   ["jobs", "retry", "--all"], ["jobs", "cancel", "--kind", "noop"], ["workers"],
                                   ["schedules", "set", "s", "--cron", "@daily", "--kind", "noop"], ["schedules", "pause", "s"],
-                                  ["schedules", "resume", "s"], ["schedules", "list"], ["schedules", "remove", "s"]] {
+                                  ["schedules", "resume", "s"], ["schedules", "list"], ["schedules", "remove", "s"],
+                                  ["limits", "set", "mail", "--max-in-flight", "2"], ["limits", "list"], ["limits", "remove", "mail"]] {
                     let run = try await runTool("workerctl", arguments, environment: env)
                     #expect(run.status == 0, "workerctl \(arguments.joined(separator: " ")): \(run)")
                 }
