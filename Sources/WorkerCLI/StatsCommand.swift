@@ -67,7 +67,7 @@ struct StatsCommand: AsyncParsableCommand {
             rows: report.queues.map {
                 [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.blocked)", "\($0.dead)",
                  String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.finishedLastMinute)", "\($0.retrying)",
-                 "\($0.highestAttempt)", $0.paused ? "paused" : "active"]
+                 "\($0.highestAttempt)", ($0.paused ? "paused" : "active") + ($0.maxInFlight.map { ",limit=\($0)" } ?? "")]
             })
         if report.queues.isEmpty { out += "\n(no jobs and no dead letters)" }
         if kinds, !report.kinds.isEmpty {

@@ -29,12 +29,12 @@ public struct QueueLimits: Sendable {
     public func set(_ queue: String, maxInFlight: Int) async throws {
         try await client.query(
             """
-            WITH set AS (
+            WITH limited AS (
                 INSERT INTO worker.queue_limits (queue, max_in_flight) VALUES (\(queue), \(maxInFlight))
                 ON CONFLICT (queue) DO UPDATE SET max_in_flight = excluded.max_in_flight, set_at = now(), set_by = current_user
                 RETURNING queue
             )
-            SELECT pg_notify('worker_jobs', queue) FROM set
+            SELECT pg_notify('worker_jobs', queue) FROM limited
             """, logger: logger)
     }
 

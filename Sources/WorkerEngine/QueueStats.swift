@@ -25,9 +25,11 @@ public struct QueueStats: Sendable, Equatable, Codable {
     /// in the last minute, as the workers report it every 10 seconds.
     public var finishedLastMinute: Int
     public var paused: Bool
+    /// The fleet-wide limit on its jobs in flight (`workerctl limits`), if any.
+    public var maxInFlight: Int?
 
-    /// Reads every queue that has jobs, dead letters, recent throughput or a
-    /// pause; with `queues`, only those (the others are not scanned).
+    /// Reads every queue that has jobs, dead letters, recent throughput, a
+    /// pause or a limit; with `queues`, only those (the others are not scanned).
     public static func read(client: PostgresClient, queues: [String]? = nil, logger: Logger) async throws -> [QueueStats] {
         try await client.withLiveConnection { try await read(on: $0, queues: queues, logger: logger) }
     }
@@ -58,20 +60,23 @@ public struct QueueStats: Sendable, Equatable, Codable {
                 SELECT queue FROM q UNION SELECT queue FROM d UNION SELECT queue FROM t
                 UNION SELECT queue FROM worker.queue_pauses
                 WHERE \(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[])
+                UNION SELECT queue FROM worker.queue_limits
+                WHERE \(queues)::text[] IS NULL OR queue = ANY(\(queues)::text[])
             )
             SELECT n.queue, coalesce(q.ready, 0), coalesce(q.in_flight, 0), coalesce(q.delayed, 0),
                    coalesce(q.blocked, 0), coalesce(d.dead, 0), coalesce(q.oldest_ready_age, 0), coalesce(q.retrying, 0),
                    coalesce(q.highest_attempt, 0), coalesce(t.finished, 0)::int8,
-                   EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = n.queue)
+                   EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = n.queue),
+                   (SELECT l.max_in_flight FROM worker.queue_limits AS l WHERE l.queue = n.queue)
             FROM names AS n
             LEFT JOIN q ON q.queue = n.queue LEFT JOIN d ON d.queue = n.queue LEFT JOIN t ON t.queue = n.queue
             ORDER BY 1
             """, logger: logger)
         var stats: [QueueStats] = []
-        for try await r in rows.decode((String, Int, Int, Int, Int, Int, Double, Int, Int, Int, Bool).self) {
+        for try await r in rows.decode((String, Int, Int, Int, Int, Int, Double, Int, Int, Int, Bool, Int?).self) {
             stats.append(QueueStats(
                 queue: r.0, ready: r.1, inFlight: r.2, delayed: r.3, blocked: r.4, dead: r.5, oldestReadyAgeSeconds: r.6,
-                retrying: r.7, highestAttempt: r.8, finishedLastMinute: r.9, paused: r.10))
+                retrying: r.7, highestAttempt: r.8, finishedLastMinute: r.9, paused: r.10, maxInFlight: r.11))
         }
         return stats
     }
