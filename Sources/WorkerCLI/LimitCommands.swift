@@ -48,13 +48,12 @@ struct LimitsSetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (queue, maxInFlight) = (self.queue, self.maxInFlight)
-        let known = try await database.withClient { client, logger in
+        let note = try await database.withClient { client, logger in
             try await QueueLimits(client: client, logger: logger).set(queue, maxInFlight: maxInFlight)
-            return try await QueueStats.read(client: client, queues: [queue], logger: logger)
-                .contains { $0.ready + $0.inFlight + $0.delayed + $0.blocked + $0.dead > 0 }
+            return try await unknownQueueNote(queue, client: client, logger: logger)
         }
         print("queue '\(queue)' limited to \(maxInFlight) jobs in flight")
-        if !known { print("note: queue '\(queue)' has no jobs and no dead letters yet; check the name") }
+        if let note { print(note) }
     }
 }
 

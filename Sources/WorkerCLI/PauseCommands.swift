@@ -18,13 +18,12 @@ struct PauseCommand: AsyncParsableCommand {
 
     func run() async throws {
         let (queue, reason) = (self.queue, self.reason)
-        let (paused, known) = try await database.withClient { client, logger in
+        let (paused, note) = try await database.withClient { client, logger in
             let paused = try await QueuePauses(client: client, logger: logger).pause(queue, reason: reason)
-            let stats = try await QueueStats.read(client: client, queues: [queue], logger: logger)
-            return (paused, stats.contains { $0.ready + $0.inFlight + $0.delayed + $0.blocked + $0.dead > 0 })
+            return (paused, try await unknownQueueNote(queue, client: client, logger: logger))
         }
         print(paused ? "paused queue '\(queue)'" : "queue '\(queue)' was already paused")
-        if !known { print("note: queue '\(queue)' has no jobs and no dead letters yet; check the name") }
+        if let note { print(note) }
     }
 }
 
