@@ -19,10 +19,20 @@ extension WorkerdCommand.Settings {
         }()
         do {
             try await database.probe(logger: logger)
-            let version = try await withPostgresClient(try database.clientConfiguration(maximumConnections: 1), logger: logger) {
-                try await Migrator(client: $0, logger: logger).checkSchema()
+            let queues = worker.queues
+            let (version, stats) = try await withPostgresClient(
+                try database.clientConfiguration(maximumConnections: 1), logger: logger
+            ) { client in
+                (try await Migrator(client: client, logger: logger).checkSchema(),
+                 try await QueueStats.read(client: client, queues: queues, logger: logger))
             }
             print("database: reachable, schema at version \(version); workerd would start")
+            // What the fleet has set for these queues, which holds their claims whatever this workerd's settings.
+            for queue in stats where queue.paused || queue.maxInFlight != nil {
+                let held = [queue.paused ? "paused (workerctl resume)" : nil,
+                            queue.maxInFlight.map { "at most \($0) in flight across the fleet (workerctl limits)" }]
+                print("queue \(queue.queue): \(held.compactMap { $0 }.joined(separator: ", "))")
+            }
         } catch {
             FileHandle.standardError.write(Data("workerd --check: \(errorText(error))\n".utf8))
             throw ExitCode(1)

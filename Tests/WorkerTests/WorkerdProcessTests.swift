@@ -34,6 +34,8 @@ import WorkerTestSupport
 
     @Test func checkPrintsTheSettingsInForceAndWhetherTheDatabaseIsReady() async throws {
         try await withTestDatabase { db in
+            try await QueuePauses(client: db.client, logger: db.logger).pause("reports")
+            try await QueueLimits(client: db.client, logger: db.logger).set("billing", maxInFlight: 7)
             let arguments = ["--check", "--queues", "billing,reports", "--queue-concurrency", "reports=2", "--concurrency", "4",
                              "--retry", "refund.requested:base=2s,timeout=none"]
             let ready = try await runTool("workerd", arguments, environment: ["DATABASE_URL": db.url])
@@ -48,6 +50,8 @@ import WorkerTestSupport
             #expect(setting("idempotency ttl refund.requested") == "24h", "\(ready)")
             #expect(setting("database")?.hasPrefix("postgres://") == true, "\(ready)")
             #expect(ready.stdout.contains("schema at version \(Migrator.requiredVersion); workerd would start"), "\(ready)")
+            #expect(ready.stdout.contains("queue billing: at most 7 in flight across the fleet"), "\(ready)")
+            #expect(ready.stdout.contains("queue reports: paused"), "\(ready)")
             #expect(try await db.int("SELECT count(*)::int FROM worker.workers") == 0, "a check starts no worker")
         }
         try await withEmptyTestDatabase { db in
