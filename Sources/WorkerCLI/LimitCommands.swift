@@ -15,7 +15,8 @@ struct LimitsCommand: AsyncParsableCommand {
 }
 
 struct LimitsListCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the limits with the jobs in flight under each.")
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List the limits with the jobs in flight under each.")
 
     @OptionGroup var database: DatabaseOptions
     @Flag(help: "Print JSON instead of a table.") var json = false

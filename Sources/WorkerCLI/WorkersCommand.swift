@@ -22,11 +22,11 @@ struct WorkersCommand: AsyncParsableCommand {
         if json { return try JSONOutput.print(workers) }
         let time = ISO8601DateFormatter()
         print(Table.render(
-            header: ["WORKER", "HOST", "PID", "VERSION", "QUEUES", "LANES", "BATCH", "LEASES", "FINISHED", "DONE/MIN", "STARTED", "LAST_SEEN",
-                     "STATE"],
+            header: ["WORKER", "HOST", "PID", "VERSION", "QUEUES", "LANES", "BATCH", "LEASES", "FINISHED", "DONE/MIN", "STARTED",
+                     "LAST_SEEN", "STATE"],
             rows: workers.map {
-                [$0.id, $0.host, "\($0.pid)", $0.version ?? "-", $0.queues.joined(separator: ","), "\($0.concurrency)", "\($0.batchSize)",
-                 "\($0.leases)", "\($0.finished)", "\($0.doneLastMinute)", time.string(from: $0.startedAt),
+                [$0.id, $0.host, "\($0.pid)", $0.version ?? "-", $0.queues.joined(separator: ","), "\($0.concurrency)",
+                 "\($0.batchSize)", "\($0.leases)", "\($0.finished)", "\($0.doneLastMinute)", time.string(from: $0.startedAt),
                  String(format: "%.0fs ago", $0.silentSeconds), $0.state.rawValue]
             }))
         if workers.isEmpty { print("(no workers have reported)") }
