@@ -93,7 +93,7 @@ extension SilentLinkTests {
                 try await eventually("the handler to break the open flows") { handler.session != nil }
                 // What the server's keepalives do to a session cut off by a partition.
                 try await db.execute("SELECT pg_terminate_backend(\(handler.session ?? 0))")
-                try await eventually(timeout: .seconds(20), "the job to be done again on a new session") {
+                try await eventually(timeout: .seconds(60), "the job to be done again on a new session") {
                     try await db.jobCount() == 0
                 }
                 #expect(handler.calls == 2)
