@@ -8,7 +8,11 @@
 -- what the claim counts, through a partial index that holds only them, so
 -- queues without a limit pay nothing for it (no index entry, no count). A
 -- claim of a limited queue holds the queue's advisory lock while it counts
--- and claims: two claims cannot both take the last free slot. Jobs leased
+-- and claims: two claims cannot both take the last free slot. It waits for
+-- that lock for a second at most, then claims nothing (the lane tries again
+-- at its next poll or wake-up): a claim stuck while it holds the lock (its
+-- client stopped while the rows were sent) must not pile up the fleet's
+-- claims behind it. Its leases run from when it got the lock. Jobs leased
 -- before the limit was set count once they are claimed again. A lease that
 -- expired frees its slot; a stalled worker's attempt may then still run
 -- beside its successor's, as with any lease. A slot freed by an ack, retry,
@@ -64,6 +68,8 @@ DECLARE
     expired integer;
     in_flight_limit integer;
     claimable integer := batch_size;
+    leased_from timestamptz := now();
+    lock_timeout_before text;
 BEGIN
     -- A paused queue: nothing to read, at any level.
     IF EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = claim_queue) THEN
@@ -72,9 +78,17 @@ BEGIN
     SELECT l.max_in_flight INTO in_flight_limit FROM worker.queue_limits AS l WHERE l.queue = claim_queue;
     IF in_flight_limit IS NOT NULL THEN
         -- Held until this claim commits: the next claim of the queue counts what it took.
-        PERFORM pg_advisory_xact_lock(1818848617, hashtext(claim_queue));
+        lock_timeout_before := current_setting('lock_timeout');
+        BEGIN
+            PERFORM set_config('lock_timeout', '1s', true);
+            PERFORM pg_advisory_xact_lock(1818848617, hashtext(claim_queue));
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN;
+        END;
+        PERFORM set_config('lock_timeout', lock_timeout_before, true);
+        leased_from := clock_timestamp();
         SELECT in_flight_limit - count(*) INTO claimable FROM worker.jobs AS f
-        WHERE f.queue = claim_queue AND f.under_limit AND f.lease_token IS NOT NULL AND f.visible_at > now();
+        WHERE f.queue = claim_queue AND f.under_limit AND f.lease_token IS NOT NULL AND f.visible_at > leased_from;
         IF claimable <= 0 THEN
             RETURN;
         END IF;
@@ -109,10 +123,10 @@ BEGIN
         RETURN QUERY
         UPDATE worker.jobs AS j
         SET attempts = j.attempts + 1,
-            visible_at = now() + visibility_ms * interval '1 millisecond',
+            visible_at = leased_from + visibility_ms * interval '1 millisecond',
             lease_token = gen_random_uuid(),
             leased_by = worker_id,
-            leased_at = now(),
+            leased_at = leased_from,
             under_limit = in_flight_limit IS NOT NULL,
             last_error = CASE WHEN j.lease_token IS NULL THEN j.last_error
                 ELSE 'lease expired: attempt ' || j.attempts || ' by ' || coalesce(j.leased_by, '?') || ' did not finish' END,

@@ -363,7 +363,8 @@ public struct BatchProcessor: Sendable {
             return ProcessedJob(try await deadLetter(.invalidEvent, message, attempts: job.attempts), nil, handlerTime)
         case .nonRetryable, .rejected, .compensated:  // the last two are caught around the handler; elsewhere final
             return ProcessedJob(try await deadLetter(.nonRetryable, message, attempts: job.attempts), nil, handlerTime)
-        case .snoozed(let delay, _):
+        case .snoozed(let asked, _):
+            let delay = min(max(asked, .zero), Self.longestSnooze)
             guard try await tx.snooze(job, for: delay) else {
                 leaseLost(job)
                 return ProcessedJob(.leaseLost(jobID: job.id), nil, handlerTime)
@@ -423,6 +424,11 @@ public struct BatchProcessor: Sendable {
         logger.error("job dead-lettered", metadata: ["reason": "\(reason.rawValue)", "error": "\(error ?? "-")"])
         return .deadLettered(jobID: job.id, reason: reason)
     }
+
+    /// The longest a snooze puts a job off (SQS's longest visibility timeout):
+    /// a downstream's Retry-After of a year, or of `Duration`'s overflow,
+    /// must not fail the batch's statement or the worker.
+    static let longestSnooze: Duration = .seconds(12 * 3600)
 
     /// Error text as stored in `last_error`: bounded, so that a handler cannot
     /// bloat the row with a huge message.

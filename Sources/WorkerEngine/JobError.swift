@@ -17,8 +17,8 @@ public enum JobError: Error, Sendable, Equatable, CustomStringConvertible {
     /// the event's result and the job is acked. Not retried, not dead-lettered.
     case rejected(String)
     /// Not yet (a downstream that asks to be called back later, a resource
-    /// not ready): the job runs again after `delay` without spending an
-    /// attempt, like River's JobSnooze or SQS's ChangeMessageVisibility. Its
+    /// not ready): the job runs again after `delay` (at most 12 hours) without
+    /// spending an attempt, like River's JobSnooze or SQS's ChangeMessageVisibility. Its
     /// writes are rolled back as a failure's; it keeps its ordering key, and
     /// its kind's max event age still bounds how long it can be put off.
     case snoozed(for: Duration, String)

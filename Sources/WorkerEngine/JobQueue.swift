@@ -130,6 +130,8 @@ public struct JobQueue: Sendable {
                 SELECT j.id FROM worker.jobs AS j
                 JOIN unnest(\(leases.map(\.jobID))::bigint[], \(leases.map(\.token))::uuid[]) AS l(id, token)
                   ON j.id = l.id AND j.lease_token = l.token
+                -- An expired lease under a fleet-wide limit gave its slot to another job: not revived.
+                WHERE NOT j.under_limit OR j.visible_at > now()
                 FOR UPDATE OF j SKIP LOCKED
             )
             UPDATE worker.jobs AS j

@@ -48,6 +48,40 @@ import WorkerTestSupport
         }
     }
 
+    /// A stalled worker's expired lease gave its slot away: its heartbeat must
+    /// not make it live again beside the job that took the slot.
+    @Test func anExpiredLeaseUnderALimitIsNotRevivedByItsHeartbeat() async throws {
+        try await withTestDatabase { db in
+            try await QueueLimits(client: db.client, logger: db.logger).set("limited", maxInFlight: 1)
+            _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: 2)
+            _ = try await db.queue.enqueue(NewJob(queue: "free", kind: "test"))
+            let stalled = try await claim(db), free = try await claim(db, "free")
+            try await db.execute("UPDATE worker.jobs SET visible_at = now() - interval '1 millisecond' WHERE lease_token IS NOT NULL")
+            let next = try await claim(db)
+            #expect(next.count == 1 && next.first?.id != stalled.first?.id, "the other job, in the expired lease's slot")
+            let beat = try await db.queue.beat(extending: (stalled + free).map(\.lease), visibilityTimeout: .seconds(60), checking: [])
+            #expect(beat.extended == Set(free.map(\.lease)), "a lease without a limit is extended as before")
+            #expect(try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE queue = 'limited' AND lease_token IS NOT NULL AND visible_at > now()") == 1)
+        }
+    }
+
+    /// A claim stuck while it holds the queue's lock makes the others give up
+    /// after a second, not wait behind it.
+    @Test func aClaimWaitsForTheQueuesLockASecondAtMost() async throws {
+        try await withTestDatabase { db in
+            try await QueueLimits(client: db.client, logger: db.logger).set("limited", maxInFlight: 5)
+            _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: 2)
+            try await db.client.withConnection { holder in
+                try await holder.query("BEGIN", logger: db.logger)
+                try await holder.query("SELECT pg_advisory_xact_lock(1818848617, hashtext('limited'))", logger: db.logger)
+                #expect(try await claim(db).isEmpty)
+                try await holder.query("COMMIT", logger: db.logger)
+            }
+            #expect(try await claim(db).count == 2)
+        }
+    }
+
     @Test func aFleetNeverRunsMoreJobsOfALimitedQueueAtOnce() async throws {
         let workers = 3, lanes = 4
         try await withTestDatabase(connections: workers * WorkerConfiguration(concurrency: lanes).connectionsNeeded) { db in

@@ -32,7 +32,9 @@ import WorkerTestSupport
 
                 proxy.restore()
                 try await eventually(timeout: .seconds(30), "the job to be done once the link is back") { try await db.jobCount() == 0 }
-                #expect(handler.calls == 2)
+                // At least once more: under a loaded suite its 1 s lease may run out mid-attempt and
+                // the other lane run it a third time (one of the two then loses its lease).
+                #expect(handler.calls >= 2)
             }
             #expect(totals.done == 1)
         }

@@ -49,6 +49,16 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aSnoozeLongerThanTwelveHoursIsCutToTwelve() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler { _, _ in throw JobError.snoozed(for: .seconds(Int64.max / 1000), "a year or more") }
+            let id = try await db.queue.enqueue(NewJob(kind: "test"))
+            #expect(try await process(db, handler) == [.snoozed(jobID: id, delay: .seconds(12 * 3600))])
+            #expect(try await db.int(
+                "SELECT count(*)::int FROM worker.jobs WHERE visible_at BETWEEN now() + interval '11 hours' AND now() + interval '12 hours 1 second'") == 1)
+        }
+    }
+
     @Test func aSnoozedHeadKeepsItsOrderingKey() async throws {
         try await withTestDatabase { db in
             try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
