@@ -152,7 +152,7 @@ public struct BatchProcessor: Sendable {
             // ignored the cancellation goes no further when it returns.
             try Task.checkCancellation()
             var known = batched.removeValue(forKey: job.id)
-            if let replay = guarded, replay.jobID == job.id { known = .replayed(replay) }
+            if let replay = guarded, replay.replays(job.id) { known = .replayed(replay) }
             // Once the worker stops, only jobs that have started go on: those
             // their batch handler did, and the failure being replayed (its
             // attempt happened: it is counted and its error kept, not given back).
@@ -212,7 +212,7 @@ public struct BatchProcessor: Sendable {
         do {
             results = try await handler.handleBatch(jobs, context: context)
         } catch {
-            throw FastPathAbandoned(jobID: nil, error: error, handlerTime: nil)
+            throw FastPathAbandoned(jobID: nil, error: error, handlerTime: nil, batchJobIDs: jobs.map(\.id))
         }
         guard results.count <= jobs.count else {
             throw PostgresWorkerError.unexpected("\(jobs[0].kind) handler returned \(results.count) results for \(jobs.count) jobs")
@@ -341,7 +341,7 @@ public struct BatchProcessor: Sendable {
                 try await tx.rollbackToSavepoint(.job)
             } else if handler.writesToDatabase || ttl != nil {
                 // Effects or a key may be half written, or the transaction aborted.
-                throw FastPathAbandoned(jobID: job.id, error: error, handlerTime: handlerTime)
+                throw FastPathAbandoned(jobID: job.id, error: error, handlerTime: handlerTime, batchJobIDs: [])
             }
             failure = error
         }
@@ -460,6 +460,18 @@ struct FastPathAbandoned: Error {
     /// How long its handler ran (`nil`: it failed before the handler).
     /// (A compensated saga never abandons a run: it keeps its compensations.)
     let handlerTime: Duration?
+    /// The jobs of the batch handler's call, when it failed.
+    let batchJobIDs: [Int64]
+
+    /// Whether the guarded run gives this failure back as `jobID`'s answer
+    /// instead of calling its handler: the job that failed, or every job of a
+    /// batch call that snoozed (what asked the call to wait, a throttled
+    /// downstream, would be called again for each of them otherwise).
+    func replays(_ jobID: Int64) -> Bool {
+        if jobID == self.jobID { return true }
+        guard case .snoozed? = error as? JobError else { return false }
+        return batchJobIDs.contains(jobID)
+    }
 }
 
 /// A handler's answer for a job, known before the job's turn comes.

@@ -111,9 +111,15 @@ extension BookingHandler: BatchJobHandler {
         guard count > 0 else { return [] }
 
         let booked = Array(events.prefix(count))
-        let references = try await gateway.chargeAll(
-            booked.map { Charge(key: Self.paymentKey($0), amountCents: $0.amount_cents, currency: $0.currency) },
-            context: context)
+        let references: [String]
+        do {
+            references = try await gateway.chargeAll(
+                booked.map { Charge(key: Self.paymentKey($0), amountCents: $0.amount_cents, currency: $0.currency) },
+                context: context)
+        } catch PaymentError.throttled(let retryAfter, let message) {
+            // Every booking of the call waits, without a call of its own.
+            throw JobError.snoozed(for: retryAfter, "collect_payment: gateway throttled: \(message)")
+        }
         try await context.connection.query(
             """
             UPDATE app.bookings AS b SET status = 'confirmed', payment_ref = c.reference, updated_at = now()

@@ -104,6 +104,31 @@ import WorkerTestSupport
         }
     }
 
+    /// A batch's bookings go to the gateway in one call: throttled, they all
+    /// wait, with no call each (which a throttling gateway would not want).
+    @Test func aThrottledBatchChargeSnoozesEveryBookingOfTheCallWithoutCallingAgain() async throws {
+        try await withTestDatabase { db in
+            try await flight(db, seats: 10)
+            let gateway = ThrottlingOnceLedger()
+            var ids: [Int64] = []
+            for request in ["bk_1", "bk_2"] {
+                ids.append(try await db.queue.enqueue(NewJob(kind: "booking.requested", payload: booking(request))))
+            }
+            let processor = BatchProcessor(client: db.client, handlers: .standard(gateway: gateway), workerID: "w", logger: db.logger)
+            func batch() async throws -> [JobOutcome] {
+                try await processor.process(
+                    try await db.queue.claim(queue: "default", limit: 10, visibilityTimeout: .seconds(30), workerID: "w"))
+            }
+            #expect(try await batch().sorted { $0.jobID < $1.jobID } == ids.map { .snoozed(jobID: $0, delay: .seconds(20)) })
+            #expect(gateway.calls == ["chargeAll"], "one call, not one more per booking")
+            #expect(try await seatsLeft(db) == 10)
+            try await db.makeAllDue()
+            #expect(try await batch().sorted { $0.jobID < $1.jobID } == ids.map { .done(jobID: $0) })
+            #expect(gateway.calls == ["chargeAll", "chargeAll"])
+            #expect(try await seatsLeft(db) == 8)
+        }
+    }
+
     @Test func aCrashAfterTheChargeResumesWithoutChargingAgain() async throws {
         try await withTestDatabase { db in
             try await flight(db, seats: 10)
@@ -218,5 +243,27 @@ final class ScriptedGateway: PaymentGateway {
 
     func refund(reference: String, context: JobContext) async throws {
         state.withLock { $0.refunds.append(reference) }
+    }
+}
+
+/// The ledger, whose first batch charge is throttled; records its calls.
+final class ThrottlingOnceLedger: BatchPaymentGateway {
+    private let ledger = LedgerGateway()
+    private let recorded = Mutex<[String]>([])
+    var calls: [String] { recorded.withLock { $0 } }
+
+    func chargeAll(_ charges: [Charge], context: JobContext) async throws -> [String] {
+        let first = recorded.withLock { $0.append("chargeAll"); return $0.count == 1 }
+        if first { throw PaymentError.throttled(retryAfter: .seconds(20), "429") }
+        return try await ledger.chargeAll(charges, context: context)
+    }
+
+    func charge(key: String, amountCents: Int64, currency: String, context: JobContext) async throws -> String {
+        recorded.withLock { $0.append("charge") }
+        return try await ledger.charge(key: key, amountCents: amountCents, currency: currency, context: context)
+    }
+
+    func refund(reference: String, context: JobContext) async throws {
+        try await ledger.refund(reference: reference, context: context)
     }
 }
