@@ -29,6 +29,14 @@ CREATE TABLE worker.queue_limits (
 ALTER TABLE worker.jobs ADD COLUMN under_limit boolean NOT NULL DEFAULT false;
 CREATE INDEX jobs_limited_leases_idx ON worker.jobs (queue, visible_at) WHERE under_limit AND lease_token IS NOT NULL;
 
+-- What counts against the queue's limit: its jobs leased under the limit
+-- whose lease is live at `live_at`.
+CREATE FUNCTION worker.limited_in_flight(limited_queue text, live_at timestamptz) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*)::integer FROM worker.jobs AS f
+    WHERE f.queue = limited_queue AND f.under_limit AND f.lease_token IS NOT NULL AND f.visible_at > live_at
+$$;
+
 CREATE FUNCTION worker.notify_limit_freed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -47,7 +55,8 @@ CREATE TRIGGER jobs_limit_freed_by_update
     FOR EACH ROW WHEN (OLD.under_limit AND OLD.lease_token IS NOT NULL AND NEW.lease_token IS NULL)
     EXECUTE FUNCTION worker.notify_limit_freed();
 
-REVOKE ALL ON FUNCTION worker.notify_limit_freed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION worker.notify_limit_freed(), worker.limited_in_flight(text, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker.limited_in_flight(text, timestamptz) TO worker_consumer, worker_admin;
 GRANT SELECT ON worker.queue_limits TO worker_consumer;
 GRANT SELECT, INSERT, UPDATE, DELETE ON worker.queue_limits TO worker_admin;
 
@@ -87,8 +96,7 @@ BEGIN
         END;
         PERFORM set_config('lock_timeout', lock_timeout_before, true);
         leased_from := clock_timestamp();
-        SELECT in_flight_limit - count(*) INTO claimable FROM worker.jobs AS f
-        WHERE f.queue = claim_queue AND f.under_limit AND f.lease_token IS NOT NULL AND f.visible_at > leased_from;
+        claimable := in_flight_limit - worker.limited_in_flight(claim_queue, leased_from);
         IF claimable <= 0 THEN
             RETURN;
         END IF;

@@ -51,10 +51,7 @@ public struct QueueLimits: Sendable {
     public func list() async throws -> [Limit] {
         let rows = try await client.query(
             """
-            SELECT l.queue, l.max_in_flight,
-                   (SELECT count(*)::int FROM worker.jobs AS f
-                    WHERE f.queue = l.queue AND f.under_limit AND f.lease_token IS NOT NULL AND f.visible_at > now()),
-                   l.set_at, l.set_by
+            SELECT l.queue, l.max_in_flight, worker.limited_in_flight(l.queue, now()), l.set_at, l.set_by
             FROM worker.queue_limits AS l ORDER BY l.queue
             """, logger: logger)
         var limits: [Limit] = []
