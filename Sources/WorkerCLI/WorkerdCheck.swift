@@ -19,19 +19,20 @@ extension WorkerdCommand.Settings {
         }()
         do {
             try await database.probe(logger: logger)
-            let queues = worker.queues
-            let (version, stats) = try await withPostgresClient(
+            let (version, pauses, limits) = try await withPostgresClient(
                 try database.clientConfiguration(maximumConnections: 1), logger: logger
             ) { client in
                 (try await Migrator(client: client, logger: logger).checkSchema(),
-                 try await QueueStats.read(client: client, queues: queues, logger: logger))
+                 try await QueuePauses(client: client, logger: logger).list(),
+                 try await QueueLimits(client: client, logger: logger).list())
             }
             print("database: reachable, schema at version \(version); workerd would start")
             // What the fleet has set for these queues, which holds their claims whatever this workerd's settings.
-            for queue in stats where queue.paused || queue.maxInFlight != nil {
-                let held = [queue.paused ? "paused (workerctl resume)" : nil,
-                            queue.maxInFlight.map { "at most \($0) in flight across the fleet (workerctl limits)" }]
-                print("queue \(queue.queue): \(held.compactMap { $0 }.joined(separator: ", "))")
+            for queue in worker.queues {
+                let limit = limits.first { $0.queue == queue }?.maxInFlight
+                let held = [pauses.contains { $0.queue == queue } ? "paused (workerctl resume)" : nil,
+                            limit.map { "at most \($0) in flight across the fleet (workerctl limits)" }].compactMap { $0 }
+                if !held.isEmpty { print("queue \(queue): \(held.joined(separator: ", "))") }
             }
         } catch {
             FileHandle.standardError.write(Data("workerd --check: \(errorText(error))\n".utf8))
