@@ -75,13 +75,14 @@ struct JobTransaction: Sendable {
             """, logger: logger).hasRows()
     }
 
-    /// Puts the job off for `delay` and gives back the attempt its claim
+    /// Puts the job off for `delay` (the caller keeps it within
+    /// `BatchProcessor.longestSnooze`) and gives back the attempt its claim
     /// counted: a snooze is not a failure, and leaves no error behind.
     func snooze(_ job: Job, for delay: Duration) async throws -> Bool {
         try await connection.query(
             """
             UPDATE worker.jobs
-            SET visible_at = now() + \(max(delay, .zero).milliseconds)::bigint * interval '1 millisecond',
+            SET visible_at = now() + \(delay.milliseconds)::bigint * interval '1 millisecond',
                 attempts = greatest(attempts - 1, 0), lease_token = NULL, leased_by = NULL, leased_at = NULL
             WHERE id = \(job.id) AND lease_token = \(job.lease.token)
             RETURNING id
