@@ -22,13 +22,13 @@ public struct Migrator: Sendable {
     @discardableResult
     public func migrate(_ migrations: [Migration]) async throws -> [Migration] {
         try await client.withConnection { connection in
-            try await connection.query("SELECT pg_advisory_lock(\(Self.advisoryLockKey))", logger: logger)
+            try await connection.query("SELECT pg_advisory_lock(\(Self.advisoryLockKey))", logger: logger).drain()
             do {
                 let applied = try await apply(migrations, on: connection)
-                try await connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))", logger: logger)
+                try await connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))", logger: logger).drain()
                 return applied
             } catch {
-                _ = try? await connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))", logger: logger)
+                try? await connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))", logger: logger).drain()
                 throw error
             }
         }
@@ -59,7 +59,7 @@ public struct Migrator: Sendable {
             do {
                 for statement in SQLScript.statements(in: migration.sql) {
                     do {
-                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
                     } catch {
                         throw MigrationError.failed(
                             version: migration.version, name: migration.name, statement: statement,

@@ -35,7 +35,7 @@ public struct QueueLimits: Sendable {
                 RETURNING queue
             )
             SELECT pg_notify('worker_jobs', queue) FROM limited
-            """, logger: logger)
+            """, logger: logger).drain()
     }
 
     /// Returns false when the queue had no limit. Wakes its workers.

@@ -34,7 +34,7 @@ public struct TestDatabase: Sendable {
     }
 
     public func execute(_ query: PostgresQuery) async throws {
-        try await client.query(query, logger: logger)
+        try await client.query(query, logger: logger).drain()
     }
 
     /// Makes every job claimable now, as if its lease or retry delay had passed.
@@ -137,7 +137,7 @@ final class TestServer: Sendable {
     func template() async throws -> String { try await templateTask.value }
 
     func admin(_ query: PostgresQuery) async throws {
-        try await client.query(query, logger: makeTestLogger())
+        try await client.query(query, logger: makeTestLogger()).drain()
     }
 }
 

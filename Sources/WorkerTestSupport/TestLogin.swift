@@ -20,7 +20,7 @@ public struct TestLogin: Sendable {
     /// with, or nil when it succeeded.
     public func sqlState(of statement: PostgresQuery) async -> String? {
         do {
-            try await client.query(statement, logger: makeTestLogger())
+            try await client.query(statement, logger: makeTestLogger()).drain()
             return nil
         } catch let error as PSQLError {
             return error.serverInfo?[.sqlState] ?? "client: \(String(reflecting: error))"

@@ -219,7 +219,7 @@ import WorkerTestSupport
                     "SELECT count(*)::int FROM worker.ack_jobs(\(ids), \(tokens), '{}', '{}')", logger: db.logger)
                 for try await count in acked.decode(Int.self) { #expect(count == 10) }
                 try await connection.query("COMMIT", logger: db.logger)
-                try await connection.query("SELECT pg_stat_force_next_flush()", logger: db.logger)
+                try await connection.query("SELECT pg_stat_force_next_flush()", logger: db.logger).drain()
             }
             try await eventually("the batch's statistics") { try await QueueReads.read(db).deleted == before.deleted + 10 }
             let after = try await QueueReads.read(db)

@@ -113,7 +113,7 @@ import WorkerTestSupport
             // A worker's processing transaction holds `busy`'s row, as lock_jobs does.
             try await db.client.withConnection { connection in
                 try await connection.query("BEGIN", logger: db.logger)
-                try await connection.query("SELECT FROM worker.jobs WHERE id = \(busy) FOR UPDATE", logger: db.logger)
+                try await connection.query("SELECT FROM worker.jobs WHERE id = \(busy) FOR UPDATE", logger: db.logger).drain()
                 let result = try await runTool(
                     "workerctl", ["jobs", "cancel", "--id", "\(busy)", "--id", "\(leased)", "--id", "\(quiet)"], database: db)
                 #expect(result.status == 1 && result.stdout.contains("cancelled 2 jobs"), "\(result)")

@@ -75,6 +75,26 @@ import WorkerTestSupport
         }
     }
 
+    /// A statement that fails while it runs, after its row description went
+    /// out, reports its error only to whoever reads its rows: the migrator
+    /// must name that statement and its error, not the next statement's
+    /// "current transaction is aborted".
+    @Test func aStatementThatFailsWhileItRunsIsTheOneNamed() async throws {
+        try await withTestDatabase { db in
+            let failing = "SELECT 1 / (count(*) - count(*)) FROM (SELECT pg_sleep(0.3)) AS slow"
+            let broken = migrations + [Migration(version: 999, name: "999_slow_failure", sql: failing + ";\nCREATE TABLE worker.after (id int);")]
+            do {
+                try await Migrator(client: db.client, logger: db.logger).migrate(broken)
+                Issue.record("the migration succeeded")
+            } catch let MigrationError.failed(version, _, statement, error) {
+                #expect(version == 999)
+                #expect(statement == failing)
+                #expect(error.contains("division by zero"), "\(error)")
+            }
+            #expect(try await Migrator(client: db.client, logger: db.logger).currentVersion() == Migrator.requiredVersion)
+        }
+    }
+
     @Test func workerdRequiresTheSchema() async throws {
         try await withEmptyTestDatabase { db in
             await #expect(throws: PostgresWorkerError.self) {

@@ -95,7 +95,7 @@ import WorkerTestSupport
             let keys = OrderingKeys(client: db.client, logger: db.logger)
             try await db.client.withConnection { other in
                 try await other.query("BEGIN", logger: db.logger)
-                try await other.query("SELECT worker.try_lock_ordering_key('default', 'k')", logger: db.logger)
+                try await other.query("SELECT worker.try_lock_ordering_key('default', 'k')", logger: db.logger).drain()
                 let id = try await db.queue.enqueue(NewJob(kind: "test", orderingKey: "k"))
                 #expect(try await state(db, id) == "blocked")
                 #expect(try await db.int("SELECT count(*)::int FROM worker.ordering_wakeups") == 1)
@@ -108,7 +108,7 @@ import WorkerTestSupport
                 // The head leaves while the key is locked: the next job is handed over later too.
                 let next = try await db.queue.enqueue(NewJob(kind: "test", orderingKey: "k"))
                 try await other.query("BEGIN", logger: db.logger)
-                try await other.query("SELECT worker.try_lock_ordering_key('default', 'k')", logger: db.logger)
+                try await other.query("SELECT worker.try_lock_ordering_key('default', 'k')", logger: db.logger).drain()
                 try await db.execute("DELETE FROM worker.jobs WHERE id = \(id)")
                 #expect(try await state(db, next) == "blocked")
                 try await other.query("COMMIT", logger: db.logger)

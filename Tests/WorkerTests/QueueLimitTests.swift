@@ -74,7 +74,7 @@ import WorkerTestSupport
             _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: 2)
             try await db.client.withConnection { holder in
                 try await holder.query("BEGIN", logger: db.logger)
-                try await holder.query("SELECT pg_advisory_xact_lock(1818848617, hashtext('limited'))", logger: db.logger)
+                try await holder.query("SELECT pg_advisory_xact_lock(1818848617, hashtext('limited'))", logger: db.logger).drain()
                 #expect(try await claim(db).isEmpty)
                 try await holder.query("COMMIT", logger: db.logger)
             }
