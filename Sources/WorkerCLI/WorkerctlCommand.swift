@@ -110,6 +110,10 @@ struct MigrateCommand: AsyncParsableCommand {
             With --dry-run it changes nothing and shows each migration as applied, pending (migrate would apply it), \
             changed (edited after it was applied: migrate would refuse, and so this exits 1) or missing (applied, \
             but not in the directory: the database is ahead of these files).
+
+            A migration waits for a table lock at most --lock-timeout, since while it waits the fleet's statements \
+            on that table queue behind it. Past that it rolls back and is tried again 0.5-1.5 s later, \
+            \(Migrator.defaultLockAttempts) times in all; then migrate exits 1 and nothing of that migration is applied.
             """)
 
     @OptionGroup var database: DatabaseOptions
@@ -117,9 +121,21 @@ struct MigrateCommand: AsyncParsableCommand {
     var sqlDir: String?
     @Flag(help: "Show what would be applied, and change nothing.") var dryRun = false
     @Flag(help: "With --dry-run: print JSON instead of a table.") var json = false
+    @Option(help: "Longest wait for a table lock per attempt, e.g. 5s; 0 waits without a limit.")
+    var lockTimeout = Migrator.defaultLockTimeout.settingText
 
     func validate() throws {
         if json && !dryRun { throw ValidationError("--json goes with --dry-run") }
+        _ = try parsedLockTimeout()
+    }
+
+    private func parsedLockTimeout() throws -> Duration? {
+        do {
+            let timeout = try DurationParser.parse(lockTimeout, setting: "--lock-timeout")
+            return timeout == .zero ? nil : timeout
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
     }
 
     func run() async throws {
@@ -129,7 +145,7 @@ struct MigrateCommand: AsyncParsableCommand {
         let (applied, version) = try await database.withClient { client, logger in
             var logger = logger
             logger.logLevel = .warning  // each applied migration is printed below, once
-            let migrator = Migrator(client: client, logger: logger)
+            let migrator = Migrator(client: client, logger: logger, lockTimeout: try parsedLockTimeout())
             return (try await migrator.migrate(migrations), try await migrator.currentVersion())
         }
         for migration in applied { print("applied \(migration.name)") }

@@ -82,6 +82,7 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
     case duplicateVersion(Int)
     case changedAfterApply(version: Int, name: String)
     case failed(version: Int, name: String, statement: String, error: String)
+    case lockNotGranted(version: Int, name: String, statement: String, lockTimeout: String, attempts: Int)
 
     public var description: String {
         switch self {
@@ -94,6 +95,11 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
             "migration \(version) (\(name)) was changed after it was applied: add a new migration instead"
         case .failed(let version, let name, let statement, let error):
             "migration \(version) (\(name)) failed and was rolled back: \(error)\nstatement: \(statement.prefix(500))"
+        case .lockNotGranted(let version, let name, let statement, let lockTimeout, let attempts):
+            "migration \(version) (\(name)) waited longer than the lock timeout (\(lockTimeout)) for a lock "
+                + "\(attempts == 1 ? "" : "in each of \(attempts) attempts ")and was rolled back: another session "
+                + "holds a lock on what it changes (look in pg_stat_activity for a long transaction), "
+                + "or raise --lock-timeout\nstatement: \(statement.prefix(500))"
         }
     }
 }

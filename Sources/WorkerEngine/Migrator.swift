@@ -5,17 +5,37 @@ import PostgresNIO
 /// Applies pending migrations, each in its own transaction, under an advisory
 /// lock: any number of hosts may run `workerctl migrate` at once, one applies,
 /// the others wait and then find nothing left to do.
+///
+/// A migration waits for each table lock at most `lockTimeout`. A statement
+/// waiting for a lock queues every later lock request on that table behind
+/// it: an `ALTER TABLE worker.jobs` stuck behind one long transaction would
+/// stop every claim and every producer's insert until that transaction ends.
+/// Past the timeout the migration rolls back, the fleet goes on, and it is
+/// tried again after a pause, `lockAttempts` times in all.
 public struct Migrator: Sendable {
     /// The schema version this build needs; `workerd` refuses to start below it.
     public static let requiredVersion = 21
     static let advisoryLockKey: Int64 = 0x776f_726b_6572  // "worker"
+    public static let defaultLockTimeout = Duration.seconds(5)
+    public static let defaultLockAttempts = 10
 
     public let client: PostgresClient
     public let logger: Logger
+    /// Nil waits for locks without a limit.
+    public let lockTimeout: Duration?
+    public let lockAttempts: Int
+    /// Between attempts, for the holder to finish; jittered so that hosts
+    /// retrying together do not queue together again.
+    let pauseAfterLockTimeout: ClosedRange<Duration>
 
-    public init(client: PostgresClient, logger: Logger) {
+    public init(client: PostgresClient, logger: Logger, lockTimeout: Duration? = defaultLockTimeout,
+                lockAttempts: Int = defaultLockAttempts,
+                pauseAfterLockTimeout: ClosedRange<Duration> = .milliseconds(500)...(.milliseconds(1500))) {
         self.client = client
         self.logger = logger
+        self.lockTimeout = lockTimeout
+        self.lockAttempts = max(lockAttempts, 1)
+        self.pauseAfterLockTimeout = pauseAfterLockTimeout
     }
 
     /// Returns the migrations it applied (empty when the schema was current).
@@ -55,31 +75,66 @@ public struct Migrator: Sendable {
                 }
                 continue
             }
-            try await connection.query("BEGIN", logger: logger)
-            do {
-                for statement in SQLScript.statements(in: migration.sql) {
-                    do {
-                        try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
-                    } catch {
-                        throw MigrationError.failed(
-                            version: migration.version, name: migration.name, statement: statement,
-                            error: String(reflecting: error))
-                    }
-                }
-                try await connection.query(
-                    """
-                    INSERT INTO worker.schema_migrations (version, name, checksum)
-                    VALUES (\(migration.version), \(migration.name), \(checksum))
-                    """, logger: logger)
-                try await connection.query("COMMIT", logger: logger)
-            } catch {
-                _ = try? await connection.query("ROLLBACK", logger: logger)
-                throw error
-            }
+            try await applyWithinLockTimeout(migration, checksum: checksum, on: connection)
             logger.info("migration applied", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
             applied.append(migration)
         }
         return applied
+    }
+
+    private func applyWithinLockTimeout(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
+        for attempt in 1...lockAttempts {
+            do {
+                return try await applyOnce(migration, checksum: checksum, on: connection)
+            } catch let waited as LockWaitTimedOut {
+                let lockTimeout = lockTimeout ?? .zero
+                guard attempt < lockAttempts else {
+                    throw MigrationError.lockNotGranted(
+                        version: migration.version, name: migration.name, statement: waited.statement,
+                        lockTimeout: lockTimeout.settingText, attempts: attempt)
+                }
+                logger.warning(
+                    "migration waited longer than the lock timeout for a lock; rolled back, trying again",
+                    metadata: ["version": "\(migration.version)", "name": "\(migration.name)",
+                               "attempt": "\(attempt)", "lock_timeout": "\(lockTimeout.settingText)",
+                               "statement": "\(waited.statement.prefix(200))"])
+                let pause = Duration.milliseconds(Int64.random(
+                    in: pauseAfterLockTimeout.lowerBound.milliseconds...pauseAfterLockTimeout.upperBound.milliseconds))
+                try await Task.sleep(for: pause)
+            }
+        }
+    }
+
+    private struct LockWaitTimedOut: Error { var statement: String }
+
+    private func applyOnce(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
+        try await connection.query("BEGIN", logger: logger)
+        do {
+            if let lockTimeout {
+                try await connection.query(
+                    "SELECT set_config('lock_timeout', \(lockTimeout.milliseconds)::text, true)", logger: logger).drain()
+            }
+            for statement in SQLScript.statements(in: migration.sql) {
+                do {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
+                } catch let error as PSQLError where lockTimeout != nil && error.serverInfo?[.sqlState] == "55P03" {  // lock_not_available
+                    throw LockWaitTimedOut(statement: statement)
+                } catch {
+                    throw MigrationError.failed(
+                        version: migration.version, name: migration.name, statement: statement,
+                        error: String(reflecting: error))
+                }
+            }
+            try await connection.query(
+                """
+                INSERT INTO worker.schema_migrations (version, name, checksum)
+                VALUES (\(migration.version), \(migration.name), \(checksum))
+                """, logger: logger)
+            try await connection.query("COMMIT", logger: logger)
+        } catch {
+            _ = try? await connection.query("ROLLBACK", logger: logger)
+            throw error
+        }
     }
 
     struct AppliedMigration {

@@ -95,6 +95,59 @@ import WorkerTestSupport
         }
     }
 
+    /// While a migration waits for a table lock, every later statement on
+    /// that table queues behind it: producers and claims would stop for as
+    /// long as the lock's holder runs. Past its lock timeout the migration
+    /// lets them through, and it is applied once the holder has ended.
+    @Test func aMigrationWaitingForALockLetsTheFleetThroughAndIsAppliedLater() async throws {
+        try await withTestDatabase { db in
+            let alter = Migration(version: 999, name: "999_alter_jobs", sql: "ALTER TABLE worker.jobs ADD COLUMN note text;")
+            let migrator = Migrator(
+                client: db.client, logger: db.logger, lockTimeout: .seconds(1), lockAttempts: 1000,
+                pauseAfterLockTimeout: .milliseconds(20)...(.milliseconds(50)))
+            try await db.client.withConnection { holder in
+                try await holder.query("BEGIN", logger: db.logger)
+                try await holder.query("SELECT count(*) FROM worker.jobs", logger: db.logger).drain()  // held to its end
+                async let migrated = migrator.migrate(migrations + [alter])
+                try await eventually("the migration waits for its lock") {
+                    try await db.int("""
+                        SELECT count(*)::int FROM pg_stat_activity
+                        WHERE query LIKE 'ALTER TABLE worker.jobs%' AND wait_event_type = 'Lock'
+                        """) == 1
+                }
+                // Queued behind the ALTER; without the lock timeout it would wait for the holder, forever.
+                try await db.execute("INSERT INTO worker.jobs (queue, kind, payload) VALUES ('default', 'demo.task', '{}')")
+                try await holder.query("ROLLBACK", logger: db.logger)
+                #expect(try await migrated.map(\.version) == [999])
+            }
+            #expect(try await db.int("""
+                SELECT count(*)::int FROM information_schema.columns
+                WHERE table_schema = 'worker' AND table_name = 'jobs' AND column_name = 'note'
+                """) == 1)
+        }
+    }
+
+    @Test func aMigrationThatNeverGetsItsLockIsRolledBackAndSaysWhy() async throws {
+        try await withTestDatabase { db in
+            let alter = "ALTER TABLE worker.jobs ADD COLUMN note text"
+            let migration = Migration(version: 999, name: "999_alter_jobs", sql: "CREATE TABLE worker.before_alter (id int);\n\(alter);")
+            let migrator = Migrator(
+                client: db.client, logger: db.logger, lockTimeout: .milliseconds(100), lockAttempts: 2,
+                pauseAfterLockTimeout: .milliseconds(10)...(.milliseconds(20)))
+            try await db.client.withConnection { holder in
+                try await holder.query("BEGIN", logger: db.logger)
+                try await holder.query("SELECT count(*) FROM worker.jobs", logger: db.logger).drain()
+                let refused = MigrationError.lockNotGranted(
+                    version: 999, name: "999_alter_jobs", statement: alter, lockTimeout: "100ms", attempts: 2)
+                await #expect(throws: refused) { try await migrator.migrate(migrations + [migration]) }
+                #expect(refused.description.contains("waited longer than the lock timeout (100ms) for a lock in each of 2 attempts"))
+                try await holder.query("ROLLBACK", logger: db.logger)
+            }
+            #expect(try await migrator.currentVersion() == Migrator.requiredVersion)
+            #expect(try await db.int("SELECT count(*)::int FROM pg_tables WHERE tablename = 'before_alter'") == 0)
+        }
+    }
+
     @Test func workerdRequiresTheSchema() async throws {
         try await withEmptyTestDatabase { db in
             await #expect(throws: PostgresWorkerError.self) {

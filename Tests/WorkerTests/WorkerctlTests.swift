@@ -68,6 +68,8 @@ import WorkerTestSupport
 
             let refused = try await runTool("workerctl", ["migrate", "--json", "--sql-dir", directory.path], database: db)
             #expect(refused.status == 64 && refused.stderr.contains("--json goes with --dry-run"), "\(refused)")
+            let badTimeout = try await runTool("workerctl", ["migrate", "--lock-timeout", "soon"], database: db)
+            #expect(badTimeout.status == 64 && badTimeout.stderr.contains("invalid --lock-timeout: 'soon' is not a duration"), "\(badTimeout)")
         }
     }
 
