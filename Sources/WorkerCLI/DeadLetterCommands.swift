@@ -8,8 +8,8 @@ struct DeadLetterFilterOptions: ParsableArguments {
     @Option(help: "Only this job kind.") var kind: String?
     @Option(help: "Only this reason: max_attempts, non_retryable, expired, invalid_event, cancelled, ...") var reason: String?
     @Option(name: .customLong("id"), help: "Only this job id; repeatable.") var ids: [Int64] = []
-    @Option(help: "Dead-lettered at or after: ISO 8601 time or an age like 2h.") var since: String?
-    @Option(help: "Dead-lettered before: ISO 8601 time or an age like 30m.") var until: String?
+    @Option(parsing: .unconditional, help: "Dead-lettered at or after: ISO 8601 time or an age like 2h.") var since: String?
+    @Option(parsing: .unconditional, help: "Dead-lettered before: ISO 8601 time or an age like 30m.") var until: String?
 
     var isEmpty: Bool { queue == nil && kind == nil && reason == nil && ids.isEmpty && since == nil && until == nil }
 
@@ -20,12 +20,20 @@ struct DeadLetterFilterOptions: ParsableArguments {
             until: try until.map { try TimeArgument.parse($0, option: "--until") })
     }
 
-    func validate() throws { _ = try filter() }
+    func validate() throws {
+        let filter = try filter()
+        if let since = filter.since, let until = filter.until, since >= until {
+            throw ValidationError("--since \(self.since ?? "") is not before --until \(self.until ?? ""): no dead letter can match")
+        }
+    }
 
     /// Refuses a command over every dead letter unless `all` says so.
     func requireOne(unless all: Bool) throws {
         if isEmpty && !all {
             throw ValidationError("give a filter (--queue, --kind, --reason, --id, --since, --until) or --all")
+        }
+        if !isEmpty && all {
+            throw ValidationError("--all means every dead letter: give it without --queue, --kind, --reason, --id, --since or --until")
         }
     }
 }
@@ -149,6 +157,10 @@ struct RedriveCommand: AsyncParsableCommand {
             print("\(verb) job \(job.id) queue=\(job.queue) kind=\(job.kind) reason=\(job.reason) redrive_count=\(job.redriveCount)")
         }
         print("\(verb) \(moved.count) job\(moved.count == 1 ? "" : "s")")
+        if limit == Int.max {
+            try requireAll(filters.ids, done: moved.map(\.id), dryRun ? "would not be redriven" : "not redriven",
+                           "no such dead letter, or not matching the other filters")
+        }
     }
 }
 
@@ -175,9 +187,12 @@ struct DLQPurgeCommand: AsyncParsableCommand {
     func run() async throws {
         let asked = try filters.filter()
         let (limit, dryRun) = (self.limit ?? Int.max, self.dryRun)
-        let purged = try await database.withClient { client, logger in
+        let ids = filters.ids
+        let (purged, found) = try await database.withClient { client, logger in
             let dlq = DeadLetterQueue(client: client, logger: logger)
-            if dryRun { return try await dlq.purge(asked, limit: limit, dryRun: true) }
+            // With --id, the ids that match, so that one not found is named.
+            let found = ids.isEmpty ? [] : try await dlq.list(asked, limit: ids.count).map(\.id)
+            if dryRun { return (try await dlq.purge(asked, limit: limit, dryRun: true), found) }
             let filter = try await asked.endingBy(DatabaseClock.now(client, logger: logger))
             // Small batches keep each transaction, and the locks it holds, short.
             var purged = 0
@@ -187,10 +202,15 @@ struct DLQPurgeCommand: AsyncParsableCommand {
                 purged += count
                 if count < batch { break }
             }
-            return purged
+            return (purged, found)
         }
-        if json { return try JSONOutput.print(PurgeResult(purged: purged, dryRun: dryRun)) }
-        print("\(dryRun ? "would purge" : "purged") \(purged) dead letter\(purged == 1 ? "" : "s")")
+        if json { try JSONOutput.print(PurgeResult(purged: purged, dryRun: dryRun)) } else {
+            print("\(dryRun ? "would purge" : "purged") \(purged) dead letter\(purged == 1 ? "" : "s")")
+        }
+        if limit == Int.max {
+            try requireAll(ids, done: found, dryRun ? "would not be purged" : "not purged",
+                           "no such dead letter, or not matching the other filters")
+        }
     }
 }
 

@@ -19,6 +19,7 @@ struct JobFilterOptions: ParsableArguments {
     /// Refuses a command over every job unless `all` says so.
     func requireOne(unless all: Bool) throws {
         if isEmpty && !all { throw ValidationError("give a filter (--queue, --kind, --id) or --all") }
+        if !isEmpty && all { throw ValidationError("--all means every job: give it without --queue, --kind or --id") }
     }
 }
 
@@ -154,7 +155,10 @@ struct JobsCancelCommand: AsyncParsableCommand {
         let verb = dryRun ? "would cancel" : "cancelled"
         try report(cancelled, json: json, dryRun: dryRun, each: { "\(verb) job \($0)" },
                    total: "\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
-        try requireAll(filters.ids, done: cancelled, "not cancelled", "done, dead-lettered, not matching, or being processed")
+        if self.limit == nil {
+            try requireAll(filters.ids, done: cancelled, dryRun ? "would not be cancelled" : "not cancelled",
+                           "no such job (done or dead-lettered), not matching, or being processed")
+        }
     }
 }
 
@@ -188,7 +192,9 @@ struct JobsRetryCommand: AsyncParsableCommand {
         }
         try report(readied, json: json, dryRun: false, each: { "job \($0) is ready" },
                    total: "made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
-        try requireAll(filters.ids, done: readied, "not made ready", "not waiting for a retry, or being processed")
+        if self.limit == nil {
+            try requireAll(filters.ids, done: readied, "not made ready", "no such job, not waiting for a retry, or being processed")
+        }
     }
 }
 
@@ -221,7 +227,7 @@ private func report(_ ids: [Int64], json: Bool, dryRun: Bool, each: (Int64) -> S
 }
 
 /// Fails (exit 1) naming the ids asked for with --id that were not acted on.
-private func requireAll(_ asked: [Int64], done: [Int64], _ what: String, _ why: String) throws {
+func requireAll(_ asked: [Int64], done: [Int64], _ what: String, _ why: String) throws {
     let missed = Set(asked).subtracting(done).sorted()
     guard !missed.isEmpty else { return }
     throw CommandFailure("\(what): \(missed.map(String.init).joined(separator: ", ")) (\(why))")

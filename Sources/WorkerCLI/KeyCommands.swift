@@ -31,7 +31,7 @@ struct KeysShowCommand: AsyncParsableCommand {
             try JSONOutput.print(records)
         } else {
             let time = ISO8601DateFormatter()
-            print(records.map { record in
+            if !records.isEmpty { print(records.map { record in
                 """
                 key:        \(record.key)
                 kind:       \(record.kind)
@@ -42,7 +42,7 @@ struct KeysShowCommand: AsyncParsableCommand {
                 expires at: \(time.string(from: record.expiresAt))\(record.expired
                     ? " (expired: a job with this key is processed again; the sweeper deletes it)" : "")
                 """
-            }.joined(separator: "\n\n"))
+            }.joined(separator: "\n\n")) }
         }
         let missing = keys.filter { key in !records.contains { $0.key == key } }
         if !missing.isEmpty {

@@ -44,7 +44,9 @@ struct LimitsSetCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard !queue.isEmpty, queue.count <= 128 else { throw ValidationError("QUEUE must have 1 to 128 characters") }
-        guard maxInFlight >= 1 else { throw ValidationError("--max-in-flight must be 1 or more, not \(maxInFlight)") }
+        guard (1...Int(Int32.max)).contains(maxInFlight) else {
+            throw ValidationError("--max-in-flight must be in 1...\(Int32.max), not \(maxInFlight)")
+        }
     }
 
     func run() async throws {

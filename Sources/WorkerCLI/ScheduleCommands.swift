@@ -77,6 +77,7 @@ struct SchedulesSetCommand: AsyncParsableCommand {
         let next = stored.nextRunAt.map { ISO8601DateFormatter().string(from: $0) } ?? "-"
         print("schedule '\(stored.name)' set: \(stored.kind) on queue \(stored.queue), next run \(next)"
             + (stored.paused ? " (paused)" : ""))
+        if let note = unknownKindNote(stored.kind) { print(note) }
     }
 }
 

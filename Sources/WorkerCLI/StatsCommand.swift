@@ -16,11 +16,11 @@ struct StatsCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @Flag(help: "Print JSON instead of tables (with --watch, one line per refresh).")
     var json = false
-    @Option(help: "Only this queue.")
+    @Option(help: "Only this queue; leaves out the per-kind outcomes, which are counted across queues.")
     var queue: String?
     @Flag(help: "Refresh in place until interrupted.")
     var watch = false
-    @Option(help: "Time between refreshes with --watch, e.g. 2s.")
+    @Option(parsing: .unconditional, help: "Time between refreshes with --watch, e.g. 2s.")
     var interval = "2s"
 
     /// The `--json` document.
@@ -43,14 +43,14 @@ struct StatsCommand: AsyncParsableCommand {
             repeat {
                 let report = Report(
                     queues: try await QueueStats.read(client: client, queues: queue.map { [$0] }, logger: logger),
-                    kinds: try await KindOutcomes.read(client: client, logger: logger),
+                    kinds: queue == nil ? try await KindOutcomes.read(client: client, logger: logger) : [],
                     deadLetters: try await DeadLetterCount.read(client: client, queue: queue, logger: logger))
                 let text: String
                 if json {
                     text = try JSONOutput.encode(report, compact: watch)
                 } else {
                     // Home and clear-to-end, so that a terminal redraws in place.
-                    let frame = Self.render(report, kinds: queue == nil)
+                    let frame = Self.render(report)
                     text = watch ? "\u{1B}[H\u{1B}[2J\(frame)\n\nevery \(interval), at \(Date()); Ctrl-C to stop" : frame
                 }
                 // Unbuffered: a watcher reading a pipe sees each refresh as it happens.
@@ -60,17 +60,17 @@ struct StatsCommand: AsyncParsableCommand {
         }
     }
 
-    static func render(_ report: Report, kinds: Bool) -> String {
+    static func render(_ report: Report) -> String {
         var out = Table.render(
             header: ["QUEUE", "READY", "IN_FLIGHT", "DELAYED", "BLOCKED", "DEAD", "OLDEST_READY", "DONE/MIN", "RETRYING",
                      "HIGHEST_ATTEMPT", "STATE"],
             rows: report.queues.map {
                 [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.blocked)", "\($0.dead)",
-                 String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.finishedLastMinute)", "\($0.retrying)",
+                 $0.ready == 0 ? "-" : String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.finishedLastMinute)", "\($0.retrying)",
                  "\($0.highestAttempt)", ($0.paused ? "paused" : "active") + ($0.maxInFlight.map { ",limit=\($0)" } ?? "")]
             })
         if report.queues.isEmpty { out += "\n(no jobs and no dead letters)" }
-        if kinds, !report.kinds.isEmpty {
+        if !report.kinds.isEmpty {
             out += "\n\n" + Table.render(
                 header: ["KIND", "DONE/MIN", "RETRIED/MIN", "DEAD/MIN", "COMPLETED", "REJECTED", "EXPIRED_KEYS"],
                 rows: report.kinds.map {

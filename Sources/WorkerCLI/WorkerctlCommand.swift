@@ -28,10 +28,24 @@ struct DatabaseOptions: ParsableArguments {
     @Option(help: "postgres://user:password@host:port/database?sslmode=... (default: DATABASE_URL, then PG* variables).")
     var databaseURL: String?
 
-    /// Runs `body` with a connected pool; configuration errors exit with a
-    /// message that names the setting, statement errors with the server's.
+    /// A URL that cannot be read is a bad argument (exit 64), found before
+    /// anything runs.
+    func validate() throws {
+        do {
+            _ = try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment)
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
+    }
+
+    /// Runs `body` with a connected pool; statement errors exit with the
+    /// server's message.
     func withClient<T: Sendable>(_ body: @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
-        let logger = Logger(label: "workerctl")
+        let logger = {
+            var logger = Logger(label: "workerctl")
+            logger.logLevel = .warning  // a command prints what it did; the library's info lines would repeat it
+            return logger
+        }()
         let config = try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment)
         var poolLogger = logger
         poolLogger.logLevel = .error  // the pool's start-up chatter is not the operator's business
@@ -139,12 +153,15 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let directory = try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
+        let directory: URL
+        do {
+            directory = try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
+        } catch let error as ConfigurationError {
+            throw ValidationError(error.description)
+        }
         let migrations = try Migration.load(from: directory)
         if dryRun { return try await showPlan(migrations, from: directory) }
         let (applied, version) = try await database.withClient { client, logger in
-            var logger = logger
-            logger.logLevel = .warning  // each applied migration is printed below, once
             let migrator = Migrator(client: client, logger: logger, lockTimeout: try parsedLockTimeout())
             return (try await migrator.migrate(migrations), try await migrator.currentVersion())
         }
@@ -185,11 +202,14 @@ struct EnqueueCommand: AsyncParsableCommand {
     @OptionGroup var job: JobDefinitionOptions
     @Option(help: "Idempotency key.") var idempotencyKey: String?
     @Option(help: "Ordering key: jobs of the queue with this key run one at a time, in order.") var orderingKey: String?
-    @Option(help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
+    @Option(parsing: .unconditional, help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
     @Option(parsing: .unconditional, help: "How many copies to insert.") var count = 1
 
     func validate() throws {
         guard (1...1_000_000).contains(count) else { throw ValidationError("--count must be in 1...1000000") }
+        // An empty key is most often an unset shell variable: every such job would share it.
+        if idempotencyKey?.isEmpty == true { throw ValidationError("--idempotency-key is empty; leave it out for no key") }
+        if orderingKey?.isEmpty == true { throw ValidationError("--ordering-key is empty; leave it out for no key") }
         do { _ = try DurationParser.parse(delay, setting: "--delay") } catch { throw ValidationError("\(error)") }
     }
 
@@ -203,6 +223,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             try await JobQueue(client: client, logger: logger).enqueue(job, count: count)
         }
         print(count == 1 ? "enqueued job \(ids.lowerBound)" : "enqueued \(count) jobs, ids \(ids.lowerBound) to \(ids.upperBound)")
+        if let note = unknownKindNote(job.kind) { print(note) }
     }
 }
 
