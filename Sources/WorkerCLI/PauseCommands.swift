@@ -6,7 +6,10 @@ struct PauseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pause",
         abstract: "Stop every worker of the fleet from claiming a queue's jobs (producers can still enqueue).",
-        discussion: "Batches already claimed finish. `workerctl stats` shows the queue as paused until `workerctl resume`.")
+        discussion: """
+            Batches already claimed finish. `workerctl stats` shows the queue as paused, and `workerctl pauses` \
+            with the reason, until `workerctl resume`.
+            """)
 
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "The queue to pause.") var queue: String
@@ -43,5 +46,25 @@ struct ResumeCommand: AsyncParsableCommand {
             throw CommandFailure("queue '\(queue)' is not paused")
         }
         print("resumed queue '\(queue)'")
+    }
+}
+
+struct PausesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pauses", abstract: "List the paused queues: who paused each, when, and why.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Flag(help: "Print JSON instead of a table.") var json = false
+
+    func run() async throws {
+        let pauses = try await database.withClient { client, logger in
+            try await QueuePauses(client: client, logger: logger).list()
+        }
+        if json { return try JSONOutput.print(pauses) }
+        let time = ISO8601DateFormatter()
+        print(Table.render(
+            header: ["QUEUE", "PAUSED_AT", "PAUSED_BY", "REASON"],
+            rows: pauses.map { [$0.queue, time.string(from: $0.pausedAt), $0.pausedBy, $0.reason ?? "-"] }))
+        if pauses.isEmpty { print("(no queue is paused)") }
     }
 }

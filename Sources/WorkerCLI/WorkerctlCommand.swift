@@ -16,7 +16,7 @@ public struct WorkerctlCommand: AsyncParsableCommand {
         version: ProductVersion.description,
         subcommands: [
             MigrateCommand.self, StatsCommand.self, EnqueueCommand.self, JobsCommand.self, DLQCommand.self,
-            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, LimitsCommand.self, SweepCommand.self, KeysCommand.self,
+            RedriveCommand.self, PauseCommand.self, ResumeCommand.self, PausesCommand.self, LimitsCommand.self, SweepCommand.self, KeysCommand.self,
             SchedulesCommand.self, WorkersCommand.self,
         ])
 

@@ -55,12 +55,18 @@ import WorkerTestSupport
             #expect(try await db.string("SELECT reason FROM worker.queue_pauses") == "it's; DROP TABLE worker.jobs --")
             let stats = try await runTool("workerctl", ["stats"], database: db)
             #expect(stats.stdout.split(separator: "\n").first { $0.hasPrefix("mail") }?.hasSuffix("paused") == true, "\(stats)")
+            let pauses = try await runTool("workerctl", ["pauses"], database: db)
+            let row = pauses.stdout.split(separator: "\n").first { $0.hasPrefix("mail ") }
+            #expect(row?.hasSuffix("it's; DROP TABLE worker.jobs --") == true, "\(pauses)")
 
             let typo = try await runTool("workerctl", ["pause", "mial"], database: db)
             #expect(typo.status == 0 && typo.stdout.contains("has no jobs and no dead letters yet"), "\(typo)")
 
             let resume = try await runTool("workerctl", ["resume", "mail"], database: db)
             #expect(resume.status == 0 && resume.stdout.contains("resumed queue 'mail'"), "\(resume)")
+            let left = try await runTool("workerctl", ["pauses", "--json"], database: db)
+            let listed = try JSONSerialization.jsonObject(with: Data(left.stdout.utf8)) as? [[String: Any]]
+            #expect(listed?.compactMap { $0["queue"] as? String } == ["mial"], "\(left)")
             let again = try await runTool("workerctl", ["resume", "mail"], database: db)
             #expect(again.status != 0 && again.stderr.contains("queue 'mail' is not paused"), "\(again)")
             let missing = try await runTool("workerctl", ["pause"], database: db)

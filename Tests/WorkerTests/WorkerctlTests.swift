@@ -8,7 +8,8 @@ import WorkerTestSupport
 @Suite(.timeLimit(.minutes(2))) struct WorkerctlTests {
     @Test func everyCommandHasHelp() async throws {
         for command in [[], ["migrate"], ["stats"], ["enqueue"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "purge"], ["redrive"],
-                        ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "cancel"], ["jobs", "retry"], ["keys"], ["keys", "show"]] {
+                        ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "cancel"], ["jobs", "retry"], ["keys"], ["keys", "show"],
+                        ["pause"], ["resume"], ["pauses"], ["limits", "set"], ["schedules", "set"], ["workers"]] {
             let result = try await runTool("workerctl", command + ["--help"])
             #expect(result.status == 0, "\(command): \(result)")
             #expect(result.stdout.contains("USAGE: workerctl"), "\(command): \(result)")
