@@ -27,8 +27,9 @@ public struct EventSchema: Sendable {
         root = try SchemaNode(schema, at: "#", source: source)
     }
 
-    /// The first way `payload` breaks the schema, as a message naming the
-    /// field, or `nil` when it conforms.
+    /// Every way `payload` breaks the schema, each naming its field, or
+    /// `nil` when it conforms: whoever fixes the producer sees all of them
+    /// in the dead letter at once, not one per redrive.
     public func violation(in payload: String) -> String? {
         violation(in: try? JSONValue(parsing: payload))
     }
@@ -36,52 +37,67 @@ public struct EventSchema: Sendable {
     /// The same for a payload parsed already (`nil`: it is not JSON).
     public func violation(in payload: JSONValue?) -> String? {
         guard let payload else { return "payload is not JSON" }
-        return violation(of: root, by: payload, at: "$")
+        var problems: [String] = []
+        collect(root, payload, at: "$", into: &problems)
+        guard !problems.isEmpty else { return nil }
+        let shown = problems.prefix(Self.mostShown)
+        return shown.joined(separator: "; ")
+            + (problems.count > shown.count ? "; and \(problems.count - shown.count) more" : "")
     }
 
-    private func violation(of s: SchemaNode, by value: JSONValue, at path: String) -> String? {
+    /// Enough to see a pattern (a producer that sends every field wrong)
+    /// without a dead letter's error growing with the payload.
+    static let mostShown = 5
+
+    private func collect(_ s: SchemaNode, _ value: JSONValue, at path: String, into problems: inout [String]) {
         if let type = s.type, value.types.isDisjoint(with: type.accepted) {
-            return "\(path): expected \(type.names.joined(separator: " or ")), got \(Self.describe(value))"
+            // The value's other checks are about a type it does not have.
+            return problems.append("\(path): expected \(type.names.joined(separator: " or ")), got \(Self.describe(value))")
         }
         if let allowed = s.allowed, !allowed.contains(value) {
-            return "\(path): \(Self.describe(value)) is not one of the allowed values"
+            problems.append("\(path): \(Self.describe(value)) is not one of the allowed values")
         }
         if let constant = s.constant, constant != value {
-            return "\(path): must be \(Self.describe(constant))"
+            problems.append("\(path): must be \(Self.describe(constant))")
         }
         if let number = value.numeric {
-            if let minimum = s.minimum, number < minimum { return "\(path): \(Self.describe(value)) is below the minimum \(Self.format(minimum))" }
-            if let floor = s.exclusiveMinimum, number <= floor { return "\(path): \(Self.describe(value)) must be greater than \(Self.format(floor))" }
-            if let maximum = s.maximum, number > maximum { return "\(path): \(Self.describe(value)) is above the maximum \(Self.format(maximum))" }
+            if let minimum = s.minimum, number < minimum {
+                problems.append("\(path): \(Self.describe(value)) is below the minimum \(Self.format(minimum))")
+            }
+            if let floor = s.exclusiveMinimum, number <= floor {
+                problems.append("\(path): \(Self.describe(value)) must be greater than \(Self.format(floor))")
+            }
+            if let maximum = s.maximum, number > maximum {
+                problems.append("\(path): \(Self.describe(value)) is above the maximum \(Self.format(maximum))")
+            }
         }
         if case .string(let text) = value {
-            if let minimum = s.minLength, Double(text.count) < minimum { return "\(path): shorter than \(Self.format(minimum)) characters" }
-            if let maximum = s.maxLength, Double(text.count) > maximum { return "\(path): longer than \(Self.format(maximum)) characters" }
+            if let minimum = s.minLength, Double(text.count) < minimum { problems.append("\(path): shorter than \(Self.format(minimum)) characters") }
+            if let maximum = s.maxLength, Double(text.count) > maximum { problems.append("\(path): longer than \(Self.format(maximum)) characters") }
             if let pattern = s.pattern,
                pattern.regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) == nil {
-                return "\(path): does not match \(pattern.source)"
+                problems.append("\(path): does not match \(pattern.source)")
             }
         }
         if case .array(let elements) = value {
-            if let minimum = s.minItems, Double(elements.count) < minimum { return "\(path): fewer than \(Self.format(minimum)) items" }
-            if let maximum = s.maxItems, Double(elements.count) > maximum { return "\(path): more than \(Self.format(maximum)) items" }
+            if let minimum = s.minItems, Double(elements.count) < minimum { problems.append("\(path): fewer than \(Self.format(minimum)) items") }
+            if let maximum = s.maxItems, Double(elements.count) > maximum { problems.append("\(path): more than \(Self.format(maximum)) items") }
             if let items = s.items {
                 for (index, element) in elements.enumerated() {
-                    if let problem = violation(of: items, by: element, at: "\(path)[\(index)]") { return problem }
+                    collect(items, element, at: "\(path)[\(index)]", into: &problems)
                 }
             }
         }
         if case .object(let fields) = value {
-            for name in s.required where fields[name] == nil { return "\(path).\(name): missing" }
+            for name in s.required where fields[name] == nil { problems.append("\(path).\(name): missing") }
             for name in fields.keys.sorted() {
                 if let property = s.properties[name] {
-                    if let problem = violation(of: property, by: fields[name]!, at: "\(path).\(name)") { return problem }
+                    collect(property, fields[name]!, at: "\(path).\(name)", into: &problems)
                 } else if s.closed {
-                    return "\(path).\(name): unknown field"
+                    problems.append("\(path).\(name): unknown field")
                 }
             }
         }
-        return nil
     }
 
     private static func describe(_ value: JSONValue) -> String {

@@ -31,6 +31,19 @@ import WorkerTestSupport
         #expect(try refund.violation(in: #"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#) == nil)
     }
 
+    /// A dead letter names every problem of its event, so that a producer is
+    /// fixed once, not once per redrive; past five, it counts the rest.
+    @Test func everyProblemOfAPayloadIsNamedInOrder() throws {
+        #expect(try refund.violation(in: #"{"refund_id": "rf_1", "payment_id": "pay_1"}"#)
+                == "$.amount_cents: missing; $.currency: missing")
+        #expect(try refund.violation(in: #"{"refund_id": 7, "payment_id": "pay_1", "amount_cents": -5, "currency": "euro", "x": 1}"#)
+                == "$.amount_cents: -5 is below the minimum 1; $.currency: does not match ^[A-Z]{3}$; "
+                + "$.refund_id: expected string, got 7; $.x: unknown field")
+        let many = #"{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7}"#
+        let problem = try #require(try refund.violation(in: many))
+        #expect(problem.hasPrefix("$.refund_id: missing; $.payment_id: missing; $.amount_cents: missing; $.currency: missing; $.a: unknown field; and 6 more"), "\(problem)")
+    }
+
     @Test func thePublishedBookingSchemaNamesEachProblem() throws {
         let booking = try #require(HandlerRegistry.standard().handler(for: "booking.requested")?.schema)
         let cases: [(String, String)] = [
