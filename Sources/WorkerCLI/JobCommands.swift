@@ -140,6 +140,7 @@ struct JobsCancelCommand: AsyncParsableCommand {
     func validate() throws {
         try filters.requireOne(unless: all)
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if reason?.isEmpty == true { throw ValidationError("--reason is empty; leave it out for none") }
     }
 
     func run() async throws {

@@ -47,7 +47,9 @@ struct SchedulesSetCommand: AsyncParsableCommand {
             '0 2 * * MON-FRI', or @hourly, @daily, @weekly, @monthly, @yearly, read on the clock of --time-zone. \
             Across daylight saving time, a cron whose hour field starts with * follows real time; one that names \
             its hours runs once at each time it names on the wall clock (a time the clocks skip runs as much later \
-            as they jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>.
+            as they jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>. Setting a \
+            schedule that exists replaces it whole: an option left out takes its default (--time-zone UTC, \
+            --queue default), not the value it had.
             """)
 
     @OptionGroup var database: DatabaseOptions

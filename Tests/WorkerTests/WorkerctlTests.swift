@@ -255,6 +255,7 @@ import WorkerTestSupport
                 (["enqueue", "--kind", "noop", "--max-attempts", "99999999999"], "--max-attempts must be in 1...2147483647"),
                 (["enqueue", "--kind", "noop", "--payload", #"{"a": "\u0000"}"#], "jsonb cannot store"),
                 (["jobs", "cancel", "--all", "--queue", "default"], "--all means every job"),
+                (["jobs", "cancel", "--all", "--reason", ""], "--reason is empty"),
                 (["dlq", "purge", "--all", "--reason", "non_retryable"], "--all means every dead letter"),
                 (["dlq", "list", "--since", "1h", "--until", "2h"], "--since 1h is not before --until 2h"),
                 (["stats", "--watch", "--interval", "-1s"], "'-1s' is not a duration"),
