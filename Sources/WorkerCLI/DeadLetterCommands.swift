@@ -157,7 +157,7 @@ struct RedriveCommand: AsyncParsableCommand {
             print("\(verb) job \(job.id) queue=\(job.queue) kind=\(job.kind) reason=\(job.reason) redrive_count=\(job.redriveCount)")
         }
         print("\(verb) \(moved.count) job\(moved.count == 1 ? "" : "s")")
-        if limit == Int.max {
+        if moved.count < limit {  // else --limit, not absence, may have left an id out
             try requireAll(filters.ids, done: moved.map(\.id), dryRun ? "would not be redriven" : "not redriven",
                            "no such dead letter, or not matching the other filters")
         }
@@ -207,7 +207,7 @@ struct DLQPurgeCommand: AsyncParsableCommand {
         if json { try JSONOutput.print(PurgeResult(purged: purged, dryRun: dryRun)) } else {
             print("\(dryRun ? "would purge" : "purged") \(purged) dead letter\(purged == 1 ? "" : "s")")
         }
-        if limit == Int.max {
+        if purged < limit {
             try requireAll(ids, done: found, dryRun ? "would not be purged" : "not purged",
                            "no such dead letter, or not matching the other filters")
         }

@@ -156,7 +156,7 @@ struct JobsCancelCommand: AsyncParsableCommand {
         let verb = dryRun ? "would cancel" : "cancelled"
         try report(cancelled, json: json, dryRun: dryRun, each: { "\(verb) job \($0)" },
                    total: "\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
-        if self.limit == nil {
+        if cancelled.count < limit {  // else --limit, not absence, may have left an id out
             try requireAll(filters.ids, done: cancelled, dryRun ? "would not be cancelled" : "not cancelled",
                            "no such job (done or dead-lettered), not matching, or being processed")
         }
@@ -193,7 +193,7 @@ struct JobsRetryCommand: AsyncParsableCommand {
         }
         try report(readied, json: json, dryRun: false, each: { "job \($0) is ready" },
                    total: "made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
-        if self.limit == nil {
+        if readied.count < limit {
             try requireAll(filters.ids, done: readied, "not made ready", "no such job, not waiting for a retry, or being processed")
         }
     }

@@ -299,6 +299,14 @@ import WorkerTestSupport
             #expect(purge.stderr.contains("not purged: 9998 (no such dead letter"), "\(purge)")
             #expect(try await db.deadCount() == 0)
 
+            // An id left out by --limit is not one that was not found.
+            let jobs = try await db.queue.enqueue(NewJob(kind: "noop"), count: 2)
+            let (first, second) = ("\(jobs.lowerBound)", "\(jobs.upperBound)")
+            let limited = try await runTool("workerctl", ["jobs", "cancel", "--id", first, "--id", second, "--limit", "1", "--dry-run"], database: db)
+            #expect(limited.status == 0 && limited.stdout.contains("would cancel 1 job"), "\(limited)")
+            let absent = try await runTool("workerctl", ["jobs", "cancel", "--id", first, "--id", "9999", "--limit", "5", "--dry-run"], database: db)
+            #expect(absent.status == 1 && absent.stderr.contains("would not be cancelled: 9999 (no such job"), "\(absent)")
+
             let known = try await runTool("workerctl", ["enqueue", "--kind", "noop"], database: db)
             #expect(known.status == 0 && !known.stdout.contains("note:"), "\(known)")
             let unknown = try await runTool("workerctl", ["enqueue", "--kind", "report.build"], database: db)
