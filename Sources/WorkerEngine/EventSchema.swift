@@ -72,8 +72,11 @@ public struct EventSchema: Sendable {
             }
         }
         if case .string(let text) = value {
-            if let minimum = s.minLength, Double(text.count) < minimum { problems.append("\(path): shorter than \(Self.format(minimum)) characters") }
-            if let maximum = s.maxLength, Double(text.count) > maximum { problems.append("\(path): longer than \(Self.format(maximum)) characters") }
+            // JSON Schema counts code points; Swift's `count`, grapheme
+            // clusters, let 1,000 code points of flags pass a maxLength of 500.
+            let length = Double(text.unicodeScalars.count)
+            if let minimum = s.minLength, length < minimum { problems.append("\(path): shorter than \(Self.format(minimum)) characters") }
+            if let maximum = s.maxLength, length > maximum { problems.append("\(path): longer than \(Self.format(maximum)) characters") }
             if let pattern = s.pattern,
                pattern.regex.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) == nil {
                 problems.append("\(path): does not match \(pattern.source)")
@@ -159,7 +162,7 @@ private final class SchemaNode: Sendable {
         minItems = keywords["minItems"]?.numeric
         maxItems = keywords["maxItems"]?.numeric
         if case .string(let text)? = keywords["pattern"] {
-            guard let regex = try? NSRegularExpression(pattern: text) else {
+            guard let regex = try? NSRegularExpression(pattern: CompiledPattern.icu(fromECMA: text)) else {
                 throw EventSchemaError(source: source, message: "\(path): invalid pattern '\(text)'")
             }
             pattern = CompiledPattern(source: text, regex: regex)
@@ -230,6 +233,40 @@ extension JSONValue {
 private struct CompiledPattern: @unchecked Sendable {
     let source: String
     let regex: NSRegularExpression
+
+    /// JSON Schema patterns are ECMA-262 regular expressions; ICU's differ
+    /// where it matters for ids. ICU's `$` also matches before a final line
+    /// break, so `^[a-z]+$` let "rf_1\n" through, a second refund id for the
+    /// same refund; and its `\d` and `\w` take any script's digits and
+    /// letters. Outside a character class `$` becomes `\z`; `\d`, `\w`, `\D`
+    /// and `\W` become their ASCII classes (inside one, `\d` and `\w` too).
+    static func icu(fromECMA pattern: String) -> String {
+        var out = "", inClass = false
+        var chars = pattern.makeIterator()
+        while let c = chars.next() {
+            switch c {
+            case "\\":
+                guard let escaped = chars.next() else { out.append(c); break }
+                switch (escaped, inClass) {
+                case ("d", false): out += "[0-9]"
+                case ("d", true): out += "0-9"
+                case ("w", false): out += "[A-Za-z0-9_]"
+                case ("w", true): out += "A-Za-z0-9_"
+                case ("D", false): out += "[^0-9]"
+                case ("W", false): out += "[^A-Za-z0-9_]"
+                default: out += "\\\(escaped)"
+                }
+            case "[", "]":
+                inClass = c == "["
+                out.append(c)
+            case "$" where !inClass:
+                out += "\\z"
+            default:
+                out.append(c)
+            }
+        }
+        return out
+    }
 }
 
 public struct EventSchemaError: Error, CustomStringConvertible {

@@ -21,6 +21,11 @@ import WorkerTestSupport
         (#"{"refund_id": "rf'; DROP TABLE app.payments; --", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: does not match"),
         (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR", "extra": 1}"#, "$.extra: unknown field"),
         (#"{"refund_id": null, "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: expected string, got null"),
+        // Another refund id for the same refund, had `$` matched before a final line break.
+        (#"{"refund_id": "rf_1\n", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: does not match"),
+        (#"{"refund_id": "rf_1\r\n", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: does not match"),
+        (#"{"refund_id": "rf_1\u2028", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#, "$.refund_id: does not match"),
+        (#"{"refund_id": "rf_1", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR\n"}"#, "$.currency: does not match"),
     ]
 
     @Test func thePublishedRefundSchemaNamesEachProblem() throws {
@@ -118,6 +123,28 @@ import WorkerTestSupport
         }
         #expect(throws: EventSchemaError.self) {
             try EventSchema(json: #"{"properties": {"a": {"pattern": "(unclosed"}}}"#, source: "test")
+        }
+    }
+
+    /// Patterns read as ECMA-262, as JSON Schema says, not as ICU would;
+    /// lengths count code points.
+    @Test func patternsAndLengthsFollowJSONSchemaNotFoundation() throws {
+        let schema = try EventSchema(json: #"""
+            {"properties": {"code": {"pattern": "^\\d+-\\w$"}, "cost": {"pattern": "[$]\\d$"},
+                            "name": {"maxLength": 3}}}
+            """#, source: "test")
+        let cases: [(String, String?)] = [
+            (#"{"code": "42-a"}"#, nil),
+            (#"{"code": "42-a\n"}"#, "$.code: does not match ^\\d+-\\w$"),
+            (#"{"code": "\u0664\u0662-a"}"#, "$.code: does not match ^\\d+-\\w$"),  // Arabic-Indic digits
+            (#"{"code": "42-\u00e9"}"#, "$.code: does not match ^\\d+-\\w$"),
+            (#"{"cost": "$5"}"#, nil),
+            (#"{"name": "abc"}"#, nil),
+            // Two flags: two characters to Swift, four code points to JSON Schema.
+            (#"{"name": "\ud83c\uddea\ud83c\uddfa\ud83c\uddea\ud83c\uddfa"}"#, "$.name: longer than 3 characters"),
+        ]
+        for (payload, message) in cases {
+            #expect(schema.violation(in: payload) == message, "\(payload)")
         }
     }
 
