@@ -221,7 +221,7 @@ public struct BatchProcessor: Sendable {
         return zip(jobs, results).map { job, result in (job.id, .batched(result, handlerTime: share)) }
     }
 
-    private func leaseLost(_ job: Job) {
+    func leaseLost(_ job: Job) {
         logger.warning("lease lost: another worker took the job over, or an operator cancelled it", metadata: [
             "job_id": "\(job.id)", "lease": "\(job.lease.token)",
         ])

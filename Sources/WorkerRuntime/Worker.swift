@@ -243,12 +243,35 @@ public final class Worker: Service, Sendable {
         leases.add(held)
         defer { leases.remove(held) }
         defer { sessions.ended(lane: lane) }
-        let outcomes = try await processor.process(
-            jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
-            attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
-            attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) })
+        let outcomes = try await process(jobs, of: batch, lane: lane, on: connection)
         counters.record(outcomes, of: jobs)
         return jobs.count
+    }
+
+    /// Processes a claimed batch; when the database refuses one of its
+    /// statements for something a job holds (see `RefusedStatement`), runs
+    /// its jobs again one at a time, so that only the job refused alone fails.
+    private func process(_ jobs: [Job], of batch: UInt64, lane: Int, on connection: PostgresConnection) async throws -> [JobOutcome] {
+        do {
+            return try await processor.process(
+                jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
+                attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
+                attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) })
+        } catch {
+            guard let refused = RefusedStatement(error) else { throw error }
+            guard jobs.count > 1 else {
+                logger.error("the database refused the job's statement; its attempt fails", metadata: [
+                    "lane": "\(lane)", "job_id": "\(jobs[0].id)", "kind": "\(jobs[0].kind)", "error": "\(refused)",
+                ])
+                return [try await processor.fail(jobs[0], refused: refused, on: connection)]
+            }
+            logger.warning("the database refused a statement of the batch; its jobs run again one at a time", metadata: [
+                "lane": "\(lane)", "job_ids": "\(jobs.map(\.id))", "error": "\(refused)",
+            ])
+            var outcomes: [JobOutcome] = []
+            for job in jobs { outcomes += try await process([job], of: batch, lane: lane, on: connection) }
+            return outcomes
+        }
     }
 
     /// After a lane abandoned a batch at an attempt's timeout: the attempt

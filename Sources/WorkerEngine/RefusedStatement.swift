@@ -1,0 +1,60 @@
+import PostgresNIO
+
+/// A statement of a batch that the server refused for something a job holds
+/// (a key too long for its index, a value out of a column's range, a row a
+/// constraint forbids): the batch's transaction rolled back and its session
+/// is sound. Such a job would fail its whole batch at every claim, its
+/// batch-mates losing an attempt and waiting out a lease each time; so the
+/// lane runs a refused batch again one job at a time (Lambda's
+/// BisectBatchOnFunctionError), and the job refused alone fails its attempt
+/// with the server's words.
+public struct RefusedStatement: Error, CustomStringConvertible {
+    public let sqlState: String
+    public let message: String
+
+    public var description: String { "the database refused a statement of its batch: \(message) (SQLSTATE \(sqlState))" }
+
+    /// Nil unless `error` is such a refusal. Not one: what leaves the session
+    /// in doubt or says nothing about the jobs (a lost connection, a server
+    /// shutting down, a cancelled statement, no resources), which the lane
+    /// leaves to the leases' expiry as before.
+    public init?(_ error: any Error) {
+        let refusal: PSQLError
+        switch error {
+        case let error as PSQLError:
+            refusal = error
+        case let error as PostgresTransactionError:
+            guard error.rollbackError == nil,
+                  let inner = (error.closureError ?? error.commitError ?? error.beginError) as? PSQLError else { return nil }
+            refusal = inner
+        default:
+            return nil
+        }
+        guard refusal.code == .server, let state = refusal.serverInfo?[.sqlState],
+              !["08", "53", "57", "58", "XX"].contains(String(state.prefix(2))) else { return nil }
+        sqlState = state
+        message = refusal.serverInfo?[.message] ?? "(no message)"
+    }
+
+    /// Data a statement cannot take (class 22, a value out of range; 54, past
+    /// a limit such as an index row's size) is refused every time: a retry
+    /// would only fail its batch again.
+    var isPermanent: Bool { sqlState.hasPrefix("22") || sqlState.hasPrefix("54") }
+}
+
+extension BatchProcessor {
+    /// Fails the attempt of `job`, run alone, whose statement the database
+    /// refused: dead-lettered as non-retryable when the refusal is permanent,
+    /// else retried as any failure (dead-lettered once out of attempts).
+    public func fail(_ job: Job, refused: RefusedStatement, on connection: PostgresConnection) async throws -> JobOutcome {
+        try await connection.withTransaction(logger: logger) { connection in
+            let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
+            guard try await tx.lock([job.lease]).ages[job.id] != nil else {
+                self.leaseLost(job)
+                return .leaseLost(jobID: job.id)
+            }
+            let failure: any Error = refused.isPermanent ? JobError.nonRetryable(refused.description) : refused
+            return try await self.fail(job, failure, handlerTime: nil, in: tx).outcome
+        }
+    }
+}
