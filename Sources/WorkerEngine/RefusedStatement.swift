@@ -14,10 +14,13 @@ public struct RefusedStatement: Error, CustomStringConvertible {
 
     public var description: String { "the database refused a statement of its batch: \(message) (SQLSTATE \(sqlState))" }
 
-    /// Nil unless `error` is such a refusal. Not one: what leaves the session
-    /// in doubt or says nothing about the jobs (a lost connection, a server
-    /// shutting down, a cancelled statement, no resources), which the lane
-    /// leaves to the leases' expiry as before.
+    /// Nil unless `error` is such a refusal: data a statement cannot take
+    /// (SQLSTATE class 22), a constraint (23), a limit (54), or a deadlock or
+    /// serialization failure (40) that one job at a time avoids. Not one:
+    /// what leaves the session in doubt (a lost connection, a server shutting
+    /// down) or holds for every job alike (a permission revoked, a table
+    /// missing: failing each job's attempt would dead-letter them all before
+    /// an operator could fix it), which the lane leaves to the leases' expiry.
     public init?(_ error: any Error) {
         let refusal: PSQLError
         switch error {
@@ -31,7 +34,7 @@ public struct RefusedStatement: Error, CustomStringConvertible {
             return nil
         }
         guard refusal.code == .server, let state = refusal.serverInfo?[.sqlState],
-              !["08", "53", "57", "58", "XX"].contains(String(state.prefix(2))) else { return nil }
+              ["22", "23", "40", "54"].contains(String(state.prefix(2))) else { return nil }
         sqlState = state
         message = refusal.serverInfo?[.message] ?? "(no message)"
     }
