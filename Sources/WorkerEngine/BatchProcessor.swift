@@ -411,7 +411,14 @@ public struct BatchProcessor: Sendable {
         if size > handlers.maxPayloadBytes {
             return "payload is \(size) bytes, over the limit of \(handlers.maxPayloadBytes)"
         }
-        return handler.schema?.violation(in: job.document).map { "\(job.kind): \($0)" }
+        guard let schema = handler.schema else { return nil }
+        // jsonb only holds JSON: what is not read is past this reader's
+        // limits (nesting, a number no Double holds), and the reason says which.
+        guard let document = job.document else {
+            do { _ = try JSONValue(parsing: job.payload) } catch { return "\(job.kind): payload not read: \(error)" }
+            return "\(job.kind): payload not read"
+        }
+        return schema.violation(in: document).map { "\(job.kind): \($0)" }
     }
 
     private func deadLetter(

@@ -26,6 +26,9 @@ public struct DemoHandler: JobHandler {
         let payload = try job.decode(Payload.self)
         let work = payload.work_ms ?? 0
         guard (0...60_000).contains(work) else { throw JobError.invalidEvent("work_ms \(work) is not in 0...60000") }
+        if let rate = payload.fail_rate, !(0...1).contains(rate) {
+            throw JobError.invalidEvent("fail_rate \(rate) is not in 0...1")
+        }
         if work > 0 { try await Task.sleep(for: .milliseconds(work)) }
         if payload.poison == true { throw JobError.nonRetryable("demo.task marked as poison") }
         if let rate = payload.fail_rate, Double.random(in: 0..<1) < rate {

@@ -168,6 +168,9 @@ import WorkerTestSupport
                 + String(repeating: "x", count: 70_000) + #""}"#
             invalid[try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: huge))] = "over the limit of 65536"
             invalid[try await db.queue.enqueue(NewJob(kind: "refund.reqested", payload: "{}"))] = "unknown kind 'refund.reqested'"
+            // JSON to jsonb, past what workerd reads: the reason says how.
+            let deep = String(repeating: #"{"a": "#, count: 600) + "1" + String(repeating: "}", count: 600)
+            invalid[try await db.queue.enqueue(NewJob(kind: "refund.requested", payload: deep))] = "payload not read: nested deeper than 512 levels"
             let good = try await db.queue.enqueue(NewJob(
                 kind: "refund.requested", payload: #"{"refund_id": "rf_ok", "payment_id": "pay_1", "amount_cents": 500, "currency": "EUR"}"#))
 

@@ -41,7 +41,7 @@ import WorkerTestSupport
             handlers.register("demo.task", DemoHandler())
             let payloads = [
                 #"{"work_ms": 1, "wave": 3}"#, #"{"work_ms": null}"#, #"{"poison": true}"#, #"{"fail_rate": 1}"#,
-                #"{"work_ms": "soon"}"#,
+                #"{"work_ms": "soon"}"#, #"{"fail_rate": 2}"#,
             ]
             var ids: [Int64] = []
             for payload in payloads { ids.append(try await db.queue.enqueue(NewJob(kind: "demo.task", payload: payload))) }
@@ -52,6 +52,7 @@ import WorkerTestSupport
             #expect(byJob[ids[2]] == .deadLettered(jobID: ids[2], reason: .nonRetryable))
             if case .retried? = byJob[ids[3]] {} else { Issue.record("fail_rate 1 did not retry: \(String(describing: byJob[ids[3]]))") }
             #expect(byJob[ids[4]] == .deadLettered(jobID: ids[4], reason: .invalidEvent))
+            #expect(byJob[ids[5]] == .deadLettered(jobID: ids[5], reason: .invalidEvent))
             #expect(try await db.int(
                 "SELECT count(*)::int FROM worker.dead_letters WHERE last_error LIKE '%work_ms is not an integer%'") == 1)
         }
