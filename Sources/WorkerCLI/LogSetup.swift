@@ -21,16 +21,18 @@ enum LogSetup {
             throw ConfigurationError(setting: formatSetting, "'\(formatText)' is not one of \(allowed)")
         }
         LoggingSystem.bootstrap { label in
-            var handler: any LogHandler = format == .text
-                ? StreamLogHandler.standardError(label: label) : StructuredLogHandler(label: label, format: format)
+            var handler = StructuredLogHandler(label: label, format: format)
             handler.logLevel = level
             return handler
         }
     }
 }
 
-/// One line per event on stderr, as JSON or logfmt:
-/// `ts=... level=error logger=workerd msg="job dead-lettered" job_id=42 kind=refund.requested reason=invalid_event`
+/// One line per event on stderr, as JSON, logfmt
+/// (`ts=... level=error logger=workerd msg="job dead-lettered" job_id=42 kind=refund.requested reason=invalid_event`)
+/// or text (`2026-11-27T07:30:00.000Z error workerd: job_id=42 kind=refund.requested job dead-lettered`).
+/// In every format a line break in a message or a value is escaped: a kind
+/// or a payload's field cannot forge a log line of its own.
 struct StructuredLogHandler: LogHandler {
     let label: String
     let format: LogFormat
@@ -48,18 +50,44 @@ struct StructuredLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
         if let extra = event.metadata { fields.merge(extra) { $1 } }
         if let error = event.error { fields["error"] = "\(String(reflecting: error))" }
-        let (level, message) = (event.level, event.message)
-        let time = Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-        let head: [(String, String)] = [("ts", time), ("level", level.rawValue), ("logger", label), ("msg", message.description)]
-        let rest = fields.sorted { $0.key < $1.key }.map { ($0.key, "\($0.value)") }
-        let line: String
+        let line = Self.line(format: format, time: Date(), level: event.level, label: label,
+                             message: event.message.description, fields: fields.mapValues { "\($0)" })
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    static func line(format: LogFormat, time: Date, level: Logger.Level, label: String, message: String,
+                     fields: [String: String]) -> String {
+        let stamp = time.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        let rest = fields.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         switch format {
         case .json:
-            line = "{" + (head + rest).map { "\(Self.jsonString($0.0)):\(Self.jsonString($0.1))" }.joined(separator: ",") + "}"
-        case .logfmt, .text:
-            line = (head + rest).map { "\($0.0)=\(Self.logfmtValue($0.1))" }.joined(separator: " ")
+            let head = [("ts", stamp), ("level", level.rawValue), ("logger", label), ("msg", message)]
+            return "{" + (head + rest).map { "\(jsonString($0.0)):\(jsonString($0.1))" }.joined(separator: ",") + "}"
+        case .logfmt:
+            let head = [("ts", stamp), ("level", level.rawValue), ("logger", label), ("msg", message)]
+            return (head + rest).map { "\($0.0)=\(logfmtValue($0.1))" }.joined(separator: " ")
+        case .text:
+            // As swift-log's stream handler writes it, with its values quoted where logfmt would.
+            return "\(stamp) \(level.rawValue) \(label):"
+                + rest.map { " \($0.0)=\(logfmtValue($0.1))" }.joined() + " " + escapingLineBreaks(message)
         }
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
+    /// The text with control characters written as escapes; unchanged when it has none.
+    static func escapingLineBreaks(_ text: String) -> String {
+        func isControl(_ s: Unicode.Scalar) -> Bool { s.value < 0x20 || (0x7F...0x9F).contains(s.value) }
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where isControl(scalar): out += "\\u{\(String(scalar.value, radix: 16))}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
     }
 
     static func jsonString(_ text: String) -> String {
@@ -67,7 +95,9 @@ struct StructuredLogHandler: LogHandler {
     }
 
     static func logfmtValue(_ text: String) -> String {
-        let plain = !text.isEmpty && text.unicodeScalars.allSatisfy { $0.value > 0x20 && $0 != "\"" && $0 != "=" && $0 != "\\" }
+        let plain = !text.isEmpty && text.unicodeScalars.allSatisfy {
+            $0.value > 0x20 && $0.value != 0x7F && $0 != "\"" && $0 != "=" && $0 != "\\"
+        }
         return plain ? text : jsonString(text)
     }
 }
