@@ -32,7 +32,7 @@ extension BatchProcessor {
     /// statement was running.
     public func settle(_ timedOut: AttemptTimedOut) async throws -> [JobOutcome] {
         try await client.withLiveConnection { connection in
-            try await connection.withTransaction(logger: self.logger) { connection in
+            try await OutcomeLog.committing(on: connection, logger: self.logger) { connection in
                 let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
                 let (ages, _) = try await tx.lock(timedOut.jobs.map(\.lease))
                 var outcomes: [JobOutcome] = []

@@ -104,7 +104,7 @@ public struct BatchProcessor: Sendable {
     private func runInTransaction(
         _ jobs: [Job], guarded: FastPathAbandoned?, on connection: PostgresConnection, hooks: BatchHooks
     ) async throws -> BatchRun {
-        try await connection.withTransaction(logger: logger) { connection in
+        try await OutcomeLog.committing(on: connection, logger: logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
             let (ages, session) = try await tx.lock(jobs.map(\.lease))
             if let session { hooks.inSession(session) }
@@ -222,7 +222,7 @@ public struct BatchProcessor: Sendable {
     }
 
     func leaseLost(_ job: Job) {
-        logger.warning("lease lost: another worker took the job over, or an operator cancelled it", metadata: [
+        OutcomeLog.write(logger, .warning, "lease lost: another worker took the job over, or an operator cancelled it", [
             "job_id": "\(job.id)", "lease": "\(job.lease.token)",
         ])
     }
@@ -292,7 +292,7 @@ public struct BatchProcessor: Sendable {
                     key = owned
                 case .duplicate(let duplicate, let original, let status):
                     if guarded { try await tx.releaseSavepoint(.job) }
-                    logger.info("duplicate event acked with the first one's result", metadata: [
+                    OutcomeLog.write(logger, .info, "duplicate event acked with the first one's result", [
                         "idempotency_key": "\(duplicate)", "original_job_id": "\(original)", "status": "\(status)",
                     ])
                     return ProcessedJob(.duplicate(jobID: job.id, of: original))
@@ -328,7 +328,7 @@ public struct BatchProcessor: Sendable {
                 if let effects { try await tx.rollbackToSavepoint(effects) }
                 if let key { try await tx.rejectIdempotencyKey(key, reason: reason) }
                 if guarded && effects != .job { try await tx.releaseSavepoint(.job) }
-                logger.info("event rejected", metadata: ["reason": "\(reason)"])
+                OutcomeLog.write(logger, .info, "event rejected", ["reason": "\(reason)"])
                 return ProcessedJob(.rejected(jobID: job.id), nil, handlerTime)
             } catch JobError.compensated(let reason, let message) {
                 // The compensations stay; the event is dead-lettered with its reason.
@@ -369,7 +369,7 @@ public struct BatchProcessor: Sendable {
                 leaseLost(job)
                 return ProcessedJob(.leaseLost(jobID: job.id), nil, handlerTime)
             }
-            logger.info("job snoozed", metadata: ["reason": "\(message)", "snooze_ms": "\(delay.milliseconds)"])
+            OutcomeLog.write(logger, .info, "job snoozed", ["reason": "\(message)", "snooze_ms": "\(delay.milliseconds)"])
             return ProcessedJob(.snoozed(jobID: job.id, delay: delay), nil, handlerTime)
         case .retryable, nil:
             guard job.attempts < maxAttempts else {
@@ -380,7 +380,7 @@ public struct BatchProcessor: Sendable {
                 leaseLost(job)
                 return ProcessedJob(.leaseLost(jobID: job.id), nil, handlerTime)
             }
-            logger.warning("job failed, retrying", metadata: ["error": "\(message)", "retry_in_ms": "\(delay.milliseconds)"])
+            OutcomeLog.write(logger, .warning, "job failed, retrying", ["error": "\(message)", "retry_in_ms": "\(delay.milliseconds)"])
             return ProcessedJob(.retried(jobID: job.id, delay: delay), nil, handlerTime)
         }
     }
@@ -428,7 +428,7 @@ public struct BatchProcessor: Sendable {
             leaseLost(job)
             return .leaseLost(jobID: job.id)
         }
-        logger.error("job dead-lettered", metadata: ["reason": "\(reason.rawValue)", "error": "\(error ?? "-")"])
+        OutcomeLog.write(logger, .error, "job dead-lettered", ["reason": "\(reason.rawValue)", "error": "\(error ?? "-")"])
         return .deadLettered(jobID: job.id, reason: reason)
     }
 

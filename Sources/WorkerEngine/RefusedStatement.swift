@@ -50,7 +50,7 @@ extension BatchProcessor {
     /// refused: dead-lettered as non-retryable when the refusal is permanent,
     /// else retried as any failure (dead-lettered once out of attempts).
     public func fail(_ job: Job, refused: RefusedStatement, on connection: PostgresConnection) async throws -> JobOutcome {
-        try await connection.withTransaction(logger: logger) { connection in
+        try await OutcomeLog.committing(on: connection, logger: logger) { connection in
             let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
             guard try await tx.lock([job.lease]).ages[job.id] != nil else {
                 self.leaseLost(job)

@@ -58,6 +58,24 @@ import WorkerTestSupport
         }
     }
 
+    /// A fast path that a later handler's failure abandons runs again
+    /// guarded; what it did was rolled back, and so is what it would have
+    /// logged: each outcome is logged once, after the commit, with its job.
+    @Test func outcomesAreLoggedOnceWhenTheirTransactionCommits() async throws {
+        try await withTestDatabase { db in
+            let unknown = try await db.queue.enqueue(NewJob(kind: "nobody.handles.this"))
+            _ = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"fail": true}"#))
+            let handler = RecordingHandler { job, _ in if job.payload.contains("fail") { throw JobError.retryable("boom") } }
+            let recorder = LogRecorder()
+            let processor = BatchProcessor(client: db.client, handlers: .testing(handler), workerID: "w", logger: recorder.logger())
+            _ = try await processor.process(try await claimAll(db))
+
+            let dead = recorder.recorded.filter { $0.message == "job dead-lettered" }
+            #expect(dead.count == 1 && dead.first?.metadata["job_id"] == "\(unknown)", "\(recorder.recorded)")
+            #expect(recorder.recorded.filter { $0.message == "job failed, retrying" }.count == 1, "\(recorder.recorded)")
+        }
+    }
+
     @Test func aBatchWhoseHandlersAllSucceedRunsOnceAndStoresEveryKeysResult() async throws {
         try await withTestDatabase { db in
             try await db.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
