@@ -95,6 +95,17 @@ import WorkerTestSupport
         }
     }
 
+    /// Runs `body` while another session, `holder`, has read worker.jobs in a
+    /// transaction still open: its lock on the table is held until it ends.
+    private func whileJobsAreRead(_ db: TestDatabase, _ body: (PostgresConnection) async throws -> Void) async throws {
+        try await db.client.withConnection { holder in
+            try await holder.query("BEGIN", logger: db.logger)
+            try await holder.query("SELECT count(*) FROM worker.jobs", logger: db.logger).drain()
+            try await body(holder)
+            try await holder.query("ROLLBACK", logger: db.logger)
+        }
+    }
+
     /// While a migration waits for a table lock, every later statement on
     /// that table queues behind it: producers and claims would stop for as
     /// long as the lock's holder runs. Past its lock timeout the migration
@@ -105,14 +116,12 @@ import WorkerTestSupport
             let migrator = Migrator(
                 client: db.client, logger: db.logger, lockTimeout: .seconds(1), lockAttempts: 1000,
                 pauseAfterLockTimeout: .milliseconds(20)...(.milliseconds(50)))
-            try await db.client.withConnection { holder in
-                try await holder.query("BEGIN", logger: db.logger)
-                try await holder.query("SELECT count(*) FROM worker.jobs", logger: db.logger).drain()  // held to its end
+            try await whileJobsAreRead(db) { holder in
                 async let migrated = migrator.migrate(migrations + [alter])
                 try await eventually("the migration waits for its lock") {
                     try await db.int("""
                         SELECT count(*)::int FROM pg_stat_activity
-                        WHERE query LIKE 'ALTER TABLE worker.jobs%' AND wait_event_type = 'Lock'
+                        WHERE datname = current_database() AND query LIKE 'ALTER TABLE worker.jobs%' AND wait_event_type = 'Lock'
                         """) == 1
                 }
                 // Queued behind the ALTER; without the lock timeout it would wait for the holder, forever.
@@ -134,14 +143,11 @@ import WorkerTestSupport
             let migrator = Migrator(
                 client: db.client, logger: db.logger, lockTimeout: .milliseconds(100), lockAttempts: 2,
                 pauseAfterLockTimeout: .milliseconds(10)...(.milliseconds(20)))
-            try await db.client.withConnection { holder in
-                try await holder.query("BEGIN", logger: db.logger)
-                try await holder.query("SELECT count(*) FROM worker.jobs", logger: db.logger).drain()
+            try await whileJobsAreRead(db) { _ in
                 let refused = MigrationError.lockNotGranted(
                     version: 999, name: "999_alter_jobs", statement: alter, lockTimeout: "100ms", attempts: 2)
                 await #expect(throws: refused) { try await migrator.migrate(migrations + [migration]) }
                 #expect(refused.description.contains("waited longer than the lock timeout (100ms) for a lock in each of 2 attempts"))
-                try await holder.query("ROLLBACK", logger: db.logger)
             }
             #expect(try await migrator.currentVersion() == Migrator.requiredVersion)
             #expect(try await db.int("SELECT count(*)::int FROM pg_tables WHERE tablename = 'before_alter'") == 0)
