@@ -151,12 +151,13 @@ struct RedriveCommand: AsyncParsableCommand {
             }
             return moved
         }
-        if json { return try JSONOutput.print(moved) }
         let verb = dryRun ? "would redrive" : "redrove"
-        for job in moved {
-            print("\(verb) job \(job.id) queue=\(job.queue) kind=\(job.kind) reason=\(job.reason) redrive_count=\(job.redriveCount)")
+        if json { try JSONOutput.print(moved) } else {
+            for job in moved {
+                print("\(verb) job \(job.id) queue=\(job.queue) kind=\(job.kind) reason=\(job.reason) redrive_count=\(job.redriveCount)")
+            }
+            print("\(verb) \(moved.count) job\(moved.count == 1 ? "" : "s")")
         }
-        print("\(verb) \(moved.count) job\(moved.count == 1 ? "" : "s")")
         if moved.count < limit {  // else --limit, not absence, may have left an id out
             try requireAll(filters.ids, done: moved.map(\.id), dryRun ? "would not be redriven" : "not redriven",
                            "no such dead letter, or not matching the other filters")

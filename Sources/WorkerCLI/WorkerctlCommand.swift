@@ -146,6 +146,9 @@ struct MigrateCommand: AsyncParsableCommand {
     private func parsedLockTimeout() throws -> Duration? {
         do {
             let timeout = try DurationParser.parse(lockTimeout, setting: "--lock-timeout")
+            guard timeout == .zero || (Duration.milliseconds(1)...Duration.milliseconds(Int64(Int32.max))).contains(timeout) else {
+                throw ValidationError("--lock-timeout must be 0 (no limit) or 1ms to 24d, PostgreSQL's lock_timeout range")
+            }
             return timeout == .zero ? nil : timeout
         } catch let error as ConfigurationError {
             throw ValidationError(error.description)

@@ -239,30 +239,29 @@ private struct CompiledPattern: @unchecked Sendable {
     /// break, so `^[a-z]+$` let "rf_1\n" through, a second refund id for the
     /// same refund; and its `\d` and `\w` take any script's digits and
     /// letters. Outside a character class `$` becomes `\z`; `\d`, `\w`, `\D`
-    /// and `\W` become their ASCII classes (inside one, `\d` and `\w` too).
+    /// and `\W` become ASCII sets, nested inside a class (after a nested set
+    /// ICU reads a `-` as itself, as ECMA does after `\w`).
     static func icu(fromECMA pattern: String) -> String {
+        let sets: [Unicode.Scalar: String] = ["d": "[0-9]", "w": "[A-Za-z0-9_]", "D": "[^0-9]", "W": "[^A-Za-z0-9_]"]
         var out = "", inClass = false
-        var chars = pattern.makeIterator()
-        while let c = chars.next() {
+        var scalars = pattern.unicodeScalars.makeIterator()
+        while let c = scalars.next() {
             switch c {
             case "\\":
-                guard let escaped = chars.next() else { out.append(c); break }
-                switch (escaped, inClass) {
-                case ("d", false): out += "[0-9]"
-                case ("d", true): out += "0-9"
-                case ("w", false): out += "[A-Za-z0-9_]"
-                case ("w", true): out += "A-Za-z0-9_"
-                case ("D", false): out += "[^0-9]"
-                case ("W", false): out += "[^A-Za-z0-9_]"
-                default: out += "\\\(escaped)"
+                guard let escaped = scalars.next() else { out.unicodeScalars.append(c); break }
+                if let set = sets[escaped] {
+                    out += set
+                } else {
+                    out.unicodeScalars.append(c)
+                    out.unicodeScalars.append(escaped)
                 }
             case "[", "]":
                 inClass = c == "["
-                out.append(c)
+                out.unicodeScalars.append(c)
             case "$" where !inClass:
                 out += "\\z"
             default:
-                out.append(c)
+                out.unicodeScalars.append(c)
             }
         }
         return out

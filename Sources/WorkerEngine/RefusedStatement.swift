@@ -21,18 +21,14 @@ public struct RefusedStatement: Error, CustomStringConvertible {
     /// down) or holds for every job alike (a permission revoked, a table
     /// missing: failing each job's attempt would dead-letter them all before
     /// an operator could fix it), which the lane leaves to the leases' expiry.
+    ///
+    /// Only a refusal inside a transaction that rolled back: a batch of
+    /// handlers that write nothing runs without one, its retries and dead
+    /// letters committed one by one, and running it again would call the
+    /// handlers of jobs already settled.
     public init?(_ error: any Error) {
-        let refusal: PSQLError
-        switch error {
-        case let error as PSQLError:
-            refusal = error
-        case let error as PostgresTransactionError:
-            guard error.rollbackError == nil,
-                  let inner = (error.closureError ?? error.commitError ?? error.beginError) as? PSQLError else { return nil }
-            refusal = inner
-        default:
-            return nil
-        }
+        guard let failed = error as? PostgresTransactionError, failed.rollbackError == nil,
+              let refusal = (failed.closureError ?? failed.commitError ?? failed.beginError) as? PSQLError else { return nil }
         guard refusal.code == .server, let state = refusal.serverInfo?[.sqlState],
               ["22", "23", "40", "54"].contains(String(state.prefix(2))) else { return nil }
         sqlState = state
@@ -42,22 +38,24 @@ public struct RefusedStatement: Error, CustomStringConvertible {
     /// Data a statement cannot take (class 22, a value out of range; 54, past
     /// a limit such as an index row's size) is refused every time: a retry
     /// would only fail its batch again.
-    var isPermanent: Bool { sqlState.hasPrefix("22") || sqlState.hasPrefix("54") }
+    public var isPermanent: Bool { sqlState.hasPrefix("22") || sqlState.hasPrefix("54") }
 }
 
 extension BatchProcessor {
     /// Fails the attempt of `job`, run alone, whose statement the database
-    /// refused: dead-lettered as non-retryable when the refusal is permanent,
-    /// else retried as any failure (dead-lettered once out of attempts).
-    public func fail(_ job: Job, refused: RefusedStatement, on connection: PostgresConnection) async throws -> JobOutcome {
-        try await OutcomeLog.committing(on: connection, logger: logger) { connection in
-            let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
-            guard try await tx.lock([job.lease]).ages[job.id] != nil else {
-                self.leaseLost(job)
-                return .leaseLost(jobID: job.id)
+    /// refused: dead-lettered as non-retryable when `final`, else retried as
+    /// any failure (dead-lettered once out of attempts).
+    public func fail(_ job: Job, refused: RefusedStatement, final: Bool, on connection: PostgresConnection) async throws -> JobOutcome {
+        try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) {
+            try await OutcomeLog.committing(on: connection, logger: logger) { connection in
+                let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
+                guard try await tx.lock([job.lease]).ages[job.id] != nil else {
+                    self.leaseLost(job)
+                    return .leaseLost(jobID: job.id)
+                }
+                let failure: any Error = final ? JobError.nonRetryable(refused.description) : refused
+                return try await self.fail(job, failure, handlerTime: nil, in: tx).outcome
             }
-            let failure: any Error = refused.isPermanent ? JobError.nonRetryable(refused.description) : refused
-            return try await self.fail(job, failure, handlerTime: nil, in: tx).outcome
         }
     }
 }

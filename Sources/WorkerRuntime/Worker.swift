@@ -250,28 +250,51 @@ public final class Worker: Service, Sendable {
 
     /// Processes a claimed batch; when the database refuses one of its
     /// statements for something a job holds (see `RefusedStatement`), runs
-    /// its jobs again one at a time, so that only the job refused alone fails.
+    /// its jobs again one at a time, so that only the jobs refused alone fail.
     private func process(_ jobs: [Job], of batch: UInt64, lane: Int, on connection: PostgresConnection) async throws -> [JobOutcome] {
-        do {
-            return try await processor.process(
+        func run(_ jobs: [Job]) async throws -> [JobOutcome] {
+            try await processor.process(
                 jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
                 attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
                 attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) })
-        } catch {
-            guard let refused = RefusedStatement(error) else { throw error }
-            guard jobs.count > 1 else {
-                logger.error("the database refused the job's statement; its attempt fails", metadata: [
-                    "lane": "\(lane)", "job_id": "\(jobs[0].id)", "kind": "\(jobs[0].kind)", "error": "\(refused)",
-                ])
-                return [try await processor.fail(jobs[0], refused: refused, on: connection)]
-            }
-            logger.warning("the database refused a statement of the batch; its jobs run again one at a time", metadata: [
-                "lane": "\(lane)", "job_ids": "\(jobs.map(\.id))", "error": "\(refused)",
-            ])
-            var outcomes: [JobOutcome] = []
-            for job in jobs { outcomes += try await process([job], of: batch, lane: lane, on: connection) }
-            return outcomes
         }
+        var outcomes: [JobOutcome] = []
+        var refused: [(job: Job, refusal: RefusedStatement)] = []
+        do {
+            return try await run(jobs)
+        } catch {
+            guard let refusal = RefusedStatement(error) else { throw error }
+            monitor.attemptEnded(lane, batch: batch)  // an attempt the refusal cut short is over
+            if jobs.count == 1 {
+                refused = [(jobs[0], refusal)]
+            } else {
+                logger.warning("the database refused a statement of the batch; its jobs run again one at a time", metadata: [
+                    "lane": "\(lane)", "job_ids": "\(jobs.map(\.id))", "error": "\(refusal)",
+                ])
+                for job in jobs {
+                    do {
+                        outcomes += try await run([job])
+                    } catch {
+                        guard let alone = RefusedStatement(error) else { throw error }
+                        monitor.attemptEnded(lane, batch: batch)
+                        refused.append((job, alone))
+                    }
+                }
+            }
+        }
+        // Refused while a batch-mate got through, the job holds the cause:
+        // data the statement can never take is final. Every job refused, the
+        // cause may hold for all (an operator's trigger, a migration's bug):
+        // each attempt fails as a retry, which leaves time to fix it.
+        let aJobGotThrough = refused.count < jobs.count
+        for (job, refusal) in refused {
+            logger.error("the database refused the job's statement; its attempt fails", metadata: [
+                "lane": "\(lane)", "job_id": "\(job.id)", "kind": "\(job.kind)", "error": "\(refusal)",
+            ])
+            outcomes.append(try await processor.fail(
+                job, refused: refusal, final: aJobGotThrough && refusal.isPermanent, on: connection))
+        }
+        return outcomes
     }
 
     /// After a lane abandoned a batch at an attempt's timeout: the attempt

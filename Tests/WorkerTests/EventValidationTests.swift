@@ -131,7 +131,7 @@ import WorkerTestSupport
     @Test func patternsAndLengthsFollowJSONSchemaNotFoundation() throws {
         let schema = try EventSchema(json: #"""
             {"properties": {"code": {"pattern": "^\\d+-\\w$"}, "cost": {"pattern": "[$]\\d$"},
-                            "name": {"maxLength": 3}}}
+                            "slug": {"pattern": "^[\\w-.]+$"}, "name": {"maxLength": 3}}}
             """#, source: "test")
         let cases: [(String, String?)] = [
             (#"{"code": "42-a"}"#, nil),
@@ -139,6 +139,8 @@ import WorkerTestSupport
             (#"{"code": "\u0664\u0662-a"}"#, "$.code: does not match ^\\d+-\\w$"),  // Arabic-Indic digits
             (#"{"code": "42-\u00e9"}"#, "$.code: does not match ^\\d+-\\w$"),
             (#"{"cost": "$5"}"#, nil),
+            (#"{"slug": "a-b_1.c"}"#, nil),  // a `-` after `\w` in a class is itself, not a range
+            (#"{"slug": "a`b"}"#, "$.slug: does not match ^[\\w-.]+$"),
             (#"{"name": "abc"}"#, nil),
             // Two flags: two characters to Swift, four code points to JSON Schema.
             (#"{"name": "\ud83c\uddea\ud83c\uddfa\ud83c\uddea\ud83c\uddfa"}"#, "$.name: longer than 3 characters"),

@@ -42,4 +42,24 @@ import WorkerTestSupport
                     .hasPrefix("non_retryable 1 the database refused a statement of its batch: index row size"))
         }
     }
+
+    /// When every job is refused, nothing says the jobs are at fault rather
+    /// than something all of them meet (an operator's trigger, a migration's
+    /// bug): each attempt fails as a retry, leaving time to fix it, and only
+    /// running out of attempts dead-letters them, with the server's words.
+    @Test func jobsAllRefusedAreRetriedNotDeadLetteredAtOnce() async throws {
+        try await withTestDatabase { db in
+            for n in 0..<3 { _ = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"poison": \#(n)}"#)) }
+            let worker = Worker(
+                client: db.client, configuration: WorkerConfiguration(concurrency: 1, batchSize: 10, visibilityTimeout: .seconds(600)),
+                handlers: .testing(PoisonKeyHandler()), logger: db.logger)
+            try await runUntilDrained([worker], db, "every job to run out of attempts")
+            let letters = try await db.int("""
+                SELECT count(*)::int FROM worker.dead_letters
+                WHERE reason = 'max_attempts' AND attempts = 3 AND last_error LIKE '%index row size%'
+                  AND jsonb_array_length(errors) = 3
+                """)
+            #expect(letters == 3)
+        }
+    }
 }

@@ -262,6 +262,7 @@ import WorkerTestSupport
                 (["stats", "--database-url", "mysql://db/x"], "DATABASE_URL"),
                 (["migrate", "--sql-dir", "/nonexistent/sql"], "--sql-dir"),
                 (["migrate", "--lock-timeout", "soon"], "invalid --lock-timeout: 'soon' is not a duration"),
+                (["migrate", "--lock-timeout", "25d"], "--lock-timeout must be 0 (no limit) or 1ms to 24d"),
             ]
             for (arguments, fragment) in cases + usage {
                 let result = try await runTool("workerctl", arguments, database: db)
@@ -294,6 +295,8 @@ import WorkerTestSupport
             let redrive = try await runTool("workerctl", ["redrive", "--id", "17", "--id", "9999"], database: db)
             #expect(redrive.status == 1 && redrive.stdout.contains("redrove job 17"), "\(redrive)")
             #expect(redrive.stderr.contains("not redriven: 9999 (no such dead letter"), "\(redrive)")
+            let asJSON = try await runTool("workerctl", ["redrive", "--id", "9997", "--json"], database: db)
+            #expect(asJSON.status == 1 && asJSON.stderr.contains("not redriven: 9997"), "\(asJSON)")
             let purge = try await runTool("workerctl", ["dlq", "purge", "--id", "18", "--id", "9998"], database: db)
             #expect(purge.status == 1 && purge.stdout.contains("purged 1 dead letter"), "\(purge)")
             #expect(purge.stderr.contains("not purged: 9998 (no such dead letter"), "\(purge)")
