@@ -31,8 +31,7 @@ struct StatsCommand: AsyncParsableCommand {
     }
 
     func validate() throws {
-        let every: Duration
-        do { every = try DurationParser.parse(interval, setting: "--interval") } catch { throw ValidationError("\(error)") }
+        let every = try asBadArgument { try DurationParser.parse(interval, setting: "--interval") }
         guard every >= .milliseconds(100) else { throw ValidationError("--interval must be at least 100ms") }
     }
 

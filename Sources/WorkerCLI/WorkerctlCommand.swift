@@ -31,11 +31,7 @@ struct DatabaseOptions: ParsableArguments {
     /// A URL that cannot be read is a bad argument (exit 64), found before
     /// anything runs.
     func validate() throws {
-        do {
-            _ = try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment)
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.description)
-        }
+        _ = try asBadArgument { try DatabaseConfig.resolve(url: databaseURL, environment: ProcessInfo.processInfo.environment) }
     }
 
     /// Runs `body` with a connected pool; statement errors exit with the
@@ -61,6 +57,16 @@ struct DatabaseOptions: ParsableArguments {
             guard let failed = (error.beginError ?? error.closureError ?? error.commitError) as? PSQLError else { throw error }
             throw CommandFailure(failed)
         }
+    }
+}
+
+/// `body`'s value; a setting it finds invalid is a bad argument (exit 64, with
+/// the usage), not a command that failed.
+func asBadArgument<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as ConfigurationError {
+        throw ValidationError(error.description)
     }
 }
 
@@ -144,23 +150,16 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     private func parsedLockTimeout() throws -> Duration? {
-        do {
-            let timeout = try DurationParser.parse(lockTimeout, setting: "--lock-timeout")
-            guard timeout == .zero || (Duration.milliseconds(1)...Duration.milliseconds(Int64(Int32.max))).contains(timeout) else {
-                throw ValidationError("--lock-timeout must be 0 (no limit) or 1ms to 24d, PostgreSQL's lock_timeout range")
-            }
-            return timeout == .zero ? nil : timeout
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.description)
+        let timeout = try asBadArgument { try DurationParser.parse(lockTimeout, setting: "--lock-timeout") }
+        guard timeout == .zero || (Duration.milliseconds(1)...Duration.milliseconds(Int64(Int32.max))).contains(timeout) else {
+            throw ValidationError("--lock-timeout must be 0 (no limit) or 1ms to 24d, PostgreSQL's lock_timeout range")
         }
+        return timeout == .zero ? nil : timeout
     }
 
     func run() async throws {
-        let directory: URL
-        do {
-            directory = try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
-        } catch let error as ConfigurationError {
-            throw ValidationError(error.description)
+        let directory = try asBadArgument {
+            try Migration.locateDirectory(explicit: sqlDir, environment: ProcessInfo.processInfo.environment)
         }
         let migrations = try Migration.load(from: directory)
         if dryRun { return try await showPlan(migrations, from: directory) }
@@ -213,7 +212,7 @@ struct EnqueueCommand: AsyncParsableCommand {
         // An empty key is most often an unset shell variable: every such job would share it.
         if idempotencyKey?.isEmpty == true { throw ValidationError("--idempotency-key is empty; leave it out for no key") }
         if orderingKey?.isEmpty == true { throw ValidationError("--ordering-key is empty; leave it out for no key") }
-        do { _ = try DurationParser.parse(delay, setting: "--delay") } catch { throw ValidationError("\(error)") }
+        _ = try asBadArgument { try DurationParser.parse(delay, setting: "--delay") }
     }
 
     func run() async throws {
