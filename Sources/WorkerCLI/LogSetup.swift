@@ -46,12 +46,8 @@ struct StructuredLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var fields = metadata
-        if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
-        if let extra = event.metadata { fields.merge(extra) { $1 } }
-        if let error = event.error { fields["error"] = "\(String(reflecting: error))" }
         let line = Self.line(format: format, time: Date(), level: event.level, label: label,
-                             message: event.message.description, fields: fields.mapValues { "\($0)" })
+                             message: event.message.description, fields: fields(of: event))
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }
 

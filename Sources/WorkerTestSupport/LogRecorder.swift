@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import WorkerEngine
 
 /// Keeps what is logged through it, for tests about what a worker says.
 public final class LogRecorder: Sendable {
@@ -32,10 +33,7 @@ public final class LogRecorder: Sendable {
         }
 
         func log(event: LogEvent) {
-            var fields = metadata
-            if let provided = metadataProvider?.get() { fields.merge(provided) { $1 } }
-            if let extra = event.metadata { fields.merge(extra) { $1 } }
-            let line = Line(level: event.level, message: event.message.description, metadata: fields.mapValues { "\($0)" })
+            let line = Line(level: event.level, message: event.message.description, metadata: fields(of: event))
             recorder.lines.withLock { $0.append(line) }
         }
     }
