@@ -66,7 +66,8 @@ struct StatsCommand: AsyncParsableCommand {
             rows: report.queues.map {
                 [$0.queue, "\($0.ready)", "\($0.inFlight)", "\($0.delayed)", "\($0.blocked)", "\($0.dead)",
                  $0.ready == 0 ? "-" : String(format: "%.1fs", $0.oldestReadyAgeSeconds), "\($0.finishedLastMinute)", "\($0.retrying)",
-                 "\($0.highestAttempt)", ($0.paused ? "paused" : "active") + ($0.maxInFlight.map { ",limit=\($0)" } ?? "")]
+                 "\($0.highestAttempt)", ($0.paused ? "paused" : "active") + ($0.maxInFlight.map { ",limit=\($0)" } ?? "")
+                    + ($0.maxPerSecond.map { ",rate=\(rateText($0))/s" } ?? "")]
             })
         if report.queues.isEmpty { out += "\n(no jobs and no dead letters)" }
         if !report.kinds.isEmpty {

@@ -29,9 +29,11 @@ extension WorkerdCommand.Settings {
             print("database: reachable, schema at version \(version); workerd would start")
             // What the fleet has set for these queues, which holds their claims whatever this workerd's settings.
             for queue in worker.queues {
-                let limit = limits.first { $0.queue == queue }?.maxInFlight
+                let limit = limits.first { $0.queue == queue }
                 let held = [pauses.contains { $0.queue == queue } ? "paused (workerctl resume)" : nil,
-                            limit.map { "at most \($0) in flight across the fleet (workerctl limits)" }].compactMap { $0 }
+                            limit?.maxInFlight.map { "at most \($0) in flight across the fleet (workerctl limits)" },
+                            limit?.maxPerSecond.map { "at most \(rateText($0)) claimed a second across the fleet (workerctl limits)" },
+                ].compactMap { $0 }
                 if !held.isEmpty { print("queue \(queue): \(held.joined(separator: ", "))") }
             }
         } catch {

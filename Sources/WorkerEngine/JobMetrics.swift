@@ -33,6 +33,8 @@ public enum JobMetrics {
     public static let queueBlocked = "worker_queue_blocked_jobs"
     /// The queue's fleet-wide limit on jobs in flight (`workerctl limits`); 0 without one.
     public static let queueMaxInFlight = "worker_queue_max_in_flight"
+    /// The queue's fleet-wide limit on jobs claimed per second; 0 without one.
+    public static let queueMaxPerSecond = "worker_queue_max_per_second"
     public static let queueDead = "worker_queue_dead_letters"
     /// The age of the oldest ready job: ApproximateAgeOfOldestMessage.
     public static let queueOldestAge = "worker_queue_oldest_ready_age_seconds"

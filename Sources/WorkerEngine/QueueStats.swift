@@ -27,6 +27,8 @@ public struct QueueStats: Sendable, Equatable, Codable {
     public var paused: Bool
     /// The fleet-wide limit on its jobs in flight (`workerctl limits`), if any.
     public var maxInFlight: Int?
+    /// The fleet-wide limit on its jobs claimed per second, if any.
+    public var maxPerSecond: Double?
 
     /// Reads every queue that has jobs, dead letters, recent throughput, a
     /// pause or a limit; with `queues`, only those (the others are not scanned).
@@ -67,16 +69,17 @@ public struct QueueStats: Sendable, Equatable, Codable {
                    coalesce(q.blocked, 0), coalesce(d.dead, 0), coalesce(q.oldest_ready_age, 0), coalesce(q.retrying, 0),
                    coalesce(q.highest_attempt, 0), coalesce(t.finished, 0)::int8,
                    EXISTS (SELECT FROM worker.queue_pauses AS p WHERE p.queue = n.queue),
-                   (SELECT l.max_in_flight FROM worker.queue_limits AS l WHERE l.queue = n.queue)
+                   l.max_in_flight, l.max_per_second
             FROM names AS n
             LEFT JOIN q ON q.queue = n.queue LEFT JOIN d ON d.queue = n.queue LEFT JOIN t ON t.queue = n.queue
+            LEFT JOIN worker.queue_limits AS l ON l.queue = n.queue
             ORDER BY 1
             """, logger: logger)
         var stats: [QueueStats] = []
-        for try await r in rows.decode((String, Int, Int, Int, Int, Int, Double, Int, Int, Int, Bool, Int?).self) {
+        for try await r in rows.decode((String, Int, Int, Int, Int, Int, Double, Int, Int, Int, Bool, Int?, Double?).self) {
             stats.append(QueueStats(
                 queue: r.0, ready: r.1, inFlight: r.2, delayed: r.3, blocked: r.4, dead: r.5, oldestReadyAgeSeconds: r.6,
-                retrying: r.7, highestAttempt: r.8, finishedLastMinute: r.9, paused: r.10, maxInFlight: r.11))
+                retrying: r.7, highestAttempt: r.8, finishedLastMinute: r.9, paused: r.10, maxInFlight: r.11, maxPerSecond: r.12))
         }
         return stats
     }

@@ -35,6 +35,7 @@ struct MetricsSampler: Sendable {
                 Gauge(label: JobMetrics.queueDelayed, dimensions: dimensions).record(found?.delayed ?? 0)
                 Gauge(label: JobMetrics.queueBlocked, dimensions: dimensions).record(found?.blocked ?? 0)
                 Gauge(label: JobMetrics.queueMaxInFlight, dimensions: dimensions).record(found?.maxInFlight ?? 0)
+                Gauge(label: JobMetrics.queueMaxPerSecond, dimensions: dimensions).record(found?.maxPerSecond ?? 0)
                 Gauge(label: JobMetrics.queueDead, dimensions: dimensions).record(found?.dead ?? 0)
                 Gauge(label: JobMetrics.queueOldestAge, dimensions: dimensions).record(found?.oldestReadyAgeSeconds ?? 0)
                 Gauge(label: JobMetrics.queuePaused, dimensions: dimensions).record(found?.paused == true ? 1 : 0)

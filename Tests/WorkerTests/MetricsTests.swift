@@ -30,7 +30,7 @@ import WorkerTestSupport
             _ = try await db.queue.enqueue(NewJob(queue: "slow", kind: "demo.task", payload: #"{"work_ms": 60000}"#))
             // A paused queue with a job an hour old: the age gauge must show it.
             try await QueuePauses(client: db.client, logger: db.logger).pause("held")
-            try await QueueLimits(client: db.client, logger: db.logger).set("held", maxInFlight: 3)
+            try await QueueLimits(client: db.client, logger: db.logger).set("held", maxInFlight: 3, rate: .init(perSecond: 2.5))
             try await db.execute("INSERT INTO worker.jobs (queue, kind, created_at) VALUES ('held', 'noop', now() - interval '1 hour')")
             // A schedule due (its job goes to a queue no worker serves), and one whose cron cannot run.
             try await db.execute("""
@@ -73,6 +73,8 @@ import WorkerTestSupport
             #expect(sample(text, #"worker_queue_paused{queue="held"}"#) == 1)
             #expect(sample(text, #"worker_queue_max_in_flight{queue="held"}"#) == 3)
             #expect(sample(text, #"worker_queue_max_in_flight{queue="default"}"#) == 0)
+            #expect(sample(text, #"worker_queue_max_per_second{queue="held"}"#) == 2.5)
+            #expect(sample(text, #"worker_queue_max_per_second{queue="default"}"#) == 0)
             #expect(sample(text, #"worker_queue_ready_jobs{queue="held"}"#) == 1)
             #expect(sample(text, "worker_leases_held") == 0)
             #expect(sample(text, #"worker_build_info{version="\#(ProductVersion.number)"}"#) == 1, "\(text)")

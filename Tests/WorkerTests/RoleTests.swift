@@ -62,8 +62,11 @@ import WorkerTestSupport
             _ = try await db.queue.enqueue(NewJob(kind: "no.such.kind"))
             // A schedule's run, due.
             try await db.execute("INSERT INTO worker.schedules (name, cron, kind, next_run_at) VALUES ('yearly', '@yearly', 'noop', now() - interval '1 minute')")
-            // Its claims count the leases under a limit.
-            try await db.execute("INSERT INTO worker.queue_limits (queue, max_in_flight) VALUES ('default', 2)")
+            // Its claims count the leases under a limit and spend the tokens of a rate.
+            try await db.execute("""
+                INSERT INTO worker.queue_limits (queue, max_in_flight, max_per_second, burst, tokens, tokens_at)
+                VALUES ('default', 2, 1000, 1000, 1000, now())
+                """)
             // An expired key for the sweeper.
             try await db.execute("INSERT INTO worker.idempotency_keys (key, kind, job_id, payload_hash, status, expires_at) VALUES ('old', 'refund.requested', 1, 'x', 'completed', now() - interval '1 hour')")
 
