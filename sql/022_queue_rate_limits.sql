@@ -8,10 +8,14 @@
 --
 -- The bucket is the queue's row of worker.queue_limits: `tokens` as of
 -- `tokens_at`, refilled at max_per_second up to burst. A claim of a
--- rate-limited queue takes sql/021's advisory lock of the queue, reads the
--- bucket under it (the claim before it may have taken tokens), claims at
--- most the whole tokens it holds, and writes back what it left; the lock is
--- held until the claim commits, so two claims never spend the same token.
+-- rate-limited queue takes sql/021's advisory lock of the queue and the
+-- bucket's row lock, both within sql/021's second, reads the bucket under
+-- them (the claim before it may have taken tokens), claims at most the whole
+-- tokens it holds, and writes back what it left; the locks are held until
+-- the claim commits, so two claims never spend the same token. The row is
+-- locked before the jobs: an UPDATE of it after them would wait, without a
+-- limit and with the queue's lock and the claimed rows held, for an operator
+-- whose transaction holds the row, and then overwrite what they set.
 -- A claim that takes nothing writes nothing: the bucket's level follows
 -- from its last write and the clock. Queues without a rate pay nothing:
 -- their claim reads the same row it read before, or none.
@@ -27,8 +31,10 @@ ALTER TABLE worker.queue_limits
     ADD CONSTRAINT queue_limits_some_limit CHECK (max_in_flight IS NOT NULL OR max_per_second IS NOT NULL),
     ADD CONSTRAINT queue_limits_rate_valid CHECK (
         max_per_second IS NULL
-        OR (max_per_second > 0 AND max_per_second <= 1000000 AND burst >= 1
-            AND tokens IS NOT NULL AND tokens_at IS NOT NULL AND tokens <= burst));
+        OR (max_per_second > 0 AND max_per_second <= 1000000
+            AND burst IS NOT NULL AND burst >= 1
+            AND tokens IS NOT NULL AND tokens >= 0 AND tokens <= burst
+            AND tokens_at IS NOT NULL AND isfinite(tokens_at)));
 
 -- The claim spends tokens as the role that claims.
 GRANT UPDATE (tokens, tokens_at) ON worker.queue_limits TO worker_consumer;
@@ -67,6 +73,9 @@ BEGIN
         BEGIN
             PERFORM set_config('lock_timeout', '1s', true);
             PERFORM pg_advisory_xact_lock(1818848617, hashtext(claim_queue));
+            IF per_second IS NOT NULL THEN
+                PERFORM FROM worker.queue_limits AS l WHERE l.queue = claim_queue FOR NO KEY UPDATE;
+            END IF;
         EXCEPTION WHEN lock_not_available THEN
             RETURN;
         END;
@@ -76,7 +85,7 @@ BEGIN
             claimable := least(batch_size, in_flight_limit - worker.limited_in_flight(claim_queue, leased_from));
         END IF;
         IF per_second IS NOT NULL THEN
-            -- Read again under the lock: the last claim may have spent tokens,
+            -- Read again under the locks: the last claim may have spent tokens,
             -- `workerctl limits` may have changed or removed the rate.
             SELECT least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM leased_from - l.tokens_at), 0))
             INTO tokens_left FROM worker.queue_limits AS l WHERE l.queue = claim_queue AND l.max_per_second IS NOT NULL;
@@ -135,12 +144,10 @@ BEGIN
         SELECT min(x.priority) INTO level FROM worker.jobs AS x WHERE x.queue = claim_queue AND x.priority > level;
         EXIT WHEN level IS NULL;
     END LOOP;
-    -- least(): a `limits set` that lowered the burst meanwhile has committed
-    -- before this update could lock the row.
     IF tokens_left IS NOT NULL AND wanted < claimable THEN
         UPDATE worker.queue_limits AS l
-        SET tokens = least(l.burst, tokens_left - (claimable - wanted)), tokens_at = leased_from
-        WHERE l.queue = claim_queue AND l.max_per_second IS NOT NULL;
+        SET tokens = tokens_left - (claimable - wanted), tokens_at = leased_from
+        WHERE l.queue = claim_queue;
     END IF;
 END
 $$;

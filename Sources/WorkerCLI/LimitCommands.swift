@@ -37,8 +37,10 @@ struct LimitsListCommand: AsyncParsableCommand {
         print(Table.render(
             header: ["QUEUE", "MAX_IN_FLIGHT", "IN_FLIGHT", "MAX_PER_SECOND", "BURST", "TOKENS", "SET_AT", "SET_BY"],
             rows: limits.map {
-                [$0.queue, $0.maxInFlight.map { "\($0)" } ?? "-", "\($0.inFlight)", $0.maxPerSecond.map(rateText) ?? "-",
-                 $0.burst.map { "\($0)" } ?? "-", $0.tokens.map { String(format: "%.1f", $0) } ?? "-",
+                [$0.queue, $0.maxInFlight.map { "\($0)" } ?? "-", $0.inFlight.map { "\($0)" } ?? "-",
+                 $0.maxPerSecond.map(rateText) ?? "-", $0.burst.map { "\($0)" } ?? "-",
+                 // Down: a claim takes whole tokens only.
+                 $0.tokens.map { String(format: "%.1f", ($0 * 10).rounded(.down) / 10) } ?? "-",
                  time.string(from: $0.setAt), $0.setBy]
             }))
         if limits.isEmpty { print("(no limits)") }
@@ -49,8 +51,9 @@ struct LimitsSetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set", abstract: "Set or change a queue's limits; they hold from every worker's next claim.",
         discussion: """
-            Only the limits given change: `limits set billing --max-per-second 20` keeps billing's --max-in-flight. \
-            A rate set starts with a full bucket.
+            Only the limits given change: `limits set billing --max-per-second 20` keeps billing's --max-in-flight \
+            and the burst of its rate. A new rate starts with a full bucket; a rate changed keeps its bucket's \
+            level, so that setting the same limits again grants no burst.
             """)
 
     @OptionGroup var database: DatabaseOptions
@@ -59,7 +62,7 @@ struct LimitsSetCommand: AsyncParsableCommand {
     var maxInFlight: Int?
     @Option(parsing: .unconditional, help: "Jobs of the queue claimed per second, fleet-wide, e.g. 20 or 0.5.")
     var maxPerSecond: Double?
-    @Option(parsing: .unconditional, help: "With --max-per-second: the most claimed at once after a quiet spell (default: a second's worth).")
+    @Option(parsing: .unconditional, help: "With --max-per-second: the most claimed at once after a quiet spell (default: the rate's burst, or a second's worth for a new rate).")
     var burst: Int?
 
     func validate() throws {
@@ -84,12 +87,12 @@ struct LimitsSetCommand: AsyncParsableCommand {
     func run() async throws {
         let (queue, maxInFlight) = (self.queue, self.maxInFlight)
         let rate = maxPerSecond.map { QueueLimits.Rate(perSecond: $0, burst: burst) }
-        let note = try await database.withClient { client, logger in
-            try await QueueLimits(client: client, logger: logger).set(queue, maxInFlight: maxInFlight, rate: rate)
-            return try await unknownQueueNote(queue, client: client, logger: logger)
+        let (limit, note) = try await database.withClient { client, logger in
+            (try await QueueLimits(client: client, logger: logger).set(queue, maxInFlight: maxInFlight, rate: rate),
+             try await unknownQueueNote(queue, client: client, logger: logger))
         }
-        let limits = [maxInFlight.map { "\($0) jobs in flight" },
-                      rate.map { "\(rateText($0.perSecond)) jobs a second (bursts of \($0.burst))" }].compactMap { $0 }
+        let limits = [limit.maxInFlight.map { "\($0) jobs in flight" },
+                      limit.maxPerSecond.map { "\(rateText($0)) jobs a second (bursts of \(limit.burst ?? 1))" }].compactMap { $0 }
         print("queue '\(queue)' limited to \(limits.joined(separator: " and "))")
         if let note { print(note) }
     }
@@ -101,8 +104,8 @@ struct LimitsRemoveCommand: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
     @Argument(help: "The queue whose limits to remove.") var queue: String
-    @Flag(help: "Remove only the limit on jobs in flight.") var maxInFlight = false
-    @Flag(help: "Remove only the rate.") var maxPerSecond = false
+    @Flag(help: "Remove the limit on jobs in flight (without either flag: both limits).") var maxInFlight = false
+    @Flag(help: "Remove the rate (without either flag: both limits).") var maxPerSecond = false
 
     func run() async throws {
         let queue = self.queue

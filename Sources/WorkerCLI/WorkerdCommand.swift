@@ -41,7 +41,7 @@ public struct WorkerdCommand: AsyncParsableCommand {
     var batchSize: String?
     @Option(parsing: .unconditional, help: "Lease length before a claimed job is given to another worker (env WORKERD_VISIBILITY_TIMEOUT, default 30s).")
     var visibilityTimeout: String?
-    @Option(parsing: .unconditional, help: "Look for due jobs this often without a notification (env WORKERD_POLL_INTERVAL, default 1s).")
+    @Option(parsing: .unconditional, help: "Look for due jobs this often without a notification, on average (env WORKERD_POLL_INTERVAL, default 1s).")
     var pollInterval: String?
     @Option(parsing: .unconditional, help: "Time allowed to drain on SIGTERM (env WORKERD_STOP_TIMEOUT, default 25s).")
     var stopTimeout: String?

@@ -11,8 +11,9 @@ public struct QueueLimits: Sendable {
     public struct Limit: Sendable, Equatable, Codable {
         public var queue: String
         public var maxInFlight: Int?
-        /// Jobs of the queue leased under the concurrency limit now (by the database's clock).
-        public var inFlight: Int
+        /// Jobs of the queue leased under the concurrency limit now (by the
+        /// database's clock); nil without one.
+        public var inFlight: Int?
         public var maxPerSecond: Double?
         public var burst: Int?
         /// The rate's bucket now: how many jobs a claim could take at once.
@@ -25,12 +26,17 @@ public struct QueueLimits: Sendable {
     public struct Rate: Sendable, Equatable {
         public static let maxPerSecond = 1_000_000.0
         public var perSecond: Double
-        public var burst: Int
+        /// Nil keeps the burst of the rate it replaces; a new rate takes `defaultBurst`.
+        public var burst: Int?
 
-        /// Without a burst, a second's worth (at least one job).
         public init(perSecond: Double, burst: Int? = nil) {
             self.perSecond = perSecond
-            self.burst = burst ?? (perSecond.isFinite ? max(1, Int(min(perSecond, Self.maxPerSecond).rounded(.up))) : 1)
+            self.burst = burst
+        }
+
+        /// A second's worth, at least one job.
+        public var defaultBurst: Int {
+            Int(min(max(perSecond.isFinite ? perSecond : 1, 1), Self.maxPerSecond).rounded(.up))
         }
     }
 
@@ -51,29 +57,45 @@ public struct QueueLimits: Sendable {
         self.logger = logger
     }
 
-    /// Sets or changes the limits given; a nil one stays as it was. A rate
-    /// set starts with a full bucket. Wakes the queue's workers, for whom a
-    /// higher limit may have freed slots.
-    public func set(_ queue: String, maxInFlight: Int? = nil, rate: Rate? = nil) async throws {
+    /// Sets or changes the limits given; a nil one stays as it was. A new
+    /// rate starts with a full bucket; a rate changed keeps its bucket's
+    /// level (no more than the new burst), so that setting the same limits
+    /// again grants no burst. Wakes the queue's workers, for whom a higher
+    /// limit may have freed slots. Returns the queue's limits as set.
+    @discardableResult
+    public func set(_ queue: String, maxInFlight: Int? = nil, rate: Rate? = nil) async throws -> Limit {
         precondition(maxInFlight != nil || rate != nil, "set needs a limit")
-        let (perSecond, burst) = (rate?.perSecond, rate?.burst)
-        try await client.query(
+        let (perSecond, burst, defaultBurst) = (rate?.perSecond, rate?.burst, rate?.defaultBurst)
+        let rows = try await client.query(
             """
-            WITH limited AS (
+            WITH old AS (
+                SELECT l.max_in_flight, l.max_per_second, l.burst, l.tokens, l.tokens_at,
+                       \(unescaped: Self.bucketLevel("now()")) AS level
+                FROM worker.queue_limits AS l WHERE l.queue = \(queue) FOR NO KEY UPDATE
+            ), new AS (
+                SELECT coalesce(\(maxInFlight)::int, o.max_in_flight) AS max_in_flight,
+                       coalesce(\(perSecond)::float8, o.max_per_second) AS max_per_second,
+                       CASE WHEN \(perSecond)::float8 IS NULL THEN o.burst
+                            ELSE coalesce(\(burst)::int, o.burst, \(defaultBurst)::int) END AS burst,
+                       o.tokens, o.tokens_at, o.level, o.max_per_second IS NULL AS rate_is_new
+                FROM (SELECT) AS given LEFT JOIN old AS o ON true
+            ), limited AS (
                 INSERT INTO worker.queue_limits AS l (queue, max_in_flight, max_per_second, burst, tokens, tokens_at)
-                VALUES (\(queue), \(maxInFlight), \(perSecond), \(burst), \(burst)::float8,
-                        CASE WHEN \(perSecond)::float8 IS NOT NULL THEN now() END)
+                SELECT \(queue), n.max_in_flight, n.max_per_second, n.burst,
+                       CASE WHEN \(perSecond)::float8 IS NULL THEN n.tokens
+                            WHEN n.rate_is_new THEN n.burst ELSE least(n.burst, n.level) END,
+                       CASE WHEN \(perSecond)::float8 IS NULL THEN n.tokens_at ELSE now() END
+                FROM new AS n
                 ON CONFLICT (queue) DO UPDATE SET
-                    max_in_flight = coalesce(excluded.max_in_flight, l.max_in_flight),
-                    max_per_second = coalesce(excluded.max_per_second, l.max_per_second),
-                    burst = coalesce(excluded.burst, l.burst),
-                    tokens = coalesce(excluded.tokens, l.tokens),
-                    tokens_at = coalesce(excluded.tokens_at, l.tokens_at),
+                    max_in_flight = excluded.max_in_flight, max_per_second = excluded.max_per_second,
+                    burst = excluded.burst, tokens = excluded.tokens, tokens_at = excluded.tokens_at,
                     set_at = now(), set_by = current_user
-                RETURNING queue
+                RETURNING l.*
             )
-            SELECT pg_notify('worker_jobs', queue) FROM limited
-            """, logger: logger).drain()
+            SELECT \(unescaped: Self.columns) FROM limited AS l CROSS JOIN LATERAL pg_notify('worker_jobs', l.queue)
+            """, logger: logger)
+        for try await limit in try await Self.limits(rows) { return limit }
+        throw PostgresWorkerError.unexpected("limits set returned no row")
     }
 
     /// Takes the named limits away, and the queue's row with the last of
@@ -108,17 +130,28 @@ public struct QueueLimits: Sendable {
 
     public func list() async throws -> [Limit] {
         let rows = try await client.query(
-            """
-            SELECT l.queue, l.max_in_flight, worker.limited_in_flight(l.queue, now()), l.max_per_second, l.burst,
-                   least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM clock_timestamp() - l.tokens_at), 0)),
-                   l.set_at, l.set_by
-            FROM worker.queue_limits AS l ORDER BY l.queue
-            """, logger: logger)
+            "SELECT \(unescaped: Self.columns) FROM worker.queue_limits AS l ORDER BY l.queue", logger: logger)
         var limits: [Limit] = []
-        for try await r in rows.decode((String, Int?, Int, Double?, Int?, Double?, Date, String).self) {
-            limits.append(Limit(queue: r.0, maxInFlight: r.1, inFlight: r.2, maxPerSecond: r.3, burst: r.4, tokens: r.5,
-                                setAt: r.6, setBy: r.7))
-        }
+        for try await limit in try await Self.limits(rows) { limits.append(limit) }
         return limits
+    }
+
+    /// The bucket of the row `l` at `time`: refilled since its last claim, up to its burst.
+    static func bucketLevel(_ time: String) -> String {
+        "least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM \(time) - l.tokens_at), 0))"
+    }
+
+    /// A `Limit` from the row `l`, as `limits(_:)` decodes it.
+    static let columns = """
+        l.queue, l.max_in_flight,
+        CASE WHEN l.max_in_flight IS NOT NULL THEN worker.limited_in_flight(l.queue, now()) END,
+        l.max_per_second, l.burst, \(bucketLevel("clock_timestamp()")), l.set_at, l.set_by
+        """
+
+    static func limits(_ rows: PostgresRowSequence) async throws -> some AsyncSequence<Limit, any Error> {
+        rows.decode((String, Int?, Int?, Double?, Int?, Double?, Date, String).self).map {
+            Limit(queue: $0.0, maxInFlight: $0.1, inFlight: $0.2, maxPerSecond: $0.3, burst: $0.4, tokens: $0.5,
+                  setAt: $0.6, setBy: $0.7)
+        }
     }
 }

@@ -160,11 +160,11 @@ public final class Worker: Service, Sendable {
                 continue
             }
             // A notification that came since `generation` ends the wait at once.
-            // Half a poll interval to a whole one: lanes that began together (one
-            // workerd's, a fleet restarted at once) would otherwise look at the
-            // same instants, and the first of them take a rate-limited queue's
-            // tokens from all the others, poll after poll.
-            await wake.wait(since: generation, upTo: configuration.pollInterval * Double.random(in: 0.5...1))
+            // The poll interval on average, drawn from 0.75 to 1.25 of it: lanes that
+            // began together (one workerd's, a fleet restarted at once) would
+            // otherwise look at the same instants, and the first of them take a
+            // rate-limited queue's tokens from all the others, poll after poll.
+            await wake.wait(since: generation, upTo: configuration.pollInterval * Double.random(in: 0.75...1.25))
         }
     }
 

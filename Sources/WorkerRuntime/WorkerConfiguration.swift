@@ -18,7 +18,8 @@ public struct WorkerConfiguration: Sendable {
     /// considered lost; the heartbeat extends it while the worker is alive.
     public var visibilityTimeout: Duration
     /// Idle workers look for due jobs this often even without a notification
-    /// (retries and scheduled jobs become due without an INSERT).
+    /// (retries and scheduled jobs become due without an INSERT), on average:
+    /// each wait is drawn from 0.75 to 1.25 of it.
     public var pollInterval: Duration
     /// How long a stopping worker may take to finish its current jobs.
     public var stopTimeout: Duration

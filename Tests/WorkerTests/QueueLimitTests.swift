@@ -23,7 +23,7 @@ import WorkerTestSupport
             #expect(first.count == 3)
             #expect(try await claim(db).isEmpty, "every slot is taken")
             #expect(try await claim(db, "free").count == 10, "other queues are not limited")
-            #expect(try await limits.list().map { "\($0.queue) \($0.inFlight)/\($0.maxInFlight ?? 0)" } == ["limited 3/3"])
+            #expect(try await limits.list().map { "\($0.queue) \($0.inFlight ?? 0)/\($0.maxInFlight ?? 0)" } == ["limited 3/3"])
 
             // An ack frees a slot and wakes the queue's workers: their lanes wait for a poll after a short claim.
             let processor = BatchProcessor(client: db.client, handlers: .testing(RecordingHandler()), workerID: "w", logger: db.logger)

@@ -45,15 +45,36 @@ import WorkerTestSupport
             // With a limit on jobs in flight too, the smaller of the two holds
             // (the jobs leased before it count from their next claim).
             _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: 10)
-            try await limits.set("limited", maxInFlight: 4)
+            let both = try await limits.set("limited", maxInFlight: 4)
+            #expect(both.maxPerSecond == 0.0001 && both.burst == 5 && both.inFlight == 0, "the rate kept: \(both)")
             #expect(try await claim(db).count == 3, "the rate's three tokens, four slots free")
-            try await limits.set("limited", rate: .init(perSecond: 0.0001, burst: 5))
-            #expect(try await claim(db).count == 1, "a rate set again starts full; one slot is left")
+            let again = try await limits.set("limited", rate: .init(perSecond: 0.0001))
+            #expect(again.burst == 5 && again.maxInFlight == 4, "\(again)")
+            #expect(try await claim(db).isEmpty, "a rate set again keeps its bucket's level: no burst granted")
+            try await wait(100_000, db)
+            #expect(try await claim(db).count == 1, "one slot is left")
             #expect(try await limits.remove("limited", .maxInFlight))
             #expect(try await claim(db).count == 4, "the rate alone: the bucket's other four")
             #expect(try await limits.remove("limited", .rate))
             #expect(try await !limits.remove("limited"), "the last limit removed took the queue's row")
             #expect(try await claim(db).count == 2, "the rest, unlimited")
+        }
+    }
+
+    /// An operator's transaction holding the bucket's row makes a claim give
+    /// up after a second, as sql/021's lock does, not wait for it with the
+    /// queue's lock held (every other claim of the queue would give up).
+    @Test func aClaimWaitsForTheBucketsRowASecondAtMost() async throws {
+        try await withTestDatabase { db in
+            try await QueueLimits(client: db.client, logger: db.logger).set("limited", rate: .init(perSecond: 100))
+            _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: 2)
+            try await db.client.withConnection { holder in
+                try await holder.query("BEGIN", logger: db.logger)
+                try await holder.query("UPDATE worker.queue_limits SET set_by = 'ops'", logger: db.logger)
+                #expect(try await claim(db).isEmpty)
+                try await holder.query("COMMIT", logger: db.logger)
+            }
+            #expect(try await claim(db).count == 2)
         }
     }
 
@@ -123,6 +144,13 @@ import WorkerTestSupport
             let table = try await run("limits", "list")
             let row = table.stdout.split(separator: "\n").last?.split(separator: " ", omittingEmptySubsequences: true).prefix(6)
             #expect(row.map(Array.init) == ["billing", "4", "0", "0.5", "1", "1.0"], "\(table)")
+            let rateOnly = try await run("limits", "set", "mail", "--max-per-second", "2", "--burst", "7")
+            #expect(rateOnly.stdout.contains("limited to 2 jobs a second (bursts of 7)"), "\(rateOnly)")
+            let rateChanged = try await run("limits", "set", "mail", "--max-per-second", "3")
+            #expect(rateChanged.stdout.contains("limited to 3 jobs a second (bursts of 7)"), "the burst kept: \(rateChanged)")
+            let mail = try await run("limits", "list")
+            let mailRow = mail.stdout.split(separator: "\n").last?.split(separator: " ", omittingEmptySubsequences: true).prefix(5)
+            #expect(mailRow.map(Array.init) == ["mail", "-", "-", "3", "7"], "no in-flight count without its limit: \(mail)")
             let json = try await run("limits", "list", "--json")
             let listed = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
             #expect(listed?.first?["max_per_second"] as? Double == 0.5 && listed?.first?["burst"] as? Int == 1, "\(json)")
