@@ -39,6 +39,16 @@ ALTER TABLE worker.queue_limits
 -- The claim spends tokens as the role that claims.
 GRANT UPDATE (tokens, tokens_at) ON worker.queue_limits TO worker_consumer;
 
+-- The bucket of a queue's rate at `at`: its tokens refilled since tokens_at,
+-- no more than its burst; NULL without a rate.
+CREATE FUNCTION worker.rate_tokens(l worker.queue_limits, at timestamptz) RETURNS double precision
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM at - l.tokens_at), 0))
+$$;
+
+REVOKE ALL ON FUNCTION worker.rate_tokens(worker.queue_limits, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker.rate_tokens(worker.queue_limits, timestamptz) TO worker_consumer, worker_admin;
+
 CREATE OR REPLACE FUNCTION worker.claim(claim_queue text, batch_size integer, visibility_ms bigint, worker_id text)
 RETURNS TABLE (
     id bigint, queue text, kind text, payload text, idempotency_key text, priority smallint, attempts integer,
@@ -87,8 +97,8 @@ BEGIN
         IF per_second IS NOT NULL THEN
             -- Read again under the locks: the last claim may have spent tokens,
             -- `workerctl limits` may have changed or removed the rate.
-            SELECT least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM leased_from - l.tokens_at), 0))
-            INTO tokens_left FROM worker.queue_limits AS l WHERE l.queue = claim_queue AND l.max_per_second IS NOT NULL;
+            SELECT worker.rate_tokens(l, leased_from) INTO tokens_left
+            FROM worker.queue_limits AS l WHERE l.queue = claim_queue AND l.max_per_second IS NOT NULL;
             IF tokens_left IS NOT NULL THEN
                 claimable := least(claimable, floor(tokens_left)::integer);
             END IF;

@@ -109,11 +109,11 @@ struct LimitsRemoveCommand: AsyncParsableCommand {
 
     func run() async throws {
         let queue = self.queue
-        let kinds: QueueLimits.Kinds = maxInFlight == maxPerSecond ? .all : maxInFlight ? .maxInFlight : .rate
+        let limits: QueueLimits.Selection = maxInFlight == maxPerSecond ? .all : maxInFlight ? .maxInFlight : .rate
         let removed = try await database.withClient { client, logger in
-            try await QueueLimits(client: client, logger: logger).remove(queue, kinds)
+            try await QueueLimits(client: client, logger: logger).remove(queue, limits)
         }
-        let what = kinds == .all ? "limit" : maxInFlight ? "limit on jobs in flight" : "rate limit"
+        let what = limits == .all ? "limit" : maxInFlight ? "limit on jobs in flight" : "rate limit"
         guard removed else { throw CommandFailure("queue '\(queue)' has no \(what)") }
         print("removed the \(what == "limit" ? "limits" : what) of queue '\(queue)'")
     }

@@ -41,12 +41,12 @@ public struct QueueLimits: Sendable {
     }
 
     /// Which limits `remove` takes away.
-    public struct Kinds: OptionSet, Sendable {
+    public struct Selection: OptionSet, Sendable {
         public let rawValue: Int
         public init(rawValue: Int) { self.rawValue = rawValue }
-        public static let maxInFlight = Kinds(rawValue: 1)
-        public static let rate = Kinds(rawValue: 2)
-        public static let all: Kinds = [.maxInFlight, .rate]
+        public static let maxInFlight = Selection(rawValue: 1)
+        public static let rate = Selection(rawValue: 2)
+        public static let all: Selection = [.maxInFlight, .rate]
     }
 
     public let client: PostgresClient
@@ -70,7 +70,7 @@ public struct QueueLimits: Sendable {
             """
             WITH old AS (
                 SELECT l.max_in_flight, l.max_per_second, l.burst, l.tokens, l.tokens_at,
-                       \(unescaped: Self.bucketLevel("now()")) AS level
+                       worker.rate_tokens(l, now()) AS level
                 FROM worker.queue_limits AS l WHERE l.queue = \(queue) FOR NO KEY UPDATE
             ), new AS (
                 SELECT coalesce(\(maxInFlight)::int, o.max_in_flight) AS max_in_flight,
@@ -90,9 +90,9 @@ public struct QueueLimits: Sendable {
                     max_in_flight = excluded.max_in_flight, max_per_second = excluded.max_per_second,
                     burst = excluded.burst, tokens = excluded.tokens, tokens_at = excluded.tokens_at,
                     set_at = now(), set_by = current_user
-                RETURNING l.*
+                RETURNING \(unescaped: Self.columns)
             )
-            SELECT \(unescaped: Self.columns) FROM limited AS l CROSS JOIN LATERAL pg_notify('worker_jobs', l.queue)
+            SELECT l.* FROM limited AS l CROSS JOIN LATERAL pg_notify('worker_jobs', l.queue)
             """, logger: logger)
         for try await limit in try await Self.limits(rows) { return limit }
         throw PostgresWorkerError.unexpected("limits set returned no row")
@@ -101,8 +101,8 @@ public struct QueueLimits: Sendable {
     /// Takes the named limits away, and the queue's row with the last of
     /// them. Returns false when the queue had none of them. Wakes its workers.
     @discardableResult
-    public func remove(_ queue: String, _ kinds: Kinds = .all) async throws -> Bool {
-        let (inFlight, rate) = (kinds.contains(.maxInFlight), kinds.contains(.rate))
+    public func remove(_ queue: String, _ limits: Selection = .all) async throws -> Bool {
+        let (inFlight, rate) = (limits.contains(.maxInFlight), limits.contains(.rate))
         return try await client.query(
             """
             WITH target AS (
@@ -136,16 +136,11 @@ public struct QueueLimits: Sendable {
         return limits
     }
 
-    /// The bucket of the row `l` at `time`: refilled since its last claim, up to its burst.
-    static func bucketLevel(_ time: String) -> String {
-        "least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM \(time) - l.tokens_at), 0))"
-    }
-
-    /// A `Limit` from the row `l`, as `limits(_:)` decodes it.
+    /// A `Limit` from the row `l` of `worker.queue_limits`, as `limits(_:)` decodes it.
     static let columns = """
         l.queue, l.max_in_flight,
         CASE WHEN l.max_in_flight IS NOT NULL THEN worker.limited_in_flight(l.queue, now()) END,
-        l.max_per_second, l.burst, \(bucketLevel("clock_timestamp()")), l.set_at, l.set_by
+        l.max_per_second, l.burst, worker.rate_tokens(l, clock_timestamp()), l.set_at, l.set_by
         """
 
     static func limits(_ rows: PostgresRowSequence) async throws -> some AsyncSequence<Limit, any Error> {
