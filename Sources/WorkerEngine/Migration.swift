@@ -12,6 +12,22 @@ public struct Migration: Sendable, Equatable {
         self.sql = sql
     }
 
+    /// The header line that runs a file outside a transaction.
+    public static let noTransactionMarker = "-- worker:no-transaction"
+
+    /// False for a file whose leading comments include `noTransactionMarker`:
+    /// its statements run one by one outside a transaction, as CREATE INDEX
+    /// CONCURRENTLY must (an index built in a transaction blocks every write
+    /// to its table until it is built).
+    public var runsInTransaction: Bool {
+        for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed == Self.noTransactionMarker { return false }
+            if !trimmed.isEmpty && !trimmed.hasPrefix("--") { return true }
+        }
+        return true
+    }
+
     /// Reads every `NNN_name.sql` of `directory`, in version order. Two files
     /// with one number, or a file named otherwise, is an error rather than a
     /// silently skipped change.
@@ -82,7 +98,11 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
     case duplicateVersion(Int)
     case changedAfterApply(version: Int, name: String)
     case failed(version: Int, name: String, statement: String, error: String)
-    case lockNotGranted(version: Int, name: String, statement: String, lockTimeout: String, attempts: Int)
+    /// In a migration outside a transaction: the statements before it stay applied.
+    case failedOutsideTransaction(version: Int, name: String, statement: String, error: String)
+    /// A CREATE INDEX CONCURRENTLY that failed leaves its index, invalid; IF NOT EXISTS then skips it.
+    case invalidIndexes(version: Int, name: String, indexes: [String])
+    case lockNotGranted(version: Int, name: String, statement: String, lockTimeout: String, attempts: Int, inTransaction: Bool = true)
 
     public var description: String {
         switch self {
@@ -95,10 +115,20 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
             "migration \(version) (\(name)) was changed after it was applied: add a new migration instead"
         case .failed(let version, let name, let statement, let error):
             "migration \(version) (\(name)) failed and was rolled back: \(error)\nstatement: \(statement.prefix(500))"
-        case .lockNotGranted(let version, let name, let statement, let lockTimeout, let attempts):
+        case .failedOutsideTransaction(let version, let name, let statement, let error):
+            "migration \(version) (\(name)) failed outside a transaction: \(error)\nThe statements before this one "
+                + "stay applied; once the cause is fixed, migrate runs the whole file again, so each of its statements "
+                + "must be safe to run twice (IF NOT EXISTS; DROP INDEX CONCURRENTLY IF EXISTS before CREATE INDEX "
+                + "CONCURRENTLY).\nstatement: \(statement.prefix(500))"
+        case .invalidIndexes(let version, let name, let indexes):
+            "migration \(version) (\(name)) was not recorded: the database has invalid indexes, \(indexes.joined(separator: ", ")) "
+                + "(left by a CREATE INDEX CONCURRENTLY that failed, and skipped by IF NOT EXISTS since): "
+                + "DROP INDEX CONCURRENTLY each, then migrate again"
+        case .lockNotGranted(let version, let name, let statement, let lockTimeout, let attempts, let inTransaction):
             "migration \(version) (\(name)) waited longer than the lock timeout (\(lockTimeout)) for a lock "
-                + "\(attempts == 1 ? "" : "in each of \(attempts) attempts ")and was rolled back: another session "
-                + "holds a lock on what it changes (look in pg_stat_activity for a long transaction), "
+                + "\(attempts == 1 ? "" : "in each of \(attempts) attempts ")and "
+                + (inTransaction ? "was rolled back" : "stopped (it runs outside a transaction: the statements before this one stay applied)")
+                + ": another session holds a lock on what it changes (look in pg_stat_activity for a long transaction), "
                 + "or raise --lock-timeout\nstatement: \(statement.prefix(500))"
         }
     }

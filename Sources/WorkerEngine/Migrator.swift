@@ -4,7 +4,10 @@ import PostgresNIO
 
 /// Applies pending migrations, each in its own transaction, under an advisory
 /// lock: any number of hosts may run `workerctl migrate` at once, one applies,
-/// the others wait and then find nothing left to do.
+/// the others wait and then find nothing left to do. A file marked
+/// `Migration.noTransactionMarker` runs statement by statement outside a
+/// transaction instead, and is recorded once all of them succeeded and the
+/// database has no invalid index.
 ///
 /// A migration waits for each table lock at most `lockTimeout`. A statement
 /// waiting for a lock queues every later lock request on that table behind
@@ -42,7 +45,7 @@ public struct Migrator: Sendable {
     @discardableResult
     public func migrate(_ migrations: [Migration]) async throws -> [Migration] {
         try await client.withConnection { connection in
-            try await connection.query("SELECT pg_advisory_lock(\(Self.advisoryLockKey))", logger: logger).drain()
+            try await lock(on: connection)
             do {
                 let applied = try await apply(migrations, on: connection)
                 try await connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))", logger: logger).drain()
@@ -51,6 +54,23 @@ public struct Migrator: Sendable {
                 try? await connection.query("SELECT pg_advisory_unlock(\(Self.advisoryLockKey))", logger: logger).drain()
                 throw error
             }
+        }
+    }
+
+    /// Polls for the lock rather than waiting in pg_advisory_lock: a session
+    /// waiting inside a statement holds a snapshot, for which a CREATE INDEX
+    /// CONCURRENTLY in the migration that holds the lock waits; each would
+    /// wait for the other until the deadlock detector failed one.
+    private func lock(on connection: PostgresConnection) async throws {
+        var told = false
+        while true {
+            let rows = try await connection.query("SELECT pg_try_advisory_lock(\(Self.advisoryLockKey))", logger: logger)
+            for try await locked in rows.decode(Bool.self) where locked { return }
+            if !told {
+                logger.info("another migrate holds the migration lock; waiting for it to finish")
+                told = true
+            }
+            try await Task.sleep(for: .milliseconds(Int64.random(in: 100...300)))
         }
     }
 
@@ -91,10 +111,10 @@ public struct Migrator: Sendable {
                 guard attempt < lockAttempts else {
                     throw MigrationError.lockNotGranted(
                         version: migration.version, name: migration.name, statement: waited.statement,
-                        lockTimeout: lockTimeout.settingText, attempts: attempt)
+                        lockTimeout: lockTimeout.settingText, attempts: attempt, inTransaction: migration.runsInTransaction)
                 }
                 logger.warning(
-                    "migration waited longer than the lock timeout for a lock; rolled back, trying again",
+                    "migration waited longer than the lock timeout for a lock; stopped, trying again",
                     metadata: ["version": "\(migration.version)", "name": "\(migration.name)",
                                "attempt": "\(attempt)", "lock_timeout": "\(lockTimeout.settingText)",
                                "statement": "\(waited.statement.prefix(200))"])
@@ -108,6 +128,9 @@ public struct Migrator: Sendable {
     private struct LockWaitTimedOut: Error { var statement: String }
 
     private func applyOnce(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
+        guard migration.runsInTransaction else {
+            return try await applyOutsideTransaction(migration, checksum: checksum, on: connection)
+        }
         try await connection.query("BEGIN", logger: logger)
         do {
             if let lockTimeout {
@@ -119,22 +142,79 @@ public struct Migrator: Sendable {
                     try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
                 } catch let error as PSQLError where lockTimeout != nil && error.serverInfo?[.sqlState] == "55P03" {  // lock_not_available
                     throw LockWaitTimedOut(statement: statement)
+                } catch let error as PSQLError where error.serverInfo?[.sqlState] == "25001" {  // active_sql_transaction
+                    throw MigrationError.failed(
+                        version: migration.version, name: migration.name, statement: statement,
+                        error: String(reflecting: error) + " (a statement that cannot run in a transaction: put the line "
+                            + "'\(Migration.noTransactionMarker)' at the top of the file)")
                 } catch {
                     throw MigrationError.failed(
                         version: migration.version, name: migration.name, statement: statement,
                         error: String(reflecting: error))
                 }
             }
-            try await connection.query(
-                """
-                INSERT INTO worker.schema_migrations (version, name, checksum)
-                VALUES (\(migration.version), \(migration.name), \(checksum))
-                """, logger: logger)
+            try await record(migration, checksum: checksum, on: connection)
             try await connection.query("COMMIT", logger: logger)
         } catch {
             _ = try? await connection.query("ROLLBACK", logger: logger)
             throw error
         }
+    }
+
+    /// Each statement in its own implicit transaction, under the lock timeout
+    /// (set for the session, and set back after).
+    private func applyOutsideTransaction(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
+        var before: String?
+        for try await setting in try await connection.query("SELECT current_setting('lock_timeout')", logger: logger).decode(String.self) {
+            before = setting
+        }
+        if let lockTimeout {
+            try await connection.query(
+                "SELECT set_config('lock_timeout', \(lockTimeout.milliseconds)::text, false)", logger: logger).drain()
+        }
+        do {
+            for statement in SQLScript.statements(in: migration.sql) {
+                do {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
+                } catch let error as PSQLError where lockTimeout != nil && error.serverInfo?[.sqlState] == "55P03" {
+                    throw LockWaitTimedOut(statement: statement)
+                } catch {
+                    throw MigrationError.failedOutsideTransaction(
+                        version: migration.version, name: migration.name, statement: statement, error: String(reflecting: error))
+                }
+            }
+            let invalid = try await invalidIndexes(on: connection)
+            guard invalid.isEmpty else {
+                throw MigrationError.invalidIndexes(version: migration.version, name: migration.name, indexes: invalid)
+            }
+            try await record(migration, checksum: checksum, on: connection)
+        } catch {
+            if let before { _ = try? await connection.query("SELECT set_config('lock_timeout', \(before), false)", logger: logger).drain() }
+            throw error
+        }
+        if let before { try await connection.query("SELECT set_config('lock_timeout', \(before), false)", logger: logger).drain() }
+    }
+
+    /// Indexes of the database's own schemas that queries cannot use.
+    private func invalidIndexes(on connection: PostgresConnection) async throws -> [String] {
+        let rows = try await connection.query(
+            """
+            SELECT i.indexrelid::regclass::text FROM pg_index AS i
+            JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+            WHERE NOT i.indisvalid AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+            ORDER BY 1
+            """, logger: logger)
+        var names: [String] = []
+        for try await name in rows.decode(String.self) { names.append(name) }
+        return names
+    }
+
+    private func record(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            INSERT INTO worker.schema_migrations (version, name, checksum)
+            VALUES (\(migration.version), \(migration.name), \(checksum))
+            """, logger: logger)
     }
 
     struct AppliedMigration {

@@ -154,6 +154,89 @@ import WorkerTestSupport
         }
     }
 
+    /// A migration outside a transaction builds an index with CREATE INDEX
+    /// CONCURRENTLY while another host's migrate waits for the migration
+    /// lock. The build waits for every older snapshot: a waiter blocked in
+    /// pg_advisory_lock holds one, and each would wait for the other until
+    /// the deadlock detector failed one of them.
+    @Test func anIndexIsBuiltConcurrentlyWhileAnotherHostWaitsToMigrate() async throws {
+        try await withTestDatabase { db in
+            let index = Migration(version: 999, name: "999_kind_index", sql: """
+                -- An index for a test.
+                \(Migration.noTransactionMarker)
+                CREATE INDEX CONCURRENTLY IF NOT EXISTS jobs_kind_idx ON worker.jobs (kind);
+                """)
+            #expect(!index.runsInTransaction && migrations.allSatisfy(\.runsInTransaction))
+            let all = migrations + [index]
+            let log = LogRecorder()
+            try await db.client.withConnection { producer in
+                // A producer's transaction still open: the build waits for it, and a
+                // snapshot taken meanwhile (the other host's) is older than the build's.
+                try await producer.query("BEGIN", logger: db.logger)
+                try await producer.query("INSERT INTO worker.jobs (kind) VALUES ('held')", logger: db.logger)
+                async let first = Migrator(client: db.client, logger: db.logger).migrate(all)
+                try await eventually("the build waits for the producer") {
+                    try await db.int("""
+                        SELECT count(*)::int FROM pg_stat_activity
+                        WHERE datname = current_database() AND pid <> pg_backend_pid()
+                          AND query LIKE '%CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'
+                        """) == 1
+                }
+                async let second = Migrator(client: db.client, logger: log.logger()).migrate(all)
+                try await eventually("the other host waits for the migration lock") {
+                    log.recorded.contains { $0.message == "another migrate holds the migration lock; waiting for it to finish" }
+                }
+                try await producer.query("COMMIT", logger: db.logger)
+                #expect(try await first.map(\.version) == [999])
+                #expect(try await second.isEmpty)
+            }
+            #expect(try await db.int("""
+                SELECT count(*)::int FROM pg_index WHERE indexrelid = 'worker.jobs_kind_idx'::regclass AND indisvalid
+                """) == 1)
+        }
+    }
+
+    /// A failed CREATE INDEX CONCURRENTLY leaves its index behind, invalid;
+    /// run again, IF NOT EXISTS would skip it, and the migration would be
+    /// recorded with an index no query can use.
+    @Test func aMigrationOutsideATransactionIsNotRecordedWhileAnIndexIsInvalid() async throws {
+        try await withTestDatabase { db in
+            let build = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS jobs_kind_unique ON worker.jobs (kind)"
+            let unique = Migration(version: 999, name: "999_unique_kind", sql: "\(Migration.noTransactionMarker)\n\(build);")
+            _ = try await db.queue.enqueue(NewJob(kind: "twice"), count: 2)
+            let migrator = Migrator(client: db.client, logger: db.logger)
+            do {
+                try await migrator.migrate(migrations + [unique])
+                Issue.record("a unique index over duplicates was built")
+            } catch let failed as MigrationError {
+                guard case .failedOutsideTransaction(999, _, let statement, let error) = failed else { throw failed }
+                #expect(statement.hasSuffix(build), "\(statement)")
+                #expect(error.contains("could not create unique index"), "\(error)")
+                #expect(failed.description.contains("The statements before this one stay applied"))
+            }
+            await #expect(throws: MigrationError.invalidIndexes(version: 999, name: "999_unique_kind", indexes: ["worker.jobs_kind_unique"])) {
+                try await migrator.migrate(migrations + [unique])
+            }
+            #expect(try await migrator.currentVersion() == Migrator.requiredVersion)
+            try await db.execute("DROP INDEX CONCURRENTLY worker.jobs_kind_unique")
+            try await db.execute("DELETE FROM worker.jobs")
+            #expect(try await migrator.migrate(migrations + [unique]).map(\.version) == [999])
+        }
+    }
+
+    @Test func aStatementThatCannotRunInATransactionNamesTheMarker() async throws {
+        try await withTestDatabase { db in
+            let index = Migration(version: 999, name: "999_kind_index", sql: "CREATE INDEX CONCURRENTLY jobs_kind_idx ON worker.jobs (kind);")
+            do {
+                try await Migrator(client: db.client, logger: db.logger).migrate(migrations + [index])
+                Issue.record("the migration succeeded")
+            } catch let MigrationError.failed(version, _, _, error) {
+                #expect(version == 999)
+                #expect(error.contains("put the line '-- worker:no-transaction' at the top of the file"), "\(error)")
+            }
+        }
+    }
+
     @Test func workerdRequiresTheSchema() async throws {
         try await withEmptyTestDatabase { db in
             await #expect(throws: PostgresWorkerError.self) {
