@@ -113,8 +113,12 @@ struct LimitsRemoveCommand: AsyncParsableCommand {
         let removed = try await database.withClient { client, logger in
             try await QueueLimits(client: client, logger: logger).remove(queue, limits)
         }
-        let what = limits == .all ? "limit" : maxInFlight ? "limit on jobs in flight" : "rate limit"
-        guard removed else { throw CommandFailure("queue '\(queue)' has no \(what)") }
-        print("removed the \(what == "limit" ? "limits" : what) of queue '\(queue)'")
+        let what = switch limits {
+        case .maxInFlight: "limit on jobs in flight"
+        case .rate: "rate limit"
+        default: "limits"
+        }
+        guard removed else { throw CommandFailure("queue '\(queue)' has no \(limits == .all ? "limit" : what)") }
+        print("removed the \(what) of queue '\(queue)'")
     }
 }

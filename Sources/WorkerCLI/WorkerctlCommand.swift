@@ -134,6 +134,10 @@ struct MigrateCommand: AsyncParsableCommand {
             A migration waits for a table lock at most --lock-timeout, since while it waits the fleet's statements \
             on that table queue behind it. Past that it rolls back and is tried again 0.5-1.5 s later, \
             \(Migrator.defaultLockAttempts) times in all; then migrate exits 1 and nothing of that migration is applied.
+
+            A file whose leading comments include the line '\(Migration.noTransactionMarker)' runs a statement at a \
+            time outside a transaction, without the lock timeout (CREATE INDEX CONCURRENTLY); a statement of it \
+            that fails leaves those before it applied, and the invalid index it left is dropped.
             """)
 
     @OptionGroup var database: DatabaseOptions
@@ -172,7 +176,12 @@ struct MigrateCommand: AsyncParsableCommand {
     }
 
     private func showPlan(_ migrations: [Migration], from directory: URL) async throws {
-        let plan = try await database.withClient { client, logger in try await Migrator(client: client, logger: logger).plan(migrations) }
+        let (plan, invalid) = try await database.withClient { client, logger in
+            let migrator = Migrator(client: client, logger: logger)
+            return (try await migrator.plan(migrations), try await migrator.invalidIndexes())
+        }
+        let pending = Set(plan.filter { $0.state == .pending }.map(\.version))
+        let pendingOutside = migrations.filter { !$0.runsInTransaction && pending.contains($0.version) }
         if json {
             try JSONOutput.print(plan)
         } else {
@@ -183,16 +192,20 @@ struct MigrateCommand: AsyncParsableCommand {
             for missing in plan where missing.state == .missing {
                 print("\(missing.name) is applied but not in \(directory.path): the database is ahead of these files")
             }
+            for file in pendingOutside { print("\(file.name) runs outside a transaction (\(Migration.noTransactionMarker))") }
         }
         if let changed = plan.first(where: { $0.state == .changed }) {
             throw CommandFailure(MigrationError.changedAfterApply(version: changed.version, name: changed.name).description
                 + "; `workerctl migrate` would refuse to run")
         }
+        if let first = pendingOutside.first, !invalid.isEmpty {
+            throw CommandFailure(MigrationError.invalidIndexes(version: first.version, name: first.name, indexes: invalid).description
+                + "; `workerctl migrate` would stop there")
+        }
         guard !json else { return }
-        let pending = plan.filter { $0.state == .pending }.count
-        print(pending == 0
+        print(pending.isEmpty
             ? "schema is up to date at version \(plan.map(\.version).max() ?? 0); nothing to apply"
-            : "\(pending) pending: `workerctl migrate` would apply \(pending == 1 ? "it" : "them")")
+            : "\(pending.count) pending: `workerctl migrate` would apply \(pending.count == 1 ? "it" : "them")")
     }
 }
 

@@ -19,13 +19,26 @@ public struct Migration: Sendable, Equatable {
     /// its statements run one by one outside a transaction, as CREATE INDEX
     /// CONCURRENTLY must (an index built in a transaction blocks every write
     /// to its table until it is built).
-    public var runsInTransaction: Bool {
-        for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            if trimmed == Self.noTransactionMarker { return false }
-            if !trimmed.isEmpty && !trimmed.hasPrefix("--") { return true }
+    public var runsInTransaction: Bool { markerPlace != .leading }
+
+    enum MarkerPlace { case none, leading, misplaced }
+    /// Spaces, and a byte order mark an editor put first.
+    private static let blank = CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\u{FEFF}"))
+
+    /// Where the marker is. A line that only looks like it (in a block
+    /// comment, after a statement, with words after it) is `misplaced`:
+    /// `load` refuses the file rather than run it in a transaction unasked.
+    var markerPlace: MarkerPlace {
+        var leading = true
+        for line in sql.split(whereSeparator: \.isNewline) {
+            let trimmed = line.trimmingCharacters(in: Self.blank)
+            if trimmed.hasPrefix("--"), trimmed.dropFirst(2).trimmingCharacters(in: .whitespaces).lowercased() == "worker:no-transaction" {
+                return leading ? .leading : .misplaced
+            }
+            if trimmed.lowercased().contains("worker:no-transaction") { return .misplaced }
+            if !trimmed.isEmpty && !trimmed.hasPrefix("--") { leading = false }
         }
-        return true
+        return .none
     }
 
     /// Reads every `NNN_name.sql` of `directory`, in version order. Two files
@@ -46,7 +59,9 @@ public struct Migration: Sendable, Equatable {
                 throw MigrationError.badFileName(file)
             }
             let sql = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
-            migrations.append(Migration(version: version, name: String(stem), sql: sql))
+            let migration = Migration(version: version, name: String(stem), sql: sql)
+            guard migration.markerPlace != .misplaced else { throw MigrationError.misplacedMarker(file) }
+            migrations.append(migration)
         }
         let versions = migrations.map(\.version)
         if let duplicate = versions.first(where: { v in versions.filter { $0 == v }.count > 1 }) {
@@ -99,10 +114,11 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
     case changedAfterApply(version: Int, name: String)
     case failed(version: Int, name: String, statement: String, error: String)
     /// In a migration outside a transaction: the statements before it stay applied.
-    case failedOutsideTransaction(version: Int, name: String, statement: String, error: String)
-    /// A CREATE INDEX CONCURRENTLY that failed leaves its index, invalid; IF NOT EXISTS then skips it.
+    case failedOutsideTransaction(version: Int, name: String, statement: String, error: String, droppedIndexes: [String])
+    /// A CREATE INDEX CONCURRENTLY that failed or was stopped leaves its index, invalid; IF NOT EXISTS then skips it.
     case invalidIndexes(version: Int, name: String, indexes: [String])
-    case lockNotGranted(version: Int, name: String, statement: String, lockTimeout: String, attempts: Int, inTransaction: Bool = true)
+    case misplacedMarker(String)
+    case lockNotGranted(version: Int, name: String, statement: String, lockTimeout: String, attempts: Int)
 
     public var description: String {
         switch self {
@@ -115,20 +131,23 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
             "migration \(version) (\(name)) was changed after it was applied: add a new migration instead"
         case .failed(let version, let name, let statement, let error):
             "migration \(version) (\(name)) failed and was rolled back: \(error)\nstatement: \(statement.prefix(500))"
-        case .failedOutsideTransaction(let version, let name, let statement, let error):
+        case .failedOutsideTransaction(let version, let name, let statement, let error, let dropped):
             "migration \(version) (\(name)) failed outside a transaction: \(error)\nThe statements before this one "
-                + "stay applied; once the cause is fixed, migrate runs the whole file again, so each of its statements "
-                + "must be safe to run twice (IF NOT EXISTS; DROP INDEX CONCURRENTLY IF EXISTS before CREATE INDEX "
-                + "CONCURRENTLY).\nstatement: \(statement.prefix(500))"
+                + "stay applied\(dropped.isEmpty ? "" : "; the invalid index it left, \(dropped.joined(separator: ", ")), was dropped"). "
+                + "Once the cause is fixed, migrate runs the whole file again: each of its statements must be safe "
+                + "to run twice (IF NOT EXISTS).\nstatement: \(statement.prefix(500))"
         case .invalidIndexes(let version, let name, let indexes):
-            "migration \(version) (\(name)) was not recorded: the database has invalid indexes, \(indexes.joined(separator: ", ")) "
-                + "(left by a CREATE INDEX CONCURRENTLY that failed, and skipped by IF NOT EXISTS since): "
+            "migration \(version) (\(name)) was not started: the queue's schemas have invalid indexes, "
+                + "\(indexes.joined(separator: ", ")), which every write maintains and no query uses (a CREATE INDEX "
+                + "CONCURRENTLY that failed or was stopped leaves one, and IF NOT EXISTS would skip it): "
                 + "DROP INDEX CONCURRENTLY each, then migrate again"
-        case .lockNotGranted(let version, let name, let statement, let lockTimeout, let attempts, let inTransaction):
+        case .misplacedMarker(let file):
+            "migration file '\(file)' names worker:no-transaction other than as a line '\(Migration.noTransactionMarker)' "
+                + "among its leading comments, before its first statement"
+        case .lockNotGranted(let version, let name, let statement, let lockTimeout, let attempts):
             "migration \(version) (\(name)) waited longer than the lock timeout (\(lockTimeout)) for a lock "
-                + "\(attempts == 1 ? "" : "in each of \(attempts) attempts ")and "
-                + (inTransaction ? "was rolled back" : "stopped (it runs outside a transaction: the statements before this one stay applied)")
-                + ": another session holds a lock on what it changes (look in pg_stat_activity for a long transaction), "
+                + "\(attempts == 1 ? "" : "in each of \(attempts) attempts ")and was rolled back: another session "
+                + "holds a lock on what it changes (look in pg_stat_activity for a long transaction), "
                 + "or raise --lock-timeout\nstatement: \(statement.prefix(500))"
         }
     }

@@ -6,8 +6,7 @@ import PostgresNIO
 /// lock: any number of hosts may run `workerctl migrate` at once, one applies,
 /// the others wait and then find nothing left to do. A file marked
 /// `Migration.noTransactionMarker` runs statement by statement outside a
-/// transaction instead, and is recorded once all of them succeeded and the
-/// database has no invalid index.
+/// transaction instead (`applyOutsideTransaction`).
 ///
 /// A migration waits for each table lock at most `lockTimeout`. A statement
 /// waiting for a lock queues every later lock request on that table behind
@@ -67,7 +66,7 @@ public struct Migrator: Sendable {
             let rows = try await connection.query("SELECT pg_try_advisory_lock(\(Self.advisoryLockKey))", logger: logger)
             for try await locked in rows.decode(Bool.self) where locked { return }
             if !told {
-                logger.info("another migrate holds the migration lock; waiting for it to finish")
+                logger.warning("another migrate holds the migration lock; waiting for it to finish")
                 told = true
             }
             try await Task.sleep(for: .milliseconds(Int64.random(in: 100...300)))
@@ -111,10 +110,10 @@ public struct Migrator: Sendable {
                 guard attempt < lockAttempts else {
                     throw MigrationError.lockNotGranted(
                         version: migration.version, name: migration.name, statement: waited.statement,
-                        lockTimeout: lockTimeout.settingText, attempts: attempt, inTransaction: migration.runsInTransaction)
+                        lockTimeout: lockTimeout.settingText, attempts: attempt)
                 }
                 logger.warning(
-                    "migration waited longer than the lock timeout for a lock; stopped, trying again",
+                    "migration waited longer than the lock timeout for a lock; rolled back, trying again",
                     metadata: ["version": "\(migration.version)", "name": "\(migration.name)",
                                "attempt": "\(attempt)", "lock_timeout": "\(lockTimeout.settingText)",
                                "statement": "\(waited.statement.prefix(200))"])
@@ -161,47 +160,47 @@ public struct Migrator: Sendable {
         }
     }
 
-    /// Each statement in its own implicit transaction, under the lock timeout
-    /// (set for the session, and set back after).
+    /// Each statement in its own implicit transaction, without the lock
+    /// timeout: a concurrent index build waits for every older transaction,
+    /// of any table, but holds back no claim or insert while it waits.
     private func applyOutsideTransaction(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
-        var before: String?
-        for try await setting in try await connection.query("SELECT current_setting('lock_timeout')", logger: logger).decode(String.self) {
-            before = setting
+        let invalid = try await invalidIndexes(on: connection)
+        guard invalid.isEmpty else {
+            throw MigrationError.invalidIndexes(version: migration.version, name: migration.name, indexes: invalid)
         }
-        if let lockTimeout {
-            try await connection.query(
-                "SELECT set_config('lock_timeout', \(lockTimeout.milliseconds)::text, false)", logger: logger).drain()
-        }
-        do {
-            for statement in SQLScript.statements(in: migration.sql) {
-                do {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
-                } catch let error as PSQLError where lockTimeout != nil && error.serverInfo?[.sqlState] == "55P03" {
-                    throw LockWaitTimedOut(statement: statement)
-                } catch {
-                    throw MigrationError.failedOutsideTransaction(
-                        version: migration.version, name: migration.name, statement: statement, error: String(reflecting: error))
+        for statement in SQLScript.statements(in: migration.sql) {
+            do {
+                try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
+            } catch {
+                // A concurrent build that failed leaves its index, invalid, for every write to maintain.
+                var dropped: [String] = []
+                for index in (try? await invalidIndexes(on: connection)) ?? [] {
+                    if (try? await connection.query("DROP INDEX CONCURRENTLY IF EXISTS \(unescaped: index)", logger: logger).drain()) != nil {
+                        dropped.append(index)
+                    }
                 }
+                throw MigrationError.failedOutsideTransaction(
+                    version: migration.version, name: migration.name, statement: statement,
+                    error: String(reflecting: error), droppedIndexes: dropped)
             }
-            let invalid = try await invalidIndexes(on: connection)
-            guard invalid.isEmpty else {
-                throw MigrationError.invalidIndexes(version: migration.version, name: migration.name, indexes: invalid)
-            }
-            try await record(migration, checksum: checksum, on: connection)
-        } catch {
-            if let before { _ = try? await connection.query("SELECT set_config('lock_timeout', \(before), false)", logger: logger).drain() }
-            throw error
         }
-        if let before { try await connection.query("SELECT set_config('lock_timeout', \(before), false)", logger: logger).drain() }
+        try await record(migration, checksum: checksum, on: connection)
     }
 
-    /// Indexes of the database's own schemas that queries cannot use.
+    /// The invalid indexes of the queue's schemas that no build is running
+    /// for: what a concurrent build that failed or was stopped left behind.
+    /// Partitioned indexes are invalid until each partition has its own.
+    public func invalidIndexes() async throws -> [String] {
+        try await client.withConnection { try await invalidIndexes(on: $0) }
+    }
+
     private func invalidIndexes(on connection: PostgresConnection) async throws -> [String] {
         let rows = try await connection.query(
             """
             SELECT i.indexrelid::regclass::text FROM pg_index AS i
             JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
-            WHERE NOT i.indisvalid AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+            WHERE NOT i.indisvalid AND c.relkind = 'i' AND n.nspname IN ('worker', 'app')
+              AND NOT EXISTS (SELECT FROM pg_stat_progress_create_index AS p WHERE p.index_relid = i.indexrelid)
             ORDER BY 1
             """, logger: logger)
         var names: [String] = []

@@ -36,7 +36,8 @@ public enum SQLScript {
             let next: Unicode.Scalar? = i + 1 < chars.count ? chars[i + 1] : nil
             switch c {
             case "-" where next == "-":
-                let end = (find(["\n"], from: i) ?? chars.count - 1) + 1
+                // To the line's end, which PostgreSQL's lexer finds at a CR as at a LF.
+                let end = (chars[i...].firstIndex { $0 == "\n" || $0 == "\r" } ?? chars.count - 1) + 1
                 copy(until: end)
             case "/" where next == "*":
                 copy(until: (find(["*", "/"], from: i + 2) ?? chars.count) + 2)

@@ -196,31 +196,67 @@ import WorkerTestSupport
         }
     }
 
-    /// A failed CREATE INDEX CONCURRENTLY leaves its index behind, invalid;
-    /// run again, IF NOT EXISTS would skip it, and the migration would be
-    /// recorded with an index no query can use.
-    @Test func aMigrationOutsideATransactionIsNotRecordedWhileAnIndexIsInvalid() async throws {
+    /// A failed CREATE INDEX CONCURRENTLY leaves its index behind, invalid,
+    /// for every insert to maintain; run again, IF NOT EXISTS would skip it.
+    /// Migrate drops the one a statement of its file left, and does not
+    /// start a file while one is left from before (a migrate killed mid-build).
+    @Test func anInvalidIndexLeftByAConcurrentBuildIsDroppedOrStopsTheFileBeforeItStarts() async throws {
         try await withTestDatabase { db in
             let build = "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS jobs_kind_unique ON worker.jobs (kind)"
-            let unique = Migration(version: 999, name: "999_unique_kind", sql: "\(Migration.noTransactionMarker)\n\(build);")
+            let unique = Migration(version: 999, name: "999_unique_kind", sql: """
+                \(Migration.noTransactionMarker)
+                CREATE TABLE IF NOT EXISTS worker.before_index (id int);
+                \(build);
+                """)
             _ = try await db.queue.enqueue(NewJob(kind: "twice"), count: 2)
             let migrator = Migrator(client: db.client, logger: db.logger)
+            func invalidIndexes() async throws -> Int {
+                try await db.int("SELECT count(*)::int FROM pg_index WHERE NOT indisvalid")
+            }
             do {
                 try await migrator.migrate(migrations + [unique])
                 Issue.record("a unique index over duplicates was built")
             } catch let failed as MigrationError {
-                guard case .failedOutsideTransaction(999, _, let statement, let error) = failed else { throw failed }
-                #expect(statement.hasSuffix(build), "\(statement)")
+                guard case .failedOutsideTransaction(999, _, build, let error, let dropped) = failed else { throw failed }
                 #expect(error.contains("could not create unique index"), "\(error)")
-                #expect(failed.description.contains("The statements before this one stay applied"))
+                #expect(dropped == ["worker.jobs_kind_unique"])
+                #expect(failed.description.contains("The statements before this one stay applied; the invalid index it left"))
             }
-            await #expect(throws: MigrationError.invalidIndexes(version: 999, name: "999_unique_kind", indexes: ["worker.jobs_kind_unique"])) {
+            #expect(try await invalidIndexes() == 0)
+            #expect(try await migrator.currentVersion() == Migrator.requiredVersion)
+
+            // Left by a build that stopped outside migrate: the file does not start.
+            try await db.execute("DROP TABLE worker.before_index")
+            await #expect(throws: (any Error).self) { try await db.execute("CREATE UNIQUE INDEX CONCURRENTLY jobs_kind_left ON worker.jobs (kind)") }
+            #expect(try await invalidIndexes() == 1)
+            await #expect(throws: MigrationError.invalidIndexes(version: 999, name: "999_unique_kind", indexes: ["worker.jobs_kind_left"])) {
                 try await migrator.migrate(migrations + [unique])
             }
-            #expect(try await migrator.currentVersion() == Migrator.requiredVersion)
-            try await db.execute("DROP INDEX CONCURRENTLY worker.jobs_kind_unique")
+            #expect(try await db.int("SELECT count(*)::int FROM pg_tables WHERE tablename = 'before_index'") == 0, "nothing of it ran")
+
+            try await db.execute("DROP INDEX CONCURRENTLY worker.jobs_kind_left")
             try await db.execute("DELETE FROM worker.jobs")
             #expect(try await migrator.migrate(migrations + [unique]).map(\.version) == [999])
+            #expect(try await invalidIndexes() == 0)
+        }
+    }
+
+    /// `migrate --dry-run` names the files that run outside a transaction,
+    /// and exits 1 where migrate would stop at an invalid index.
+    @Test func aDryRunNamesAFileOutsideATransactionAndTheInvalidIndexThatWouldStopIt() async throws {
+        try await withTestDatabase { db in
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mig-\(UUID())")
+            try FileManager.default.copyItem(at: repositorySQLDirectory, to: dir)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try "\(Migration.noTransactionMarker)\nCREATE INDEX CONCURRENTLY IF NOT EXISTS jobs_kind_idx ON worker.jobs (kind);\n"
+                .write(to: dir.appendingPathComponent("999_kind_index.sql"), atomically: true, encoding: .utf8)
+            let plan = try await runTool("workerctl", ["migrate", "--dry-run", "--sql-dir", dir.path], database: db)
+            #expect(plan.status == 0 && plan.stdout.contains("999_kind_index runs outside a transaction (-- worker:no-transaction)"), "\(plan)")
+            _ = try await db.queue.enqueue(NewJob(kind: "twice"), count: 2)
+            await #expect(throws: (any Error).self) { try await db.execute("CREATE UNIQUE INDEX CONCURRENTLY jobs_kind_left ON worker.jobs (kind)") }
+            let refused = try await runTool("workerctl", ["migrate", "--dry-run", "--sql-dir", dir.path], database: db)
+            #expect(refused.status == 1 && refused.stderr.contains("invalid indexes, worker.jobs_kind_left"), "\(refused)")
+            #expect(refused.stderr.contains("`workerctl migrate` would stop there"), "\(refused)")
         }
     }
 
@@ -295,6 +331,24 @@ import WorkerTestSupport
         #expect(statements[0].hasSuffix("DEFAULT 'x;y''z')"))
         #expect(statements[1].contains("BEGIN RETURN 1; END $body$"))
         #expect(statements[2] == #"SELECT $1, "we;ird", $$a;b$$"#)
+        // PostgreSQL ends a -- comment at a CR too: a file with CR line ends is not one long comment.
+        #expect(SQLScript.statements(in: "-- a comment\rCREATE TABLE t (a int);\rSELECT 1") == ["-- a comment\rCREATE TABLE t (a int)", "SELECT 1"])
+    }
+
+    @Test func theNoTransactionMarkerIsALeadingCommentLineAndALineLikeItElsewhereIsRefused() throws {
+        func runsInTransaction(_ sql: String) -> Bool { Migration(version: 1, name: "1_x", sql: sql).runsInTransaction }
+        #expect(runsInTransaction("CREATE INDEX CONCURRENTLY i ON t (a);"))
+        #expect(!runsInTransaction("-- worker:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"))
+        #expect(!runsInTransaction("-- An index.\r\n\r\n--  Worker:No-Transaction \r\nCREATE INDEX CONCURRENTLY i ON t (a);\r\n"), "CRLF, case, spaces")
+        #expect(!runsInTransaction("\u{FEFF}-- worker:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);"), "a byte order mark")
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mig-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for misplaced in ["SELECT 1;\n-- worker:no-transaction\n", "/* worker:no-transaction */\nSELECT 1;", "-- worker:no-transaction please\nSELECT 1;"] {
+            try misplaced.write(to: dir.appendingPathComponent("001_a.sql"), atomically: true, encoding: .utf8)
+            #expect(throws: MigrationError.misplacedMarker("001_a.sql"), "\(misplaced)") { try Migration.load(from: dir) }
+        }
     }
 
     @Test func badlyNamedOrDuplicateFilesAreErrors() throws {

@@ -33,6 +33,12 @@ import WorkerTestSupport
             }
             let left = try await db.string("SELECT string_agg(id::text, ',' ORDER BY id) FROM worker.dead_letters")
             #expect(left == "2,3")
+            // A retention of 0, which could be taken for "keep them", would purge them all.
+            for zero in ["0", "0s"] {
+                let refused = try await runTool("workerctl", ["dlq", "purge", "--until", zero], database: db)
+                #expect(refused.status == 64 && refused.stderr.contains("every dead letter: to purge them all, give --all"), "\(refused)")
+            }
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters") == 2)
         }
     }
 }
