@@ -8,12 +8,13 @@ import PostgresNIO
 /// `Migration.noTransactionMarker` runs statement by statement outside a
 /// transaction instead (`applyOutsideTransaction`).
 ///
-/// A migration waits for each table lock at most `lockTimeout`. A statement
-/// waiting for a lock queues every later lock request on that table behind
-/// it: an `ALTER TABLE worker.jobs` stuck behind one long transaction would
-/// stop every claim and every producer's insert until that transaction ends.
-/// Past the timeout the migration rolls back, the fleet goes on, and it is
-/// tried again after a pause, `lockAttempts` times in all.
+/// A migration in a transaction waits for each table lock at most
+/// `lockTimeout`. A statement waiting for a lock queues every later lock
+/// request on that table behind it: an `ALTER TABLE worker.jobs` stuck
+/// behind one long transaction would stop every claim and every producer's
+/// insert until that transaction ends. Past the timeout the migration rolls
+/// back, the fleet goes on, and it is tried again after a pause,
+/// `lockAttempts` times in all.
 public struct Migrator: Sendable {
     /// The schema version this build needs; `workerd` refuses to start below it.
     public static let requiredVersion = 22
@@ -197,7 +198,7 @@ public struct Migrator: Sendable {
     private func invalidIndexes(on connection: PostgresConnection) async throws -> [String] {
         let rows = try await connection.query(
             """
-            SELECT i.indexrelid::regclass::text FROM pg_index AS i
+            SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index AS i
             JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
             WHERE NOT i.indisvalid AND c.relkind = 'i' AND n.nspname IN ('worker', 'app')
               AND NOT EXISTS (SELECT FROM pg_stat_progress_create_index AS p WHERE p.index_relid = i.indexrelid)
