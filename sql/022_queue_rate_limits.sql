@@ -7,7 +7,9 @@
 -- limits set QUEUE --max-per-second R [--burst B]`.
 --
 -- The bucket is the queue's row of worker.queue_limits: `tokens` as of
--- `tokens_at`, refilled at max_per_second up to burst. A claim of a
+-- `tokens_at`, refilled at max_per_second up to the burst: `burst` if the
+-- operator gave one, else a second's worth of the rate (at least 1), which
+-- follows the rate when it changes. A claim of a
 -- rate-limited queue takes sql/021's advisory lock of the queue and the
 -- bucket's row lock, both within sql/021's second, reads the bucket under
 -- them (the claim before it may have taken tokens), claims at most the whole
@@ -20,7 +22,8 @@
 -- from its last write and the clock. Queues without a rate pay nothing:
 -- their claim reads the same row it read before, or none.
 --
--- A limit may now be a rate alone, a concurrency alone, or both.
+-- A limit may now be a rate alone, a concurrency alone, or both. The claim
+-- re-created here also stops counting attempts one short of int4's top.
 
 ALTER TABLE worker.queue_limits
     ALTER COLUMN max_in_flight DROP NOT NULL,
@@ -31,23 +34,32 @@ ALTER TABLE worker.queue_limits
     ADD CONSTRAINT queue_limits_some_limit CHECK (max_in_flight IS NOT NULL OR max_per_second IS NOT NULL),
     ADD CONSTRAINT queue_limits_rate_valid CHECK (
         max_per_second IS NULL
-        OR (max_per_second > 0 AND max_per_second <= 1000000
-            AND burst IS NOT NULL AND burst >= 1
-            AND tokens IS NOT NULL AND tokens >= 0 AND tokens <= burst
+        OR (max_per_second > 0 AND max_per_second <= 1000000 AND (burst IS NULL OR burst >= 1)
+            AND tokens IS NOT NULL AND tokens >= 0
+            AND tokens <= coalesce(burst, greatest(1, ceil(max_per_second)))
             AND tokens_at IS NOT NULL AND isfinite(tokens_at)));
 
--- The claim spends tokens as the role that claims.
+-- The claim spends tokens as the role that claims. That role could refill
+-- them too, as it could lease jobs by hand: limits bind workerd's claims,
+-- not a hostile login.
 GRANT UPDATE (tokens, tokens_at) ON worker.queue_limits TO worker_consumer;
+
+-- The most tokens a queue's bucket holds; NULL without a rate.
+CREATE FUNCTION worker.rate_burst(l worker.queue_limits) RETURNS integer
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(l.burst, greatest(1, ceil(l.max_per_second))::integer)
+$$;
 
 -- The bucket of a queue's rate at `at`: its tokens refilled since tokens_at,
 -- no more than its burst; NULL without a rate.
 CREATE FUNCTION worker.rate_tokens(l worker.queue_limits, at timestamptz) RETURNS double precision
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT least(l.burst, l.tokens + l.max_per_second * greatest(extract(epoch FROM at - l.tokens_at), 0))
+    SELECT least(worker.rate_burst(l), l.tokens + l.max_per_second * greatest(extract(epoch FROM at - l.tokens_at), 0))
 $$;
 
-REVOKE ALL ON FUNCTION worker.rate_tokens(worker.queue_limits, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION worker.rate_tokens(worker.queue_limits, timestamptz) TO worker_consumer, worker_admin;
+REVOKE ALL ON FUNCTION worker.rate_burst(worker.queue_limits), worker.rate_tokens(worker.queue_limits, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker.rate_burst(worker.queue_limits), worker.rate_tokens(worker.queue_limits, timestamptz)
+    TO worker_consumer, worker_admin;
 
 CREATE OR REPLACE FUNCTION worker.claim(claim_queue text, batch_size integer, visibility_ms bigint, worker_id text)
 RETURNS TABLE (
@@ -133,7 +145,9 @@ BEGIN
         ids := ids[1:CASE WHEN expired IS NULL THEN wanted WHEN expired = 1 THEN 1 ELSE expired - 1 END];
         RETURN QUERY
         UPDATE worker.jobs AS j
-        SET attempts = j.attempts + 1,
+        -- least(): a job an owner wrote with attempts at int4's top would
+        -- make every claim of its queue fail on the overflow.
+        SET attempts = least(j.attempts, 2147483646) + 1,
             visible_at = leased_from + visibility_ms * interval '1 millisecond',
             lease_token = gen_random_uuid(),
             leased_by = worker_id,

@@ -185,7 +185,7 @@ struct DLQPurgeCommand: AsyncParsableCommand {
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         // An age of 0 is now: a retention of 0 read as "keep forever" would purge everything.
         if let until = filters.until, (try? DurationParser.parse(until, setting: "--until")) == .zero {
-            throw ValidationError("--until \(until) means before now, every dead letter: to purge them all, give --all")
+            throw ValidationError("--until \(until) matches every dead letter up to now: leave --until out, or give --all alone")
         }
     }
 

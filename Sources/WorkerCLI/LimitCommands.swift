@@ -51,8 +51,8 @@ struct LimitsSetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "set", abstract: "Set or change a queue's limits; they hold from every worker's next claim.",
         discussion: """
-            Only the limits given change: `limits set billing --max-per-second 20` keeps billing's --max-in-flight \
-            and the burst of its rate. A new rate starts with a full bucket; a rate changed keeps its bucket's \
+            Only the limits given change: `limits set billing --max-per-second 20` keeps billing's --max-in-flight, \
+            and a --burst given before. A new rate starts with a full bucket; a rate changed keeps its bucket's \
             level, so that setting the same limits again grants no burst.
             """)
 
@@ -62,7 +62,7 @@ struct LimitsSetCommand: AsyncParsableCommand {
     var maxInFlight: Int?
     @Option(parsing: .unconditional, help: "Jobs of the queue claimed per second, fleet-wide, e.g. 20 or 0.5.")
     var maxPerSecond: Double?
-    @Option(parsing: .unconditional, help: "With --max-per-second: the most claimed at once after a quiet spell (default: the rate's burst, or a second's worth for a new rate).")
+    @Option(parsing: .unconditional, help: "With --max-per-second: the most claimed at once after a quiet spell (default: the burst given before, else a second's worth of the rate).")
     var burst: Int?
 
     func validate() throws {
@@ -74,9 +74,9 @@ struct LimitsSetCommand: AsyncParsableCommand {
         if let maxInFlight, !(1...Int(Int32.max)).contains(maxInFlight) {
             throw ValidationError("--max-in-flight must be in 1...\(Int32.max), not \(maxInFlight)")
         }
-        if let maxPerSecond, !(maxPerSecond > 0 && maxPerSecond <= QueueLimits.Rate.maxPerSecond) {
+        if let maxPerSecond, !(maxPerSecond > 0 && maxPerSecond <= QueueLimits.Rate.highest) {
             throw ValidationError(
-                "--max-per-second must be more than 0 and at most \(rateText(QueueLimits.Rate.maxPerSecond)), not \(rateText(maxPerSecond))"
+                "--max-per-second must be more than 0 and at most \(rateText(QueueLimits.Rate.highest)), not \(rateText(maxPerSecond))"
                 + (maxPerSecond == 0 ? " (to stop a queue, workerctl pause)" : ""))
         }
         if let burst, !(1...Int(Int32.max)).contains(burst) {
@@ -92,7 +92,7 @@ struct LimitsSetCommand: AsyncParsableCommand {
              try await unknownQueueNote(queue, client: client, logger: logger))
         }
         let limits = [limit.maxInFlight.map { "\($0) jobs in flight" },
-                      limit.maxPerSecond.map { "\(rateText($0)) jobs a second (bursts of \(limit.burst ?? 1))" }].compactMap { $0 }
+                      limit.maxPerSecond.flatMap { rate in limit.burst.map { "\(rateText(rate)) jobs a second (bursts of \($0))" } }].compactMap { $0 }
         print("queue '\(queue)' limited to \(limits.joined(separator: " and "))")
         if let note { print(note) }
     }

@@ -180,8 +180,8 @@ struct MigrateCommand: AsyncParsableCommand {
             let migrator = Migrator(client: client, logger: logger)
             return (try await migrator.plan(migrations), try await migrator.invalidIndexes())
         }
-        let pending = Set(plan.filter { $0.state == .pending }.map(\.version))
-        let pendingOutside = migrations.filter { !$0.runsInTransaction && pending.contains($0.version) }
+        let pending = plan.filter { $0.state == .pending }
+        let pendingOutside = pending.filter { $0.inTransaction == false }
         if json {
             try JSONOutput.print(plan)
         } else {

@@ -30,9 +30,10 @@ extension WorkerdCommand.Settings {
             // What the fleet has set for these queues, which holds their claims whatever this workerd's settings.
             for queue in worker.queues {
                 let limit = limits.first { $0.queue == queue }
+                let bounds = [limit?.maxInFlight.map { "\($0) in flight" },
+                              limit?.maxPerSecond.map { "\(rateText($0)) claimed a second" }].compactMap { $0 }
                 let held = [pauses.contains { $0.queue == queue } ? "paused (workerctl resume)" : nil,
-                            limit?.maxInFlight.map { "at most \($0) in flight across the fleet (workerctl limits)" },
-                            limit?.maxPerSecond.map { "at most \(rateText($0)) claimed a second across the fleet (workerctl limits)" },
+                            bounds.isEmpty ? nil : "at most \(bounds.joined(separator: " and ")) across the fleet (workerctl limits)",
                 ].compactMap { $0 }
                 if !held.isEmpty { print("queue \(queue): \(held.joined(separator: ", "))") }
             }

@@ -21,24 +21,28 @@ public struct Migration: Sendable, Equatable {
     /// to its table until it is built).
     public var runsInTransaction: Bool { markerPlace != .leading }
 
-    enum MarkerPlace { case none, leading, misplaced }
+    enum MarkerPlace { case absent, leading, misplaced }
     /// Spaces, and a byte order mark an editor put first.
     private static let blank = CharacterSet.whitespaces.union(CharacterSet(charactersIn: "\u{FEFF}"))
 
-    /// Where the marker is. A line that only looks like it (in a block
-    /// comment, after a statement, with words after it) is `misplaced`:
-    /// `load` refuses the file rather than run it in a transaction unasked.
+    /// Where the marker is. Any other line that names it (in a block
+    /// comment, after a statement, with words after it, a second time) makes
+    /// the file `misplaced`: `load` refuses it rather than guess.
     var markerPlace: MarkerPlace {
+        var place = MarkerPlace.absent
         var leading = true
         for line in sql.split(whereSeparator: \.isNewline) {
             let trimmed = line.trimmingCharacters(in: Self.blank)
-            if trimmed.hasPrefix("--"), trimmed.dropFirst(2).trimmingCharacters(in: .whitespaces).lowercased() == "worker:no-transaction" {
-                return leading ? .leading : .misplaced
+            let isMarker = trimmed.hasPrefix("--")
+                && trimmed.dropFirst(2).trimmingCharacters(in: .whitespaces).lowercased() == "worker:no-transaction"
+            if isMarker && leading && place == .absent {
+                place = .leading
+            } else if trimmed.lowercased().contains("worker:no-transaction") {
+                return .misplaced
             }
-            if trimmed.lowercased().contains("worker:no-transaction") { return .misplaced }
             if !trimmed.isEmpty && !trimmed.hasPrefix("--") { leading = false }
         }
-        return .none
+        return place
     }
 
     /// Reads every `NNN_name.sql` of `directory`, in version order. Two files
@@ -137,13 +141,13 @@ public enum MigrationError: Error, CustomStringConvertible, Equatable, Sendable 
                 + "Once the cause is fixed, migrate runs the whole file again: each of its statements must be safe "
                 + "to run twice (IF NOT EXISTS).\nstatement: \(statement.prefix(500))"
         case .invalidIndexes(let version, let name, let indexes):
-            "migration \(version) (\(name)) was not started: the queue's schemas have invalid indexes, "
+            "migration \(version) (\(name)) is not started while the queue's schemas have invalid indexes, "
                 + "\(indexes.joined(separator: ", ")), which every write maintains and no query uses (a CREATE INDEX "
                 + "CONCURRENTLY that failed or was stopped leaves one, and IF NOT EXISTS would skip it): "
                 + "DROP INDEX CONCURRENTLY each, then migrate again"
         case .misplacedMarker(let file):
-            "migration file '\(file)' names worker:no-transaction other than as a line '\(Migration.noTransactionMarker)' "
-                + "among its leading comments, before its first statement"
+            "migration file '\(file)' names worker:no-transaction other than in one line '\(Migration.noTransactionMarker)' "
+                + "among the -- comments before its first statement"
         case .lockNotGranted(let version, let name, let statement, let lockTimeout, let attempts):
             "migration \(version) (\(name)) waited longer than the lock timeout (\(lockTimeout)) for a lock "
                 + "\(attempts == 1 ? "" : "in each of \(attempts) attempts ")and was rolled back: another session "

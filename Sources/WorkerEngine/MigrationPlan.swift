@@ -19,6 +19,8 @@ public struct MigrationStatus: Sendable, Equatable, Encodable {
     public var name: String
     public var state: State
     public var appliedAt: Date?
+    /// False for a file that runs outside a transaction; nil for one missing.
+    public var inTransaction: Bool?
 }
 
 extension Migrator {
@@ -29,13 +31,14 @@ extension Migrator {
             var plan: [MigrationStatus] = []
             for migration in migrations {
                 guard let record = applied[migration.version] else {
-                    plan.append(MigrationStatus(version: migration.version, name: migration.name, state: .pending))
+                    plan.append(MigrationStatus(
+                        version: migration.version, name: migration.name, state: .pending, inTransaction: migration.runsInTransaction))
                     continue
                 }
                 let same = try await self.checksum(of: migration, on: connection) == record.checksum
                 plan.append(MigrationStatus(
                     version: migration.version, name: migration.name, state: same ? .applied : .changed,
-                    appliedAt: record.appliedAt))
+                    appliedAt: record.appliedAt, inTransaction: migration.runsInTransaction))
             }
             let known = Set(migrations.map(\.version))
             for (version, record) in applied where !known.contains(version) {

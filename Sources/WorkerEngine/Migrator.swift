@@ -95,7 +95,11 @@ public struct Migrator: Sendable {
                 }
                 continue
             }
-            try await applyWithinLockTimeout(migration, checksum: checksum, on: connection)
+            if migration.runsInTransaction {
+                try await applyWithinLockTimeout(migration, checksum: checksum, on: connection)
+            } else {
+                try await applyOutsideTransaction(migration, checksum: checksum, on: connection)
+            }
             logger.info("migration applied", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
             applied.append(migration)
         }
@@ -128,9 +132,6 @@ public struct Migrator: Sendable {
     private struct LockWaitTimedOut: Error { var statement: String }
 
     private func applyOnce(_ migration: Migration, checksum: String, on connection: PostgresConnection) async throws {
-        guard migration.runsInTransaction else {
-            return try await applyOutsideTransaction(migration, checksum: checksum, on: connection)
-        }
         try await connection.query("BEGIN", logger: logger)
         do {
             if let lockTimeout {
@@ -170,12 +171,13 @@ public struct Migrator: Sendable {
             throw MigrationError.invalidIndexes(version: migration.version, name: migration.name, indexes: invalid)
         }
         for statement in SQLScript.statements(in: migration.sql) {
+            let before = try await invalidIndexes(on: connection)
             do {
                 try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger).drain()
             } catch {
                 // A concurrent build that failed leaves its index, invalid, for every write to maintain.
                 var dropped: [String] = []
-                for index in (try? await invalidIndexes(on: connection)) ?? [] {
+                for index in (try? await invalidIndexes(on: connection))?.filter({ !before.contains($0) }) ?? [] {
                     if (try? await connection.query("DROP INDEX CONCURRENTLY IF EXISTS \(unescaped: index)", logger: logger).drain()) != nil {
                         dropped.append(index)
                     }
@@ -190,7 +192,10 @@ public struct Migrator: Sendable {
 
     /// The invalid indexes of the queue's schemas that no build is running
     /// for: what a concurrent build that failed or was stopped left behind.
-    /// Partitioned indexes are invalid until each partition has its own.
+    /// Partitioned indexes are invalid until each partition has its own. A
+    /// build holds its table's SHARE UPDATE EXCLUSIVE lock from start to end,
+    /// which pg_locks shows to every role (pg_stat_progress_create_index
+    /// shows another role's build without its index).
     public func invalidIndexes() async throws -> [String] {
         try await client.withConnection { try await invalidIndexes(on: $0) }
     }
@@ -202,6 +207,8 @@ public struct Migrator: Sendable {
             JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
             WHERE NOT i.indisvalid AND c.relkind = 'i' AND n.nspname IN ('worker', 'app')
               AND NOT EXISTS (SELECT FROM pg_stat_progress_create_index AS p WHERE p.index_relid = i.indexrelid)
+              AND NOT EXISTS (SELECT FROM pg_locks AS l WHERE l.relation = i.indrelid AND l.mode = 'ShareUpdateExclusiveLock'
+                                                          AND l.granted AND l.pid <> pg_backend_pid())
             ORDER BY 1
             """, logger: logger)
         var names: [String] = []

@@ -24,19 +24,16 @@ public struct QueueLimits: Sendable {
 
     /// A token bucket: `perSecond` claims a second, up to `burst` at once.
     public struct Rate: Sendable, Equatable {
-        public static let maxPerSecond = 1_000_000.0
+        /// The highest rate a queue may be given.
+        public static let highest = 1_000_000.0
         public var perSecond: Double
-        /// Nil keeps the burst of the rate it replaces; a new rate takes `defaultBurst`.
+        /// Nil: the burst the operator gave the rate before, else a second's
+        /// worth (at least 1), which follows the rate when it changes.
         public var burst: Int?
 
         public init(perSecond: Double, burst: Int? = nil) {
             self.perSecond = perSecond
             self.burst = burst
-        }
-
-        /// A second's worth, at least one job.
-        public var defaultBurst: Int {
-            Int(min(max(perSecond.isFinite ? perSecond : 1, 1), Self.maxPerSecond).rounded(.up))
         }
     }
 
@@ -65,30 +62,25 @@ public struct QueueLimits: Sendable {
     @discardableResult
     public func set(_ queue: String, maxInFlight: Int? = nil, rate: Rate? = nil) async throws -> Limit {
         precondition(maxInFlight != nil || rate != nil, "set needs a limit")
-        let (perSecond, burst, defaultBurst) = (rate?.perSecond, rate?.burst, rate?.defaultBurst)
+        let (perSecond, burst) = (rate?.perSecond, rate?.burst)
         let rows = try await client.query(
             """
-            WITH old AS (
-                SELECT l.max_in_flight, l.max_per_second, l.burst, l.tokens, l.tokens_at,
-                       worker.rate_tokens(l, now()) AS level
-                FROM worker.queue_limits AS l WHERE l.queue = \(queue) FOR NO KEY UPDATE
-            ), new AS (
-                SELECT coalesce(\(maxInFlight)::int, o.max_in_flight) AS max_in_flight,
-                       coalesce(\(perSecond)::float8, o.max_per_second) AS max_per_second,
-                       CASE WHEN \(perSecond)::float8 IS NULL THEN o.burst
-                            ELSE coalesce(\(burst)::int, o.burst, \(defaultBurst)::int) END AS burst,
-                       o.tokens, o.tokens_at, o.level, o.max_per_second IS NULL AS rate_is_new
-                FROM (SELECT) AS given LEFT JOIN old AS o ON true
-            ), limited AS (
+            WITH limited AS (
                 INSERT INTO worker.queue_limits AS l (queue, max_in_flight, max_per_second, burst, tokens, tokens_at)
-                SELECT \(queue), n.max_in_flight, n.max_per_second, n.burst,
-                       CASE WHEN \(perSecond)::float8 IS NULL THEN n.tokens
-                            WHEN n.rate_is_new THEN n.burst ELSE least(n.burst, n.level) END,
-                       CASE WHEN \(perSecond)::float8 IS NULL THEN n.tokens_at ELSE now() END
-                FROM new AS n
+                VALUES (\(queue), \(maxInFlight), \(perSecond), \(burst),
+                        -- A new rate's bucket: full.
+                        CASE WHEN \(perSecond)::float8 IS NOT NULL THEN coalesce(\(burst)::int, greatest(1, ceil(\(perSecond)::float8))) END,
+                        CASE WHEN \(perSecond)::float8 IS NOT NULL THEN now() END)
                 ON CONFLICT (queue) DO UPDATE SET
-                    max_in_flight = excluded.max_in_flight, max_per_second = excluded.max_per_second,
-                    burst = excluded.burst, tokens = excluded.tokens, tokens_at = excluded.tokens_at,
+                    max_in_flight = coalesce(excluded.max_in_flight, l.max_in_flight),
+                    max_per_second = coalesce(excluded.max_per_second, l.max_per_second),
+                    burst = coalesce(excluded.burst, l.burst),
+                    -- A rate changed keeps its level, no more than its new burst (which
+                    -- excluded.tokens is when neither this nor the last call gave one).
+                    tokens = CASE WHEN excluded.max_per_second IS NULL THEN l.tokens
+                                  WHEN l.max_per_second IS NULL THEN excluded.tokens
+                                  ELSE least(coalesce(excluded.burst, l.burst, excluded.tokens), worker.rate_tokens(l, now())) END,
+                    tokens_at = coalesce(excluded.tokens_at, l.tokens_at),
                     set_at = now(), set_by = current_user
                 RETURNING \(unescaped: Self.columns)
             )
@@ -140,7 +132,7 @@ public struct QueueLimits: Sendable {
     static let columns = """
         l.queue, l.max_in_flight,
         CASE WHEN l.max_in_flight IS NOT NULL THEN worker.limited_in_flight(l.queue, now()) END,
-        l.max_per_second, l.burst, worker.rate_tokens(l, clock_timestamp()), l.set_at, l.set_by
+        l.max_per_second, worker.rate_burst(l), worker.rate_tokens(l, clock_timestamp()), l.set_at, l.set_by
         """
 
     static func limits(_ rows: PostgresRowSequence) async throws -> some AsyncSequence<Limit, any Error> {

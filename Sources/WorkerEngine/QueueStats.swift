@@ -46,7 +46,8 @@ public struct QueueStats: Sendable, Equatable, Codable {
                        count(*) FILTER (WHERE visible_at > now() AND lease_token IS NULL AND parked_visible_at IS NULL)
                            AS delayed,
                        count(*) FILTER (WHERE parked_visible_at IS NOT NULL) AS blocked,
-                       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE visible_at <= now())), 0)::float8
+                       -- isfinite(): an owner's created_at of 'infinity' would fail every read of the stats.
+                       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE visible_at <= now() AND isfinite(created_at))), 0)::float8
                            AS oldest_ready_age,
                        count(*) FILTER (WHERE errors <> '[]'::jsonb) AS retrying,
                        coalesce(max(attempts), 0) AS highest_attempt

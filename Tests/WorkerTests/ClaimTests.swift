@@ -112,6 +112,22 @@ import WorkerTestSupport
         }
     }
 
+    /// Rows only the owner could write (a hand edit, a restore) must not stop
+    /// a queue: attempts at int4's top overflowed every claim of the queue,
+    /// and an infinite created_at failed every read of the stats.
+    @Test func aJobWrittenAtTheEdgeOfItsTypesStopsNeitherItsQueueNorTheStats() async throws {
+        try await withTestDatabase { db in
+            try await db.execute("INSERT INTO worker.jobs (kind, attempts, created_at) VALUES ('noop', 2147483647, 'infinity')")
+            let normal = try await db.queue.enqueue(NewJob(kind: "noop"))
+            let jobs = try await db.queue.claim(queue: "default", limit: 5, visibilityTimeout: .seconds(30), workerID: "w1")
+            #expect(jobs.count == 2 && jobs.contains { $0.id == normal })
+            #expect(jobs.map(\.attempts).max() == 2147483647)
+            try await db.makeAllDue()
+            _ = try await db.queue.enqueue(NewJob(kind: "noop"))
+            #expect(try await QueueStats.read(client: db.client, logger: db.logger).first?.ready == 3)
+        }
+    }
+
     @Test func claimsOnlyTheNamedQueue() async throws {
         try await withTestDatabase { db in
             try await db.queue.enqueue(NewJob(queue: "a", kind: "noop"))

@@ -252,6 +252,9 @@ import WorkerTestSupport
                 .write(to: dir.appendingPathComponent("999_kind_index.sql"), atomically: true, encoding: .utf8)
             let plan = try await runTool("workerctl", ["migrate", "--dry-run", "--sql-dir", dir.path], database: db)
             #expect(plan.status == 0 && plan.stdout.contains("999_kind_index runs outside a transaction (-- worker:no-transaction)"), "\(plan)")
+            let json = try await runTool("workerctl", ["migrate", "--dry-run", "--json", "--sql-dir", dir.path], database: db)
+            let entries = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]]
+            #expect(entries?.last?["in_transaction"] as? Bool == false && entries?.first?["in_transaction"] as? Bool == true, "\(json)")
             _ = try await db.queue.enqueue(NewJob(kind: "twice"), count: 2)
             await #expect(throws: (any Error).self) { try await db.execute("CREATE UNIQUE INDEX CONCURRENTLY jobs_kind_left ON worker.jobs (kind)") }
             let refused = try await runTool("workerctl", ["migrate", "--dry-run", "--sql-dir", dir.path], database: db)
@@ -345,7 +348,9 @@ import WorkerTestSupport
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mig-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        for misplaced in ["SELECT 1;\n-- worker:no-transaction\n", "/* worker:no-transaction */\nSELECT 1;", "-- worker:no-transaction please\nSELECT 1;"] {
+        for misplaced in ["SELECT 1;\n-- worker:no-transaction\n", "/* worker:no-transaction */\nSELECT 1;",
+                          "-- worker:no-transaction please\nSELECT 1;", "-- worker:no-transaction\nSELECT 1; -- worker:no-transaction",
+                          "/* header */\n-- worker:no-transaction\nSELECT 1;"] {
             try misplaced.write(to: dir.appendingPathComponent("001_a.sql"), atomically: true, encoding: .utf8)
             #expect(throws: MigrationError.misplacedMarker("001_a.sql"), "\(misplaced)") { try Migration.load(from: dir) }
         }

@@ -61,6 +61,19 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aBurstLeftOutFollowsTheRateAndOneGivenStays() async throws {
+        try await withTestDatabase { db in
+            let limits = QueueLimits(client: db.client, logger: db.logger)
+            #expect(try await limits.set("q", rate: .init(perSecond: 2)).burst == 2, "a second's worth")
+            #expect(try await limits.set("q", rate: .init(perSecond: 1000)).burst == 1000, "which follows the rate")
+            #expect(try await limits.set("q", rate: .init(perSecond: 0.5)).burst == 1, "at least one")
+            #expect(try await limits.set("q", rate: .init(perSecond: 20, burst: 50)).burst == 50)
+            #expect(try await limits.set("q", rate: .init(perSecond: 30)).burst == 50, "a burst given stays")
+            let lowered = try await limits.set("q", rate: .init(perSecond: 30, burst: 3))
+            #expect(lowered.burst == 3 && lowered.tokens.map { $0 <= 3 } == true, "the bucket no fuller than the new burst: \(lowered)")
+        }
+    }
+
     /// An operator's transaction holding the bucket's row makes a claim give
     /// up after a second, as sql/021's lock does, not wait for it with the
     /// queue's lock held (every other claim of the queue would give up).
@@ -71,7 +84,10 @@ import WorkerTestSupport
             try await db.client.withConnection { holder in
                 try await holder.query("BEGIN", logger: db.logger)
                 try await holder.query("UPDATE worker.queue_limits SET set_by = 'ops'", logger: db.logger)
+                let clock = ContinuousClock(), start = clock.now
                 #expect(try await claim(db).isEmpty)
+                let waited = clock.now - start
+                #expect(waited >= .milliseconds(950) && waited < .seconds(20), "the claim waited \(waited), not about a second")
                 try await holder.query("COMMIT", logger: db.logger)
             }
             #expect(try await claim(db).count == 2)
@@ -97,6 +113,7 @@ import WorkerTestSupport
             try await QueueLimits(client: db.client, logger: db.logger).set("limited", rate: .init(perSecond: rate, burst: burst))
             _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: jobs)
             let handler = RecordingHandler()
+            let clock = ContinuousClock(), start = clock.now
             func configuration(_ n: Int) -> WorkerConfiguration {
                 WorkerConfiguration(queues: ["limited"], concurrency: lanes, pollInterval: .milliseconds(20), workerID: "w\(n)")
             }
@@ -107,6 +124,9 @@ import WorkerTestSupport
                     }
                 }
             }
+            // The rate is reached, not just kept under: 1.8 s at best; a fleet whose
+            // lanes took one burst per poll between them would take ten times that.
+            #expect(clock.now - start < .seconds(15), "40 jobs at 20 a second took \(clock.now - start)")
             #expect(handler.invocations.count == jobs)
             #expect(try await db.int("SELECT count(*)::int FROM public.claims") == jobs)
             let overRate = try await db.int("""

@@ -87,6 +87,8 @@ import WorkerTestSupport
                 let result = await workerd.result()
                 #expect(result.status == 0, "\(result)")
                 #expect(!result.stderr.contains("permission denied"), "\(result.stderr)")
+                #expect(try await db.int("SELECT count(*)::int FROM worker.workers") == 0,
+                        "removed itself as it stopped: \(result.stderr.suffix(3000))")
 
                 for statement: PostgresQuery in [
                     "DELETE FROM worker.dead_letters", "UPDATE worker.dead_letters SET reason = 'x'",
@@ -105,7 +107,6 @@ import WorkerTestSupport
             #expect(try await db.deadCount() == 2)
             #expect(try await db.int("SELECT sum(done + duplicates)::int FROM worker.throughput WHERE worker_id = 'consumer'") == 4)
             #expect(try await db.int("SELECT sum(done)::int FROM worker.throughput WHERE kind = 'noop'") == 1, "the scheduled run")
-            #expect(try await db.int("SELECT count(*)::int FROM worker.workers") == 0, "removed itself as it stopped")
         }
     }
 

@@ -5,7 +5,7 @@ import WorkerTestSupport
 /// deploy/worker-retention.service, whose units `scripts/check-units`
 /// verifies: its command, as systemd would run it with its default and as
 /// the role it names, deletes the dead letters past the retention only.
-@Suite(.timeLimit(.minutes(2))) struct RetentionUnitTests {
+@Suite(.timeLimit(.minutes(2))) struct RetentionServiceTests {
     @Test func theRetentionServiceDeletesTheDeadLettersPastItsDefaultRetentionAsTheAdminRole() async throws {
         let unit = try String(contentsOf: repositoryRoot.appendingPathComponent("deploy/worker-retention.service"), encoding: .utf8)
         func setting(_ name: String) throws -> String {
@@ -36,7 +36,7 @@ import WorkerTestSupport
             // A retention of 0, which could be taken for "keep them", would purge them all.
             for zero in ["0", "0s"] {
                 let refused = try await runTool("workerctl", ["dlq", "purge", "--until", zero], database: db)
-                #expect(refused.status == 64 && refused.stderr.contains("every dead letter: to purge them all, give --all"), "\(refused)")
+                #expect(refused.status == 64 && refused.stderr.contains("matches every dead letter up to now: leave --until out, or give --all alone"), "\(refused)")
             }
             #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters") == 2)
         }
