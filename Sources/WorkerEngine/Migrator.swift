@@ -192,10 +192,9 @@ public struct Migrator: Sendable {
 
     /// The invalid indexes of the queue's schemas that no build is running
     /// for: what a concurrent build that failed or was stopped left behind.
-    /// Partitioned indexes are invalid until each partition has its own. A
-    /// build holds its table's SHARE UPDATE EXCLUSIVE lock from start to end,
-    /// which pg_locks shows to every role (pg_stat_progress_create_index
-    /// shows another role's build without its index).
+    /// Partitioned indexes are invalid until each partition has its own.
+    /// pg_stat_progress_create_index shows another role's build in this
+    /// database without its index: while one runs, no index is named.
     public func invalidIndexes() async throws -> [String] {
         try await client.withConnection { try await invalidIndexes(on: $0) }
     }
@@ -206,9 +205,10 @@ public struct Migrator: Sendable {
             SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index AS i
             JOIN pg_class AS c ON c.oid = i.indexrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
             WHERE NOT i.indisvalid AND c.relkind = 'i' AND n.nspname IN ('worker', 'app')
-              AND NOT EXISTS (SELECT FROM pg_stat_progress_create_index AS p WHERE p.index_relid = i.indexrelid)
-              AND NOT EXISTS (SELECT FROM pg_locks AS l WHERE l.relation = i.indrelid AND l.mode = 'ShareUpdateExclusiveLock'
-                                                          AND l.granted AND l.pid <> pg_backend_pid())
+              AND NOT EXISTS (
+                  SELECT FROM pg_stat_progress_create_index AS p
+                  WHERE p.pid <> pg_backend_pid() AND (p.datid IS NULL OR p.datname = current_database())
+                    AND (p.index_relid IS NULL OR p.index_relid IN (0, i.indexrelid)))
             ORDER BY 1
             """, logger: logger)
         var names: [String] = []
