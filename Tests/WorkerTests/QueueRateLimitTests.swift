@@ -114,7 +114,7 @@ import WorkerTestSupport
             _ = try await db.queue.enqueue(NewJob(queue: "limited", kind: "test"), count: jobs)
             let handler = RecordingHandler()
             func configuration(_ n: Int) -> WorkerConfiguration {
-                WorkerConfiguration(queues: ["limited"], concurrency: lanes, pollInterval: .milliseconds(20), workerID: "w\(n)")
+                WorkerConfiguration(queues: ["limited"], concurrency: lanes, pollInterval: .milliseconds(100), workerID: "w\(n)")
             }
             try await withWorker(db, .testing(handler), configuration(1)) { _ in
                 try await withWorker(db, .testing(handler), configuration(2)) { _ in

@@ -45,13 +45,14 @@ import WorkerTestSupport
             // The first job outlasts the visibility timeout two and a half times;
             // the second waits behind it in the same batch. Without heartbeats,
             // worker B would claim the second job again after one timeout. (With a
-            // 1 s timeout a loaded test machine could stall a beat past it.)
+            // 1 s timeout, and in one CI run with 2 s, the whole suite's load
+            // stalled a worker a beat past it.)
             let handler = RecordingHandler { job, _ in
-                if job.payload.contains("slow") { try await Task.sleep(for: .seconds(5)) }
+                if job.payload.contains("slow") { try await Task.sleep(for: .milliseconds(7500)) }
             }
             try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"slow":true}"#))
             let second = try await db.queue.enqueue(NewJob(kind: "test"))
-            var configA = WorkerConfiguration(concurrency: 1, batchSize: 2, visibilityTimeout: .seconds(2), workerID: "A")
+            var configA = WorkerConfiguration(concurrency: 1, batchSize: 2, visibilityTimeout: .seconds(3), workerID: "A")
             configA.pollInterval = .milliseconds(50)
             try await withWorker(db, .testing(handler), configA) { _ in
                 try await eventually("A to claim both jobs") {
