@@ -8,10 +8,6 @@ import WorkerTestSupport
 
 /// `workerctl limits` (sql/021): at most N jobs of a queue in flight, fleet-wide.
 @Suite(.timeLimit(.minutes(2))) struct QueueLimitTests {
-    func claim(_ db: TestDatabase, _ queue: String = "limited") async throws -> [Job] {
-        try await db.queue.claim(queue: queue, limit: 50, visibilityTimeout: .seconds(60), workerID: "w")
-    }
-
     @Test func aClaimTakesWhatTheLimitLeavesAndAFreedSlotWakesTheQueue() async throws {
         try await withTestDatabase { db in
             let limits = QueueLimits(client: db.client, logger: db.logger)
@@ -128,6 +124,12 @@ import WorkerTestSupport
             #expect(again.status == 1 && again.stderr.contains("queue 'billing' has no limit"), "\(again)")
         }
     }
+}
+
+/// A claim of up to 50 jobs of `queue`, as a lane makes it: what the limits
+/// of sql/021 and sql/022 bound (QueueLimitTests, QueueRateLimitTests).
+func claim(_ db: TestDatabase, _ queue: String = "limited") async throws -> [Job] {
+    try await db.queue.claim(queue: queue, limit: 50, visibilityTimeout: .seconds(60), workerID: "w")
 }
 
 /// How many handlers run at once, and the most that ever did.

@@ -7,10 +7,6 @@ import WorkerTestSupport
 /// `workerctl limits set --max-per-second` (sql/022): at most R jobs of a
 /// queue claimed a second, in bursts of up to B, fleet-wide.
 @Suite(.timeLimit(.minutes(2))) struct QueueRateLimitTests {
-    func claim(_ db: TestDatabase, _ queue: String = "limited") async throws -> [Job] {
-        try await db.queue.claim(queue: queue, limit: 50, visibilityTimeout: .seconds(60), workerID: "w")
-    }
-
     func tokens(_ db: TestDatabase) async throws -> Double? {
         try await QueueLimits(client: db.client, logger: db.logger).list().first { $0.queue == "limited" }?.tokens
     }
