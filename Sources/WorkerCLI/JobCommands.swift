@@ -105,6 +105,7 @@ struct JobsShowCommand: AsyncParsableCommand {
             redrive count:   \(job.redriveCount)
             idempotency key: \(job.idempotencyKey ?? "-")
             ordering key:    \(job.orderingKey ?? "-")
+            job key:         \(job.jobKey ?? "-")
             created at:      \(time.string(from: job.createdAt))
             visible at:      \(time.string(from: job.visibleAt))
             leased by:       \(job.leasedBy ?? "-")

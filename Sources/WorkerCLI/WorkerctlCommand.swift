@@ -217,6 +217,12 @@ struct EnqueueCommand: AsyncParsableCommand {
     @OptionGroup var job: JobDefinitionOptions
     @Option(help: "Idempotency key.") var idempotencyKey: String?
     @Option(help: "Ordering key: jobs of the queue with this key run one at a time, in order.") var orderingKey: String?
+    @Option(help: "Job key: at most one job of the queue and kind waits under it; sending it again changes that job.")
+    var jobKey: String?
+    @Option(help: ArgumentHelp(
+        "What a job key's waiting job takes from this call: replace (payload and run time), preserve_run_at (payload), keep (nothing).",
+        valueName: "mode"))
+    var jobKeyMode = JobKeyMode.replace.rawValue
     @Option(parsing: .unconditional, help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
     @Option(parsing: .unconditional, help: "How many copies to insert.") var count = 1
 
@@ -225,19 +231,45 @@ struct EnqueueCommand: AsyncParsableCommand {
         // An empty key is most often an unset shell variable: every such job would share it.
         if idempotencyKey?.isEmpty == true { throw ValidationError("--idempotency-key is empty; leave it out for no key") }
         if orderingKey?.isEmpty == true { throw ValidationError("--ordering-key is empty; leave it out for no key") }
+        if let jobKey {
+            if jobKey.isEmpty { throw ValidationError("--job-key is empty; leave it out for no key") }
+            if jobKey.utf8.count > 1024 { throw ValidationError("--job-key is longer than 1024 bytes") }
+            if count != 1 { throw ValidationError("--job-key names one waiting job: --count must be 1") }
+        }
+        _ = try mode()
         _ = try asBadArgument { try DurationParser.parse(delay, setting: "--delay") }
+    }
+
+    private func mode() throws -> JobKeyMode {
+        guard let mode = JobKeyMode(rawValue: jobKeyMode) else {
+            throw ValidationError("--job-key-mode must be replace, preserve_run_at or keep, not '\(jobKeyMode)'")
+        }
+        return mode
     }
 
     func run() async throws {
         let job = NewJob(
             queue: self.job.queue, kind: self.job.kind, payload: self.job.payload, idempotencyKey: idempotencyKey,
             priority: self.job.priority, maxAttempts: self.job.maxAttempts,
-            delay: try DurationParser.parse(delay, setting: "--delay"), orderingKey: orderingKey)
+            delay: try DurationParser.parse(delay, setting: "--delay"), orderingKey: orderingKey, jobKey: jobKey,
+            jobKeyMode: try mode())
         let count = self.count
-        let ids = try await database.withClient { client, logger in
-            try await JobQueue(client: client, logger: logger).enqueue(job, count: count)
+        let outcome = try await database.withClient { client, logger in
+            let queue = JobQueue(client: client, logger: logger)
+            guard let jobKey = job.jobKey else {
+                let ids = try await queue.enqueue(job, count: count)
+                return count == 1 ? "enqueued job \(ids.lowerBound)" : "enqueued \(count) jobs, ids \(ids.lowerBound) to \(ids.upperBound)"
+            }
+            let enqueued = try await queue.submit(job)
+            guard enqueued.wasWaiting else { return "enqueued job \(enqueued.id)" }
+            let change = switch job.jobKeyMode {
+            case .replace: "took this payload and run time"
+            case .preserveRunAt: "took this payload; its run time stays"
+            case .keep: "stays as it was"
+            }
+            return "job \(enqueued.id) waits under job key '\(jobKey)': it \(change)"
         }
-        print(count == 1 ? "enqueued job \(ids.lowerBound)" : "enqueued \(count) jobs, ids \(ids.lowerBound) to \(ids.upperBound)")
+        print(outcome)
         if let note = unknownKindNote(job.kind) { print(note) }
     }
 }

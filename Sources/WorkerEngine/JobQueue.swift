@@ -13,21 +13,32 @@ public struct JobQueue: Sendable {
         self.logger = logger
     }
 
-    /// Inserts a job the way a producer's INSERT does, and returns its id.
+    /// Inserts a job the way a producer's `worker.enqueue` call does, and
+    /// returns its id: with a job key, that of the job waiting under the key
+    /// if one was.
     @discardableResult
-    public func enqueue(_ job: NewJob) async throws -> Int64 {
+    public func enqueue(_ job: NewJob) async throws -> Int64 { try await submit(job).id }
+
+    /// `enqueue`, telling also whether a job was waiting under the key.
+    public func submit(_ job: NewJob) async throws -> Enqueued {
         let logger = logger
         return try await client.withLiveConnection { connection in
+        // The join reads the statement's snapshot, taken before the call:
+        // it finds the job only if it was there before.
         let rows = try await connection.query(
             """
-            INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, visible_at, ordering_key)
-            VALUES (\(job.queue), \(job.kind), \(job.payload)::jsonb, \(job.idempotencyKey), \(job.priority)::smallint,
-                    \(job.maxAttempts)::integer, now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond',
-                    \(job.orderingKey))
-            RETURNING id
+            WITH called AS (
+                SELECT worker.enqueue(
+                    queue => \(job.queue), kind => \(job.kind), payload => \(job.payload)::jsonb,
+                    idempotency_key => \(job.idempotencyKey), priority => \(job.priority)::smallint,
+                    run_at => now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond',
+                    max_attempts => \(job.maxAttempts)::integer, ordering_key => \(job.orderingKey),
+                    job_key => \(job.jobKey), job_key_mode => \(job.jobKeyMode.rawValue)) AS id
+            )
+            SELECT called.id, j.id IS NOT NULL FROM called LEFT JOIN worker.jobs AS j ON j.id = called.id
             """, logger: logger)
-        for try await id in rows.decode(Int64.self) { return id }
-        throw PostgresWorkerError.unexpected("INSERT returned no id")
+        for try await (id, waiting) in rows.decode((Int64, Bool).self) { return Enqueued(id: id, wasWaiting: waiting) }
+        throw PostgresWorkerError.unexpected("worker.enqueue returned no id")
         }
     }
 
@@ -190,10 +201,15 @@ public struct NewJob: Sendable {
     public var delay: Duration
     /// Jobs of one queue with the same ordering key run one at a time, in id order.
     public var orderingKey: String?
+    /// At most one job of the queue and kind waits under a job key (sql/023).
+    public var jobKey: String?
+    /// What a call with the key of a waiting job does to that job.
+    public var jobKeyMode: JobKeyMode
 
     public init(
         queue: String = "default", kind: String, payload: String = "{}", idempotencyKey: String? = nil,
-        priority: Int = 0, maxAttempts: Int? = nil, delay: Duration = .zero, orderingKey: String? = nil
+        priority: Int = 0, maxAttempts: Int? = nil, delay: Duration = .zero, orderingKey: String? = nil,
+        jobKey: String? = nil, jobKeyMode: JobKeyMode = .replace
     ) {
         self.queue = queue
         self.kind = kind
@@ -203,6 +219,31 @@ public struct NewJob: Sendable {
         self.maxAttempts = maxAttempts
         self.delay = delay
         self.orderingKey = orderingKey
+        self.jobKey = jobKey
+        self.jobKeyMode = jobKeyMode
+    }
+}
+
+/// What `worker.enqueue` does when a job of the queue and kind waits under
+/// the key it is given (sql/025). Each keeps that one job.
+public enum JobKeyMode: String, Sendable, CaseIterable {
+    /// Its payload, idempotency key, priority, max attempts and run time become the call's: a debounce.
+    case replace
+    /// The same, but its run time stays: a throttle.
+    case preserveRunAt = "preserve_run_at"
+    /// It stays as it is: a dedupe.
+    case keep
+}
+
+/// A job `enqueue` inserted, or the one that waited under its key.
+public struct Enqueued: Sendable, Equatable {
+    public var id: Int64
+    /// A job was waiting under the key: the call went to it.
+    public var wasWaiting: Bool
+
+    public init(id: Int64, wasWaiting: Bool) {
+        self.id = id
+        self.wasWaiting = wasWaiting
     }
 }
 

@@ -24,6 +24,8 @@ public struct QueuedJob: Sendable, Equatable, Encodable {
     public var idempotencyKey: String?
     /// Jobs of its queue with this key run one at a time, in id order.
     public var orderingKey: String?
+    /// Held while it waits (sql/023): a producer's call with the key changes this job.
+    public var jobKey: String?
     public var priority: Int
     public var attempts: Int
     public var maxAttempts: Int?
@@ -82,7 +84,7 @@ public struct QueuedJobs: Sendable {
     public func list(_ filter: JobFilter, limit: Int) async throws -> [QueuedJob] {
         let rows = try await client.query(
             """
-            SELECT id, queue, kind, \(unescaped: JobFilter.stateSQL), payload::text, idempotency_key, ordering_key, priority,
+            SELECT id, queue, kind, \(unescaped: JobFilter.stateSQL), payload::text, idempotency_key, ordering_key, job_key, priority,
                    attempts, max_attempts, coalesce(parked_visible_at, visible_at), leased_by, leased_at, created_at,
                    last_error, errors::text, redrive_count
             FROM worker.jobs WHERE \(filter)
@@ -91,14 +93,14 @@ public struct QueuedJobs: Sendable {
             logger: logger)
         var jobs: [QueuedJob] = []
         for try await r in rows.decode(
-            (Int64, String, String, String, String, String?, String?, Int16, Int, Int?, Date, String?, Date?, Date, String?,
-             String, Int).self)
+            (Int64, String, String, String, String, String?, String?, String?, Int16, Int, Int?, Date, String?, Date?, Date,
+             String?, String, Int).self)
         {
             guard let state = JobState(rawValue: r.3) else { throw PostgresWorkerError.unexpected("job state '\(r.3)'") }
             jobs.append(QueuedJob(
                 id: r.0, queue: r.1, kind: r.2, state: state, payload: r.4, idempotencyKey: r.5, orderingKey: r.6,
-                priority: Int(r.7), attempts: r.8, maxAttempts: r.9, visibleAt: r.10, leasedBy: r.11, leasedAt: r.12,
-                createdAt: r.13, lastError: r.14, errors: r.15, redriveCount: r.16))
+                jobKey: r.7, priority: Int(r.8), attempts: r.9, maxAttempts: r.10, visibleAt: r.11, leasedBy: r.12,
+                leasedAt: r.13, createdAt: r.14, lastError: r.15, errors: r.16, redriveCount: r.17))
         }
         return jobs
     }

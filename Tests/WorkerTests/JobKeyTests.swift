@@ -1,0 +1,159 @@
+import Foundation
+import PostgresNIO
+import Testing
+import WorkerEngine
+import WorkerRuntime
+import WorkerTestSupport
+
+/// Job keys (sql/023-025): at most one waiting job per queue, kind and key;
+/// a call with the key of a waiting job changes that job as its mode says.
+@Suite(.timeLimit(.minutes(2))) struct JobKeyTests {
+    /// A job's payload, its key and when it runs, which is (for a run time
+    /// in minutes, however slow the test) "soon" or "in an hour or more".
+    func job(_ db: TestDatabase, _ id: Int64) async throws -> (payload: String, runsAt: Date, key: String?) {
+        let rows = try await db.client.query(
+            "SELECT payload::text, coalesce(parked_visible_at, visible_at), job_key FROM worker.jobs WHERE id = \(id)",
+            logger: db.logger)
+        for try await row in rows.decode((String, Date, String?).self) { return (row.0, row.1, row.2) }
+        throw TestFailure()
+    }
+
+    func isSoon(_ date: Date) -> Bool { date < Date() + 600 }
+
+    @Test func eachModeChangesTheOneWaitingJobAsItSays() async throws {
+        try await withTestDatabase { db in
+            func send(_ payload: String, in delay: Duration, _ mode: JobKeyMode = .replace, kind: String = "test",
+                      queue: String = "default") async throws -> Enqueued {
+                try await db.queue.submit(NewJob(
+                    queue: queue, kind: kind, payload: payload, delay: delay, jobKey: "reindex:42", jobKeyMode: mode))
+            }
+            let first = try await send(#"{"n": 1}"#, in: .seconds(3600))
+            #expect(!first.wasWaiting)
+            // A debounce: the last call's payload, and its run time.
+            #expect(try await !isSoon(job(db, first.id).runsAt))
+            let replaced = try await send(#"{"n": 2}"#, in: .seconds(60))
+            #expect(replaced == Enqueued(id: first.id, wasWaiting: true))
+            let debounced = try await job(db, first.id)
+            #expect(debounced.payload == #"{"n": 2}"# && isSoon(debounced.runsAt) && debounced.key == "reindex:42")
+            // A throttle: the payload, and the run time it had.
+            #expect(try await send(#"{"n": 3}"#, in: .zero, .preserveRunAt) == replaced)
+            #expect(try await job(db, first.id) == (#"{"n": 3}"#, debounced.runsAt, "reindex:42"))
+            // A dedupe: nothing.
+            #expect(try await send(#"{"n": 4}"#, in: .zero, .keep) == replaced)
+            #expect(try await job(db, first.id) == (#"{"n": 3}"#, debounced.runsAt, "reindex:42"))
+            // The key is the queue's and the kind's: another of either is another job.
+            #expect(try await send("{}", in: .zero, kind: "other").wasWaiting == false)
+            #expect(try await send("{}", in: .zero, queue: "mail").wasWaiting == false)
+            #expect(try await db.jobCount() == 3)
+
+            // A producer's own INSERT dedupes with ON CONFLICT DO NOTHING; without it, it is refused.
+            try await db.execute("INSERT INTO worker.jobs (kind, job_key) VALUES ('test', 'reindex:42') ON CONFLICT DO NOTHING")
+            #expect(try await db.jobCount() == 3)
+            try await db.withLogin(in: "worker_producer") { producer in
+                #expect(await producer.sqlState(of: "INSERT INTO worker.jobs (kind, job_key) VALUES ('test', 'reindex:42')") == "23505")
+                #expect(await producer.sqlState(
+                    of: "INSERT INTO worker.jobs (kind, job_key) VALUES ('test', 'reindex:42') ON CONFLICT DO NOTHING") == nil)
+                #expect(await producer.sqlState(of: "INSERT INTO worker.jobs (kind, job_key) VALUES ('test', '')") == "23514")
+                // The function replaces as its owner; the producer itself still may not update jobs.
+                #expect(await producer.sqlState(of: #"SELECT worker.enqueue('default', 'test', '{"n": 5}', job_key => 'reindex:42')"#) == nil)
+                #expect(await producer.sqlState(of: "UPDATE worker.jobs SET payload = '{}'") == RoleTests.denied)
+                #expect(await producer.sqlState(of: "SELECT worker.enqueue('default', 'test', job_key => 'k', job_key_mode => 'merge')") == "22023")
+            }
+            #expect(try await job(db, first.id).payload == #"{"n": 5}"#)
+            #expect(try await db.jobCount() == 3)
+        }
+    }
+
+    @Test func aClaimedJobGivesUpItsKeySoACallWhileItRunsMakesANewJob() async throws {
+        try await withTestDatabase { db in
+            let started = Gate(), finish = Gate()
+            let handler = RecordingHandler { job, _ in
+                if job.payload.contains("\"n\": 1") {
+                    started.open()
+                    await finish.wait()
+                    throw TestFailure()  // and waits out a backoff: retrying what it read, it holds no key
+                }
+            }
+            let first = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"n": 1}"#, jobKey: "k"))
+            let configuration = WorkerConfiguration(concurrency: 1, batchSize: 1, pollInterval: .milliseconds(50), workerID: "w")
+            try await withWorker(db, .testing(handler), configuration) { _ in
+                await started.wait()
+                #expect(try await job(db, first).key == nil)
+                let second = try await db.queue.submit(NewJob(kind: "test", payload: #"{"n": 2}"#, jobKey: "k"))
+                #expect(second.id != first && !second.wasWaiting)
+                finish.open()
+                try await eventually("the second job to run") { handler.invocations(of: second.id) == 1 }
+                try await eventually("the first job's retry") { handler.invocations(of: first) == 2 }
+            }
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE job_key IS NOT NULL") == 0)
+            #expect(handler.invocations.filter { $0.payload.contains("\"n\": 2") }.count == 1)
+        }
+    }
+
+    @Test func aCallThatMeetsAClaimInProgressWaitsForItAndMakesANewJob() async throws {
+        try await withTestDatabase { db in
+            let first = try await db.queue.enqueue(NewJob(kind: "test", jobKey: "k"))
+            try await db.client.withConnection { claimer in
+                try await claimer.query("BEGIN", logger: db.logger).drain()
+                let claimed = try await claimer.query("SELECT id FROM worker.claim('default', 1, 30000, 'w')", logger: db.logger)
+                for try await id in claimed.decode(Int64.self) { #expect(id == first) }
+                // The key's unique entry is the claim's until it commits: the call waits for it.
+                let call = Task { try await db.queue.submit(NewJob(kind: "test", payload: #"{"n": 2}"#, jobKey: "k")) }
+                try await eventually("the call to wait for the claim") {
+                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") == 1
+                }
+                try await claimer.query("COMMIT", logger: db.logger).drain()
+                let second = try await call.value
+                #expect(second.id != first && !second.wasWaiting)
+            }
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE job_key = 'k'") == 1)
+        }
+    }
+
+    @Test func aParkedJobKeepsItsRunTimeAsideAndAnotherOrderingKeyIsRefused() async throws {
+        try await withTestDatabase { db in
+            let head = try await db.queue.enqueue(NewJob(kind: "test", orderingKey: "o"))
+            let parked = try await db.queue.enqueue(NewJob(kind: "test", delay: .seconds(7200), orderingKey: "o", jobKey: "k"))
+            let replaced = try await db.queue.submit(NewJob(kind: "test", delay: .seconds(60), orderingKey: "o", jobKey: "k"))
+            #expect(replaced == Enqueued(id: parked, wasWaiting: true) && head < parked)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(parked) AND visible_at = 'infinity'") == 1)
+            #expect(try await isSoon(job(db, parked).runsAt))
+            do {
+                _ = try await db.queue.submit(NewJob(kind: "test", orderingKey: "p", jobKey: "k"))
+                Issue.record("a job of the key under another ordering key was changed")
+            } catch let error as PSQLError {
+                #expect(error.serverInfo?[.sqlState] == "23505")
+                #expect(error.serverInfo?[.message] == "job \(parked) of job key 'k' waits under ordering key 'o', not 'p'")
+            }
+            #expect(try await db.jobCount() == 2)
+        }
+    }
+
+    @Test func workerctlEnqueuesUnderAKeyAndSaysWhatTheWaitingJobTook() async throws {
+        try await withTestDatabase { db in
+            func run(_ arguments: [String]) async throws -> ToolResult {
+                try await runTool("workerctl", ["enqueue", "--kind", "noop"] + arguments, database: db)
+            }
+            func run(_ arguments: String...) async throws -> ToolResult { try await run(arguments) }
+            for (arguments, message) in [
+                (["--job-key", "k", "--count", "2"], "--job-key names one waiting job: --count must be 1"),
+                (["--job-key", ""], "--job-key is empty; leave it out for no key"),
+                (["--job-key", "k", "--job-key-mode", "merge"], "--job-key-mode must be replace, preserve_run_at or keep, not 'merge'"),
+            ] {
+                let refused = try await run(arguments)
+                #expect(refused.status == 64 && refused.stderr.contains(message), "\(arguments): \(refused)")
+            }
+            let first = try await run("--job-key", "k", "--delay", "1h")
+            #expect(first.status == 0 && first.stdout.hasPrefix("enqueued job "), "\(first)")
+            let id = try #require(Int64(first.stdout.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""))
+            for (mode, took) in [("replace", "took this payload and run time"), ("preserve_run_at", "took this payload; its run time stays"),
+                                 ("keep", "stays as it was")] {
+                let again = try await run("--job-key", "k", "--job-key-mode", mode, "--payload", #"{"mode": "\#(mode)"}"#)
+                #expect(again.status == 0 && again.stdout == "job \(id) waits under job key 'k': it \(took)\n", "\(again)")
+            }
+            #expect(try await job(db, id).payload == #"{"mode": "preserve_run_at"}"#)
+            let shown = try await runTool("workerctl", ["jobs", "show", "\(id)"], database: db)
+            #expect(shown.stdout.contains("job key:         k\n"), "\(shown)")
+        }
+    }
+}
