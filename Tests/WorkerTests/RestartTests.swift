@@ -30,7 +30,7 @@ import WorkerTestSupport
         // pool then crashed workerd after a restart (four lanes never did).
         let workerd = try ToolProcess("workerd", [
             "--migrate", "--sql-dir", repositorySQLDirectory.path, "--worker-id", "restart", "--concurrency", "10",
-            "--batch-size", "10", "--visibility-timeout", "2s", "--poll-interval", "200ms", "--log-level", "debug",
+            "--batch-size", "10", "--visibility-timeout", "5s", "--poll-interval", "200ms", "--log-level", "debug",
         ], environment: env)
         let config = try DatabaseConfig.parse(url: url)
         let enqueued: [ClosedRange<Int64>]

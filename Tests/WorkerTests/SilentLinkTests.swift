@@ -21,7 +21,7 @@ import WorkerTestSupport
                 // worker gives the batch up by closing its connection: within a few
                 // visibility timeouts, not TCP's quarter of an hour.
                 try await eventually("the handler to cut the link") { handler.calls == 1 }
-                try await eventually(timeout: .seconds(20), "the stuck batch to be abandoned and rolled back") {
+                try await eventually("the stuck batch to be abandoned and rolled back") {
                     try await db.int("""
                         SELECT count(*)::int FROM pg_stat_activity
                         WHERE datname = current_database() AND state = 'idle in transaction'
@@ -124,7 +124,7 @@ extension SilentLinkTests {
             }
             let brokeAt = try #require(broken.withLock { $0 })
             // The statement deadline is the visibility timeout here: 1 s.
-            #expect(ContinuousClock.now - brokeAt < .seconds(15))
+            #expect(ContinuousClock.now - brokeAt < .seconds(60), "not TCP's quarter of an hour")
         }
     }
 }

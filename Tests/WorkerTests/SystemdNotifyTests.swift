@@ -22,10 +22,18 @@ import WorkerTestSupport
             try await db.client.withConnection { connection in
                 try await connection.query("BEGIN", logger: db.logger)
                 try await connection.query("LOCK TABLE worker.jobs IN ACCESS EXCLUSIVE MODE", logger: db.logger)
-                try await eventually("the pings to stop") {
-                    _ = socket.receive()
-                    return ContinuousClock.now - socket.lastWatchdog > .milliseconds(1800)
+                // Said, and meant: no ping after the line (a stall of workerd
+                // alone would also leave a gap between pings).
+                try await eventually("the watchdog to be withheld") {
+                    workerd.stderrSoFar.contains("claim loop stuck; withholding the systemd watchdog")
                 }
+                _ = socket.receive()
+                let silentSince = socket.lastWatchdog
+                try await eventually("a ping's interval and more without one") {
+                    _ = socket.receive()
+                    return ContinuousClock.now - silentSince > .milliseconds(1800)
+                }
+                #expect(socket.lastWatchdog == silentSince, "a ping while a claim was stuck")
                 try await connection.query("COMMIT", logger: db.logger)
             }
             let silentSince = socket.lastWatchdog

@@ -69,25 +69,24 @@ import WorkerTestSupport
 
     @Test func processesDemoEventsThenDrainsOnSIGTERMAndExitsZero() async throws {
         try await withTestDatabase { db in
-            // One lane, one batch of five: the first job is mid-work when SIGTERM comes.
-            let slow = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 1500}"#, priority: -1))
+            // One lane, one batch of five: the first job is mid-work when SIGTERM
+            // comes, with ten seconds' work to spare for a loaded machine to act on it.
+            let slow = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 10000}"#, priority: -1))
             _ = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 0}"#), count: 5)
             let workerd = try ToolProcess("workerd", [
-                "--concurrency", "1", "--batch-size", "5", "--stop-timeout", "20s", "--worker-id", "drain-test",
+                "--concurrency", "1", "--batch-size", "5", "--stop-timeout", "60s", "--worker-id", "drain-test",
                 "--log-level", "debug",
             ], environment: ["DATABASE_URL": db.url])
             // Claimed is not started: a job claimed but not yet started is given back.
             try await eventually("workerd to start the slow job") {
                 workerd.stderrSoFar.split(separator: "\n").contains { $0.contains("job_id=\(slow) ") && $0.hasSuffix("job started") }
             }
-            let signalled = ContinuousClock.now
             workerd.send(SIGTERM)
             let result = await workerd.result()
             #expect(result.status == 0, "\(result)")
-            #expect(ContinuousClock.now - signalled < .seconds(20), "\(result)")
             #expect(result.stderr.contains("worker stopped"), "\(result)")
 
-            // The job at hand finished; the rest of its batch is back in the queue as if never claimed.
+            // The job at hand finished (a drain cut short by the stop timeout would have cancelled it); the rest of its batch is back in the queue as if never claimed.
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(slow)") == 0, "\(result)")
             #expect(try await db.jobCount() == 5)
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE lease_token IS NOT NULL OR attempts <> 0") == 0)
