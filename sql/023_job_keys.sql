@@ -21,6 +21,12 @@ ALTER TABLE worker.jobs ADD COLUMN job_key text;
 -- check, and checking would read the whole table under this lock.
 ALTER TABLE worker.jobs ADD CONSTRAINT jobs_job_key_valid
     CHECK (job_key <> '' AND octet_length(job_key) <= 1024) NOT VALID;
+-- The jobs of an ordering key are events, each run in its turn; those of a
+-- job key replace one another. Together, a producer's change of a parked
+-- job would hold its row while the key's head hands over (sql/019's
+-- hand-over waits for no producer), and could move it between keys.
+ALTER TABLE worker.jobs ADD CONSTRAINT jobs_job_key_or_ordering_key
+    CHECK (job_key IS NULL OR ordering_key IS NULL) NOT VALID;
 
 CREATE FUNCTION worker.release_job_key() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

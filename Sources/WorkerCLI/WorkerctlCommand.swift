@@ -222,7 +222,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp(
         "What a job key's waiting job takes from this call: replace (payload and run time), preserve_run_at (payload), keep (nothing).",
         valueName: "mode"))
-    var jobKeyMode = JobKeyMode.replace.rawValue
+    var jobKeyMode: String?
     @Option(parsing: .unconditional, help: "Run no earlier than this from now, e.g. 30s.") var delay = "0s"
     @Option(parsing: .unconditional, help: "How many copies to insert.") var count = 1
 
@@ -232,15 +232,18 @@ struct EnqueueCommand: AsyncParsableCommand {
         if idempotencyKey?.isEmpty == true { throw ValidationError("--idempotency-key is empty; leave it out for no key") }
         if orderingKey?.isEmpty == true { throw ValidationError("--ordering-key is empty; leave it out for no key") }
         if let jobKey {
+            if orderingKey != nil { throw ValidationError("--job-key and --ordering-key do not go together") }
             if jobKey.isEmpty { throw ValidationError("--job-key is empty; leave it out for no key") }
             if jobKey.utf8.count > 1024 { throw ValidationError("--job-key is longer than 1024 bytes") }
             if count != 1 { throw ValidationError("--job-key names one waiting job: --count must be 1") }
         }
+        if jobKey == nil && jobKeyMode != nil { throw ValidationError("--job-key-mode needs --job-key") }
         _ = try mode()
         _ = try asBadArgument { try DurationParser.parse(delay, setting: "--delay") }
     }
 
     private func mode() throws -> JobKeyMode {
+        guard let jobKeyMode else { return .replace }
         guard let mode = JobKeyMode(rawValue: jobKeyMode) else {
             throw ValidationError("--job-key-mode must be replace, preserve_run_at or keep, not '\(jobKeyMode)'")
         }

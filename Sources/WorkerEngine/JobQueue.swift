@@ -23,23 +23,38 @@ public struct JobQueue: Sendable {
     public func submit(_ job: NewJob) async throws -> Enqueued {
         let logger = logger
         return try await client.withLiveConnection { connection in
-        // The join reads the statement's snapshot, taken before the call:
-        // it finds the job only if it was there before.
-        let rows = try await connection.query(
-            """
-            WITH called AS (
-                SELECT worker.enqueue(
-                    queue => \(job.queue), kind => \(job.kind), payload => \(job.payload)::jsonb,
-                    idempotency_key => \(job.idempotencyKey), priority => \(job.priority)::smallint,
-                    run_at => now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond',
-                    max_attempts => \(job.maxAttempts)::integer, ordering_key => \(job.orderingKey),
-                    job_key => \(job.jobKey), job_key_mode => \(job.jobKeyMode.rawValue)) AS id
-            )
-            SELECT called.id, j.id IS NOT NULL FROM called LEFT JOIN worker.jobs AS j ON j.id = called.id
-            """, logger: logger)
-        for try await (id, waiting) in rows.decode((Int64, Bool).self) { return Enqueued(id: id, wasWaiting: waiting) }
-        throw PostgresWorkerError.unexpected("worker.enqueue returned no id")
+            guard job.jobKey != nil else {
+                return Enqueued(id: try await Self.call(job, on: connection, logger: logger), wasWaiting: false)
+            }
+            do {
+                return try await connection.withTransaction(logger: logger) { connection in
+                    let id = try await Self.call(job, on: connection, logger: logger)
+                    // A job this transaction inserted was created at its start
+                    // (now()); a changed one keeps the time of another's.
+                    let created = try await connection.query(
+                        "SELECT created_at = now() FROM worker.jobs WHERE id = \(id)", logger: logger)
+                    for try await isNew in created.decode(Bool.self) { return Enqueued(id: id, wasWaiting: !isNew) }
+                    throw PostgresWorkerError.unexpected("job \(id) from worker.enqueue is not in worker.jobs")
+                }
+            } catch let failed as PostgresTransactionError {
+                throw failed.closureError ?? failed  // the statement's own error, as without a key
+            }
         }
+    }
+
+    /// `worker.enqueue` called with the job's fields; the id it returns.
+    private static func call(_ job: NewJob, on connection: PostgresConnection, logger: Logger) async throws -> Int64 {
+        let called = try await connection.query(
+            """
+            SELECT worker.enqueue(
+                queue => \(job.queue), kind => \(job.kind), payload => \(job.payload)::jsonb,
+                idempotency_key => \(job.idempotencyKey), priority => \(job.priority)::smallint,
+                run_at => now() + \(job.delay.milliseconds)::bigint * interval '1 millisecond',
+                max_attempts => \(job.maxAttempts)::integer, ordering_key => \(job.orderingKey),
+                job_key => \(job.jobKey), job_key_mode => \(job.jobKeyMode.rawValue))
+            """, logger: logger)
+        for try await id in called.decode(Int64.self) { return id }
+        throw PostgresWorkerError.unexpected("worker.enqueue returned no id")
     }
 
     /// Inserts `count` copies of a job in one statement; returns the range of their ids.
