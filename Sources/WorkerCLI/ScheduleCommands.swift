@@ -33,7 +33,8 @@ struct SchedulesListCommand: AsyncParsableCommand {
             rows: schedules.map {
                 [$0.name, $0.cron, $0.timeZone, $0.queue, $0.kind, $0.nextRunAt.map(time.string) ?? "-",
                  $0.lastRunAt.map(time.string) ?? "-",
-                 $0.error.map { "broken: \($0)" } ?? ($0.paused ? "paused" : "active")]
+                 ($0.error.map { "broken: \($0)" } ?? ($0.paused ? "paused" : "active"))
+                    + ($0.skipWhileWaiting ? ",skip-while-waiting" : "")]
             }))
         if schedules.isEmpty { print("(no schedules)") }
     }
@@ -47,7 +48,9 @@ struct SchedulesSetCommand: AsyncParsableCommand {
             '0 2 * * MON-FRI', or @hourly, @daily, @weekly, @monthly, @yearly, read on the clock of --time-zone. \
             Across daylight saving time, a cron whose hour field starts with * follows real time; one that names \
             its hours runs once at each time it names on the wall clock (a time the clocks skip runs as much later \
-            as they jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>. Setting a \
+            as they jumped). Each run's job has the idempotency key schedule:NAME:<run time in UTC>. With \
+            --skip-while-waiting, a run is skipped while the last run's job still waits to be claimed (its queue \
+            paused or behind), so that one job waits rather than one per run. Setting a \
             schedule that exists replaces it whole: an option left out takes its default (--time-zone UTC, \
             --queue default), not the value it had.
             """)
@@ -58,6 +61,7 @@ struct SchedulesSetCommand: AsyncParsableCommand {
     @Option(help: "The clock the cron is read on: an IANA time zone name such as Europe/Berlin.")
     var timeZone = "UTC"
     @OptionGroup var job: JobDefinitionOptions
+    @Flag(help: "Skip a run while the last run's job still waits to be claimed.") var skipWhileWaiting = false
 
     func validate() throws {
         guard !name.isEmpty, name.count <= 128 else { throw ValidationError("NAME must have 1 to 128 characters") }
@@ -72,13 +76,13 @@ struct SchedulesSetCommand: AsyncParsableCommand {
     func run() async throws {
         let schedule = Schedule(
             name: name, cron: cron, timeZone: timeZone, queue: job.queue, kind: job.kind, payload: job.payload, priority: job.priority,
-            maxAttempts: job.maxAttempts)
+            maxAttempts: job.maxAttempts, skipWhileWaiting: skipWhileWaiting)
         let stored = try await database.withClient { client, logger in
             try await Schedules(client: client, logger: logger).set(schedule)
         }
         let next = stored.nextRunAt.map { ISO8601DateFormatter().string(from: $0) } ?? "-"
         print("schedule '\(stored.name)' set: \(stored.kind) on queue \(stored.queue), next run \(next)"
-            + (stored.paused ? " (paused)" : ""))
+            + (stored.skipWhileWaiting ? ", skipped while its last job waits" : "") + (stored.paused ? " (paused)" : ""))
         if let note = unknownKindNote(stored.kind) { print(note) }
     }
 }

@@ -19,11 +19,14 @@ public struct Schedule: Sendable, Equatable, Encodable {
     /// Why a worker could not read the cron or the time zone; the schedule waits for a fix.
     public var error: String?
     public var paused: Bool
+    /// A run is skipped while the last run's job still waits to be claimed:
+    /// its jobs carry the job key `schedule:NAME`.
+    public var skipWhileWaiting: Bool
 
     public init(
         name: String, cron: String, timeZone: String = "UTC", queue: String = "default", kind: String,
         payload: String = "{}", priority: Int = 0, maxAttempts: Int? = nil, nextRunAt: Date? = nil,
-        lastRunAt: Date? = nil, error: String? = nil, paused: Bool = false
+        lastRunAt: Date? = nil, error: String? = nil, paused: Bool = false, skipWhileWaiting: Bool = false
     ) {
         self.name = name
         self.cron = cron
@@ -37,6 +40,7 @@ public struct Schedule: Sendable, Equatable, Encodable {
         self.lastRunAt = lastRunAt
         self.error = error
         self.paused = paused
+        self.skipWhileWaiting = skipWhileWaiting
     }
 }
 
@@ -44,10 +48,12 @@ public struct Schedule: Sendable, Equatable, Encodable {
 public struct ScheduledRuns: Sendable {
     /// Runs enqueued: the schedule, its run's time and the job.
     public var enqueued: [(name: String, runAt: Date, jobID: Int64)] = []
+    /// Runs skipped while the schedule's last job waited: the schedule and the run's time.
+    public var skipped: [(name: String, runAt: Date)] = []
     /// Schedules found broken: their name and why.
     public var broken: [(name: String, error: String)] = []
 
-    public var isEmpty: Bool { enqueued.isEmpty && broken.isEmpty }
+    public var isEmpty: Bool { enqueued.isEmpty && skipped.isEmpty && broken.isEmpty }
 }
 
 /// The `worker.schedules` table: recurring jobs, enqueued by whichever worker
@@ -108,18 +114,23 @@ public struct Schedules: Sendable {
                                            ELSE s.next_run_at END
                     WHERE s.name = \(schedule.name) AND s.cron = \(schedule.cron) AND s.time_zone = \(schedule.timeZone)
                       AND s.next_run_at IS NOT DISTINCT FROM \(schedule.runAt) AND NOT s.paused AND s.error IS NULL
-                    RETURNING s.queue, s.kind, s.payload, s.priority, s.max_attempts
+                    RETURNING s.queue, s.kind, s.payload, s.priority, s.max_attempts, s.skip_while_waiting
                 ), enqueued AS (
-                    INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts)
-                    SELECT queue, kind, payload, \(key), priority, max_attempts FROM moved
+                    INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, job_key)
+                    SELECT queue, kind, payload, \(key), priority, max_attempts,
+                           CASE WHEN skip_while_waiting THEN \(Self.jobKey(schedule: schedule.name)) END
+                    FROM moved
                     WHERE \(key)::text IS NOT NULL AND \(problem)::text IS NULL
+                    -- The last run's job still waits under the key: this run is skipped.
+                    ON CONFLICT DO NOTHING
                     RETURNING id
                 )
                 SELECT (SELECT count(*) FROM moved)::int, (SELECT id FROM enqueued)
                 """, logger: logger)
             for try await (moved, jobID) in written.decode((Int, Int64?).self) where moved == 1 {
                 if let problem { runs.broken.append((schedule.name, problem)) }
-                if let jobID, let runAt = schedule.runAt { runs.enqueued.append((schedule.name, runAt, jobID)) }
+                guard let runAt = schedule.runAt, problem == nil else { continue }
+                if let jobID { runs.enqueued.append((schedule.name, runAt, jobID)) } else { runs.skipped.append((schedule.name, runAt)) }
             }
         }
         return runs
@@ -130,6 +141,9 @@ public struct Schedules: Sendable {
     public static func idempotencyKey(schedule: String, runAt: Date) -> String {
         "schedule:\(schedule):\(ISO8601DateFormatter().string(from: runAt))"
     }
+
+    /// The job key of a schedule that skips its runs while its last job waits.
+    public static func jobKey(schedule: String) -> String { "schedule:\(schedule)" }
 
     /// The first run after `date`; throws when the cron does not parse, the
     /// time zone is unknown, or the cron names no time in the next eight years.
@@ -145,16 +159,16 @@ public struct Schedules: Sendable {
         let rows = try await client.query(
             """
             SELECT name, cron, time_zone, queue, kind, payload::text, priority, max_attempts, next_run_at, last_run_at,
-                   error, paused
+                   error, paused, skip_while_waiting
             FROM worker.schedules ORDER BY name
             """, logger: logger)
         var schedules: [Schedule] = []
         for try await r in rows.decode(
-            (String, String, String, String, String, String, Int16, Int?, Date?, Date?, String?, Bool).self)
+            (String, String, String, String, String, String, Int16, Int?, Date?, Date?, String?, Bool, Bool).self)
         {
             schedules.append(Schedule(
                 name: r.0, cron: r.1, timeZone: r.2, queue: r.3, kind: r.4, payload: r.5, priority: Int(r.6),
-                maxAttempts: r.7, nextRunAt: r.8, lastRunAt: r.9, error: r.10, paused: r.11))
+                maxAttempts: r.7, nextRunAt: r.8, lastRunAt: r.9, error: r.10, paused: r.11, skipWhileWaiting: r.12))
         }
         return schedules
     }
@@ -169,13 +183,14 @@ public struct Schedules: Sendable {
         _ = try await client.query(
             """
             INSERT INTO worker.schedules AS s (name, cron, time_zone, queue, kind, payload, priority, max_attempts,
-                                               next_run_at)
+                                               next_run_at, skip_while_waiting)
             VALUES (\(schedule.name), \(schedule.cron), \(schedule.timeZone), \(schedule.queue), \(schedule.kind),
-                    \(schedule.payload)::jsonb, \(schedule.priority)::smallint, \(schedule.maxAttempts)::integer, \(next))
+                    \(schedule.payload)::jsonb, \(schedule.priority)::smallint, \(schedule.maxAttempts)::integer, \(next),
+                    \(schedule.skipWhileWaiting))
             ON CONFLICT (name) DO UPDATE SET
                 cron = excluded.cron, time_zone = excluded.time_zone, queue = excluded.queue, kind = excluded.kind,
                 payload = excluded.payload, priority = excluded.priority, max_attempts = excluded.max_attempts, next_run_at = excluded.next_run_at,
-                error = NULL, updated_at = now()
+                skip_while_waiting = excluded.skip_while_waiting, error = NULL, updated_at = now()
             """, logger: logger)
         guard let stored = try await list().first(where: { $0.name == schedule.name }) else {
             throw PostgresWorkerError.unexpected("schedule '\(schedule.name)' vanished as it was set")

@@ -30,6 +30,11 @@ struct ScheduleLoop: Sendable {
                     "schedule": "\(run.name)", "run_at": "\(run.runAt)", "job": "\(run.jobID)",
                 ])
             }
+            for run in runs.skipped {
+                logger.info("scheduled run skipped: the schedule's last job still waits", metadata: [
+                    "schedule": "\(run.name)", "run_at": "\(run.runAt)",
+                ])
+            }
             for broken in runs.broken {
                 logger.error("schedule cannot run; fix its cron or time zone", metadata: [
                     "schedule": "\(broken.name)", "error": "\(broken.error)",

@@ -56,6 +56,32 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aScheduleThatSkipsWhileWaitingKeepsOneJobWaitingUntilItIsClaimed() async throws {
+        try await withTestDatabase { db in
+            let schedules = Schedules(client: db.client, logger: db.logger)
+            try await schedules.set(Schedule(name: "sync", cron: Self.yearly, queue: "sync", kind: "test", skipWhileWaiting: true))
+            try await makeDue(db, "sync", run: 0)
+            let job = try #require(try await schedules.enqueueDue().enqueued.first?.jobID)
+            // The queue is behind: the next run finds the last one's job waiting.
+            try await makeDue(db, "sync", run: 1)
+            let skipped = try await schedules.enqueueDue()
+            #expect(skipped.enqueued.isEmpty && skipped.skipped.map(\.name) == ["sync"], "\(skipped)")
+            #expect(try await db.jobCount() == 1)
+            #expect(try await schedules.list().first?.nextRunAt ?? .distantPast > Date(), "the skipped run moved the schedule on")
+            // Claimed, the job gives up its key: the next run is enqueued beside it.
+            let claimed = try await db.queue.claim(queue: "sync", limit: 1, visibilityTimeout: .seconds(30), workerID: "w")
+            #expect(claimed.map(\.id) == [job])
+            try await makeDue(db, "sync", run: 2)
+            let next = try #require(try await schedules.enqueueDue().enqueued.first?.jobID)
+            #expect(next != job)
+            // Without the flag, every run is enqueued.
+            try await schedules.set(Schedule(name: "sync", cron: Self.yearly, queue: "sync", kind: "test"))
+            try await makeDue(db, "sync", run: 3)
+            #expect(try await schedules.enqueueDue().enqueued.count == 1)
+            #expect(try await db.jobCount() == 3)
+        }
+    }
+
     @Test func workersLookingAtOnceEnqueueEachRunOnce() async throws {
         try await withTestDatabase(connections: 12) { db in
             let schedules = Schedules(client: db.client, logger: db.logger)
@@ -217,6 +243,12 @@ import WorkerTestSupport
             #expect(table.stdout.split(separator: "\n").last?.hasSuffix("paused") == true, "\(table)")
             let resume = try await runTool("workerctl", ["schedules", "resume", "nightly"], database: db)
             #expect(resume.status == 0, "\(resume)")
+            let skipping = try await runTool(
+                "workerctl", ["schedules", "set", "sync", "--cron", "* * * * *", "--kind", "k", "--skip-while-waiting"], database: db)
+            #expect(skipping.stdout.contains(", skipped while its last job waits"), "\(skipping)")
+            let skipState = try await runTool("workerctl", ["schedules", "list"], database: db)
+            #expect(skipState.stdout.split(separator: "\n").last?.hasSuffix("active,skip-while-waiting") == true, "\(skipState)")
+            _ = try await runTool("workerctl", ["schedules", "remove", "sync"], database: db)
             let notPaused = try await runTool("workerctl", ["schedules", "resume", "nightly"], database: db)
             #expect(notPaused.status == 1 && notPaused.stderr.contains("schedule 'nightly' is not paused"), "\(notPaused)")
 
