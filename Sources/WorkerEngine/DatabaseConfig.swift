@@ -19,6 +19,10 @@ public struct DatabaseConfig: Sendable, Equatable {
     public var sslRootCert: String?
     /// Shown in `pg_stat_activity`, so an operator can tell which worker holds a session.
     public var applicationName: String?
+    /// How long a connection attempt may take: `connect_timeout` (seconds)
+    /// or `PGCONNECT_TIMEOUT`, read as libpq does (0 waits without a limit,
+    /// 1 is 2); 5 s without either, as a worker retries rather than hangs.
+    public var connectTimeout: Duration = .seconds(5)
 
     public init(
         host: String = "localhost", port: Int = 5432, user: String = "postgres", password: String? = nil,
@@ -69,6 +73,9 @@ public struct DatabaseConfig: Sendable, Equatable {
         }
         config.sslRootCert = env["PGSSLROOTCERT"]
         config.applicationName = env["PGAPPNAME"]
+        if let timeout = env["PGCONNECT_TIMEOUT"] {
+            config.connectTimeout = try connectTimeout(timeout, setting: "PGCONNECT_TIMEOUT")
+        }
         return config
     }
 
@@ -104,11 +111,20 @@ public struct DatabaseConfig: Sendable, Equatable {
             case "sslrootcert": config.sslRootCert = item.value
             case "host": if let host = item.value, !host.isEmpty { config.host = host }
             case "application_name": config.applicationName = item.value
-            case "connect_timeout": break
+            case "connect_timeout": config.connectTimeout = try connectTimeout(item.value ?? "", setting: "\(setting) connect_timeout")
             default: throw ConfigurationError(setting: setting, "unsupported parameter '\(item.name)'")
             }
         }
         return config
+    }
+
+    /// libpq's reading: whole seconds; zero or less waits without a limit
+    /// (a day here), and 1 means 2, libpq's shortest.
+    private static func connectTimeout(_ value: String, setting: String) throws -> Duration {
+        guard let seconds = Int(value.trimmingCharacters(in: .whitespaces)) else {
+            throw ConfigurationError(setting: setting, "'\(value)' is not a whole number of seconds")
+        }
+        return seconds <= 0 ? .seconds(86_400) : .seconds(max(seconds, 2))
     }
 
     private static func sslMode(_ value: String, setting: String) throws -> SSLMode {
@@ -142,7 +158,7 @@ public struct DatabaseConfig: Sendable, Equatable {
         }
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
-        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout / .milliseconds(1)))
         configuration.options.additionalStartupParameters = Self.deadPeerDetection
             + (applicationName.map { [("application_name", $0)] } ?? [])
         return configuration
@@ -197,7 +213,7 @@ public struct DatabaseConfig: Sendable, Equatable {
             }
             configuration = .init(host: host, port: port, username: user, password: password, database: database, tls: tls)
         }
-        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.connectTimeout = .milliseconds(Int64(connectTimeout / .milliseconds(1)))
         do {
             let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
             try await connection.close()

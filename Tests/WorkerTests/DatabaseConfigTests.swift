@@ -49,6 +49,19 @@ import WorkerEngine
         }
     }
 
+    @Test func aConnectTimeoutIsReadAsLibpqReadsItAndReachesTheClient() throws {
+        func timeout(_ url: String?, _ env: [String: String] = [:]) throws -> Duration {
+            try DatabaseConfig.resolve(url: url, environment: env).connectTimeout
+        }
+        #expect(try timeout("postgres://h/d") == .seconds(5))
+        #expect(try timeout("postgres://h/d?connect_timeout=30") == .seconds(30))
+        #expect(try timeout("postgres://h/d?connect_timeout=1") == .seconds(2), "libpq's shortest")
+        #expect(try timeout("postgres://h/d?connect_timeout=0") == .seconds(86_400), "no limit, as in libpq")
+        #expect(try timeout(nil, ["PGCONNECT_TIMEOUT": "12"]) == .seconds(12))
+        let config = try DatabaseConfig.parse(url: "postgres://h/d?connect_timeout=30")
+        #expect(try config.clientConfiguration(maximumConnections: 1).options.connectTimeout == .seconds(30))
+    }
+
     @Test func badValuesNameTheSetting() {
         let cases: [(String?, [String: String], String)] = [
             ("mysql://x", [:], "DATABASE_URL"),
@@ -56,6 +69,8 @@ import WorkerEngine
             ("postgres://h/d?colour=red", [:], "unsupported parameter 'colour'"),
             (nil, ["PGPORT": "http"], "PGPORT"),
             (nil, ["PGSSLMODE": "maybe"], "PGSSLMODE"),
+            ("postgres://h/d?connect_timeout=soon", [:], "connect_timeout: 'soon' is not a whole number of seconds"),
+            (nil, ["PGCONNECT_TIMEOUT": "5s"], "PGCONNECT_TIMEOUT"),
         ]
         for (url, env, fragment) in cases {
             #expect {
