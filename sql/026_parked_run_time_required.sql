@@ -2,7 +2,9 @@
 -- visible_at) is refused, as it is without a key. Parked, it kept a NULL
 -- run time aside and looked like its key's head, which the hand-over then
 -- waited for: the key's later jobs waited for ever. sql/019's trigger
--- function, with the check first.
+-- function, with the check first; and such jobs already stuck are parked
+-- properly (due at once) with their keys noted, for workerd's maintenance
+-- to hand each over.
 
 CREATE OR REPLACE FUNCTION worker.park_keyed_job() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -25,3 +27,11 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+-- Through jobs_ordering_key_idx: keyed jobs only.
+WITH stuck AS (
+    UPDATE worker.jobs SET parked_visible_at = created_at
+    WHERE ordering_key IS NOT NULL AND visible_at = 'infinity' AND parked_visible_at IS NULL
+    RETURNING queue, ordering_key
+)
+INSERT INTO worker.ordering_wakeups (queue, ordering_key) SELECT DISTINCT queue, ordering_key FROM stuck;

@@ -20,8 +20,9 @@ public struct DatabaseConfig: Sendable, Equatable {
     /// Shown in `pg_stat_activity`, so an operator can tell which worker holds a session.
     public var applicationName: String?
     /// How long a connection attempt may take: `connect_timeout` (seconds)
-    /// or `PGCONNECT_TIMEOUT`, read as libpq does (0 waits without a limit,
-    /// 1 is 2); 5 s without either, as a worker retries rather than hangs.
+    /// or, without a URL, `PGCONNECT_TIMEOUT`, whose value is read as libpq
+    /// reads it (0 waits a day, 1 is 2); 5 s without either, as a worker
+    /// retries rather than hangs.
     public var connectTimeout: Duration = .seconds(5)
 
     public init(
@@ -118,13 +119,13 @@ public struct DatabaseConfig: Sendable, Equatable {
         return config
     }
 
-    /// libpq's reading: whole seconds; zero or less waits without a limit
-    /// (a day here), and 1 means 2, libpq's shortest.
+    /// libpq's reading: whole seconds that fit an int; zero or less waits
+    /// without a limit (a day here), and 1 means 2, libpq's shortest.
     private static func connectTimeout(_ value: String, setting: String) throws -> Duration {
-        guard let seconds = Int(value.trimmingCharacters(in: .whitespaces)) else {
-            throw ConfigurationError(setting: setting, "'\(value)' is not a whole number of seconds")
+        guard let seconds = Int32(value.trimmingCharacters(in: .whitespaces)) else {
+            throw ConfigurationError(setting: setting, "'\(value)' is not a whole number of seconds up to \(Int32.max)")
         }
-        return seconds <= 0 ? .seconds(86_400) : .seconds(max(seconds, 2))
+        return seconds <= 0 ? .seconds(86_400) : .seconds(max(Int(seconds), 2))
     }
 
     private static func sslMode(_ value: String, setting: String) throws -> SSLMode {

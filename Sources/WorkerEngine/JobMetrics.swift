@@ -43,6 +43,8 @@ public enum JobMetrics {
     public static let attemptTimeouts = "worker_attempt_timeouts_total"
     /// Runs of each schedule this worker enqueued.
     public static let scheduledRuns = "worker_scheduled_runs_total"
+    /// Runs of each schedule this worker skipped, as the last run's job still waited.
+    public static let scheduledRunsSkipped = "worker_scheduled_runs_skipped_total"
     /// Schedules whose cron or time zone cannot run (the fleet's, sampled like the queues).
     public static let schedulesBroken = "worker_schedules_broken"
 

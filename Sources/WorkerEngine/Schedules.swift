@@ -20,7 +20,7 @@ public struct Schedule: Sendable, Equatable, Encodable {
     public var error: String?
     public var paused: Bool
     /// A run is skipped while the last run's job still waits to be claimed:
-    /// its jobs carry the job key `schedule:NAME`.
+    /// its jobs carry the job key `schedule:NAME:RUN_KEY` (sql/027).
     public var skipWhileWaiting: Bool
 
     public init(
@@ -105,24 +105,32 @@ public struct Schedules: Sendable {
                 problem = error.description
             }
             let key = schedule.runAt.map { idempotencyKey(schedule: schedule.name, runAt: $0) }
+            // A skipping schedule whose last run's job still waits (under the
+            // key only this schedule's rows know) moves its next run on and
+            // enqueues nothing; its last run stays the last one enqueued.
             let written = try await connection.query(
                 """
-                WITH moved AS (
+                WITH waiting AS (
+                    SELECT EXISTS (
+                        SELECT FROM worker.schedules AS s JOIN worker.jobs AS j
+                          ON j.queue = s.queue AND j.kind = s.kind AND j.job_key = \(unescaped: Self.jobKeySQL)
+                        WHERE s.name = \(schedule.name) AND s.skip_while_waiting) AS skips
+                ), moved AS (
                     UPDATE worker.schedules AS s
                     SET next_run_at = \(next), error = \(problem),
-                        last_run_at = CASE WHEN \(key)::text IS NULL OR \(problem)::text IS NOT NULL THEN s.last_run_at
+                        last_run_at = CASE WHEN \(key)::text IS NULL OR \(problem)::text IS NOT NULL
+                                                OR (SELECT skips FROM waiting) THEN s.last_run_at
                                            ELSE s.next_run_at END
                     WHERE s.name = \(schedule.name) AND s.cron = \(schedule.cron) AND s.time_zone = \(schedule.timeZone)
                       AND s.next_run_at IS NOT DISTINCT FROM \(schedule.runAt) AND NOT s.paused AND s.error IS NULL
-                    RETURNING s.queue, s.kind, s.payload, s.priority, s.max_attempts, s.skip_while_waiting
+                    RETURNING s.queue, s.kind, s.payload, s.priority, s.max_attempts,
+                              CASE WHEN s.skip_while_waiting THEN \(unescaped: Self.jobKeySQL) END AS job_key
                 ), enqueued AS (
                     INSERT INTO worker.jobs (queue, kind, payload, idempotency_key, priority, max_attempts, job_key)
-                    SELECT queue, kind, payload, \(key), priority, max_attempts,
-                           CASE WHEN skip_while_waiting THEN \(Self.jobKey(schedule: schedule.name)) END
-                    FROM moved
-                    WHERE \(key)::text IS NOT NULL AND \(problem)::text IS NULL
-                    -- The last run's job still waits under the key: this run is skipped.
-                    ON CONFLICT DO NOTHING
+                    SELECT queue, kind, payload, \(key), priority, max_attempts, job_key FROM moved
+                    WHERE \(key)::text IS NOT NULL AND \(problem)::text IS NULL AND NOT (SELECT skips FROM waiting)
+                    -- A job of the key that came since this statement's snapshot: skipped all the same.
+                    ON CONFLICT (queue, kind, job_key) WHERE job_key IS NOT NULL DO NOTHING
                     RETURNING id
                 )
                 SELECT (SELECT count(*) FROM moved)::int, (SELECT id FROM enqueued)
@@ -142,8 +150,9 @@ public struct Schedules: Sendable {
         "schedule:\(schedule):\(ISO8601DateFormatter().string(from: runAt))"
     }
 
-    /// The job key of a schedule that skips its runs while its last job waits.
-    public static func jobKey(schedule: String) -> String { "schedule:\(schedule)" }
+    /// The job key of the runs of a schedule `s` that skips them while its
+    /// last job waits (sql/027): with its run_key, which producers cannot read.
+    static let jobKeySQL = "'schedule:' || s.name || ':' || s.run_key"
 
     /// The first run after `date`; throws when the cron does not parse, the
     /// time zone is unknown, or the cron names no time in the next eight years.

@@ -31,6 +31,7 @@ struct ScheduleLoop: Sendable {
                 ])
             }
             for run in runs.skipped {
+                Counter(label: JobMetrics.scheduledRunsSkipped, dimensions: [("schedule", run.name)]).increment()
                 logger.info("scheduled run skipped: the schedule's last job still waits", metadata: [
                     "schedule": "\(run.name)", "run_at": "\(run.runAt)",
                 ])

@@ -71,6 +71,7 @@ import WorkerEngine
             (nil, ["PGSSLMODE": "maybe"], "PGSSLMODE"),
             ("postgres://h/d?connect_timeout=soon", [:], "connect_timeout: 'soon' is not a whole number of seconds"),
             (nil, ["PGCONNECT_TIMEOUT": "5s"], "PGCONNECT_TIMEOUT"),
+            ("postgres://h/d?connect_timeout=10000000000000000", [:], "not a whole number of seconds up to 2147483647"),
         ]
         for (url, env, fragment) in cases {
             #expect {

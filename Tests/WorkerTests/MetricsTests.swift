@@ -32,11 +32,17 @@ import WorkerTestSupport
             try await QueuePauses(client: db.client, logger: db.logger).pause("held")
             try await QueueLimits(client: db.client, logger: db.logger).set("held", maxInFlight: 3, rate: .init(perSecond: 2.5))
             try await db.execute("INSERT INTO worker.jobs (queue, kind, created_at) VALUES ('held', 'noop', now() - interval '1 hour')")
-            // A schedule due (its job goes to a queue no worker serves), and one whose cron cannot run.
+            // A schedule due (its job goes to a queue no worker serves), one whose cron cannot
+            // run, and one due whose last run's job still waits.
             try await db.execute("""
-                INSERT INTO worker.schedules (name, cron, queue, kind, next_run_at)
-                VALUES ('due', '@yearly', 'later', 'noop', now() - interval '1 minute'),
-                       ('typo', '61 * * * *', 'later', 'noop', NULL)
+                INSERT INTO worker.schedules (name, cron, queue, kind, next_run_at, skip_while_waiting)
+                VALUES ('due', '@yearly', 'later', 'noop', now() - interval '1 minute', false),
+                       ('typo', '61 * * * *', 'later', 'noop', NULL, false),
+                       ('skipping', '@yearly', 'later', 'noop', now() - interval '1 minute', true)
+                """)
+            try await db.execute("""
+                INSERT INTO worker.jobs (queue, kind, job_key)
+                SELECT 'later', 'noop', 'schedule:skipping:' || run_key FROM worker.schedules WHERE name = 'skipping'
                 """)
 
             let workerd = try ToolProcess("workerd", [
@@ -79,6 +85,8 @@ import WorkerTestSupport
             #expect(sample(text, "worker_leases_held") == 0)
             #expect(sample(text, #"worker_build_info{version="\#(ProductVersion.number)"}"#) == 1, "\(text)")
             #expect(sample(text, #"worker_scheduled_runs_total{schedule="due"}"#) == 1, "\(text)")
+            #expect(sample(text, #"worker_scheduled_runs_skipped_total{schedule="skipping"}"#) == 1, "\(text)")
+            #expect(sample(text, #"worker_scheduled_runs_total{schedule="skipping"}"#) == nil, "\(text)")
             #expect(sample(text, #"worker_attempt_timeouts_total{queue="slow",kind="demo.task"}"#) == 1, "\(text)")
             // Counters that alerts watch are there at 0 before their first count.
             #expect(sample(text, "worker_batch_errors_total") == 0 && sample(text, "worker_heartbeat_failures_total") == 0, "\(text)")

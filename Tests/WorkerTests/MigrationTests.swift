@@ -159,6 +159,28 @@ import WorkerTestSupport
     /// lock. The build waits for every older snapshot: a waiter blocked in
     /// pg_advisory_lock holds one, and each would wait for the other until
     /// the deadlock detector failed one of them.
+    /// Before sql/026, a job of an ordering key sent with a NULL run time
+    /// was parked without one and looked like its key's head: the key's
+    /// later jobs waited for ever. The migration parks such jobs properly
+    /// and notes their keys, which workerd's maintenance hands over.
+    @Test func sql026FreesTheKeysThatAJobWithoutARunTimeHeld() async throws {
+        try await withEmptyTestDatabase { db in
+            let migrator = Migrator(client: db.client, logger: db.logger)
+            _ = try await migrator.migrate(migrations.filter { $0.version <= 25 })
+            try await db.execute("INSERT INTO worker.jobs (kind, ordering_key) VALUES ('noop', 'o')")
+            try await db.execute("INSERT INTO worker.jobs (kind, ordering_key, visible_at) VALUES ('noop', 'o', NULL), ('noop', 'o', now())")
+            try await db.execute("DELETE FROM worker.jobs WHERE id = (SELECT min(id) FROM worker.jobs)")
+            #expect(try await db.int("SELECT worker.release_ordering_keys(10)") == 0)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE visible_at <= now()") == 0, "the key is stuck")
+
+            _ = try await migrator.migrate(migrations)
+            #expect(try await db.int("SELECT worker.release_ordering_keys(10)") == 1)
+            #expect(try await db.int("""
+                SELECT count(*)::int FROM worker.jobs WHERE visible_at <= now() AND id = (SELECT min(id) FROM worker.jobs)
+                """) == 1, "the stuck job is its key's head, due")
+        }
+    }
+
     @Test func anIndexIsBuiltConcurrentlyWhileAnotherHostWaitsToMigrate() async throws {
         try await withTestDatabase { db in
             let index = Migration(version: 999, name: "999_kind_index", sql: """
