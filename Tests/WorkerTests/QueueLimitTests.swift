@@ -86,7 +86,11 @@ import WorkerTestSupport
             let running = Running()
             let handler = RecordingHandler { _, _ in
                 running.started()
-                try? await Task.sleep(for: .milliseconds(20))  // the job's work, for the others to overlap with
+                // Until a second job runs beside it (the limit allows two), however
+                // slowly a loaded machine starts one; then the job's work.
+                let deadline = ContinuousClock.now + .seconds(10)
+                while running.most < 2 && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+                try? await Task.sleep(for: .milliseconds(20))
                 running.ended()
             }
             func configuration(_ n: Int) -> WorkerConfiguration {
