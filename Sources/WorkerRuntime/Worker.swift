@@ -71,7 +71,7 @@ public final class Worker: Service, Sendable {
         }
         logger.info("worker starting", metadata: starting)
         let presence = PresenceReporter(
-            registry: WorkerRegistry(client: client, logger: logger), interval: WorkerRegistry.reportInterval,
+            registry: WorkerRegistry(client: client, logger: logger), interval: configuration.presenceInterval,
             deadline: configuration.statementDeadline, logger: logger
         ) { [self] in
             WorkerReport(

@@ -31,6 +31,9 @@ public struct WorkerConfiguration: Sendable {
     /// How often queue gauges are read from the database for the metrics
     /// endpoint; `nil` (no endpoint) reads nothing.
     public var metricsInterval: Duration? = nil
+    /// How often the worker reports itself in `worker.workers` (a stop is
+    /// reported at once); tests lengthen it to tell the two apart.
+    var presenceInterval = WorkerRegistry.reportInterval
     /// How long the database may stay silent (no claim or heartbeat answered)
     /// before a batch is abandoned by closing its connection: a dead link
     /// otherwise holds a lane for TCP's ~15 minutes. Generous, so that a slow

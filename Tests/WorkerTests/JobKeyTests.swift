@@ -110,6 +110,22 @@ import WorkerTestSupport
         }
     }
 
+    @Test func aReplacedRunTimeWakesAnIdleWorker() async throws {
+        try await withTestDatabase { db in
+            let handler = RecordingHandler()
+            let waiting = try await db.queue.enqueue(NewJob(kind: "test", delay: .seconds(3600), jobKey: "k"))
+            let configuration = WorkerConfiguration(concurrency: 1, pollInterval: .seconds(3600), workerID: "w")
+            try await withWorker(db, .testing(handler), configuration) { _ in
+                try await eventually("the listener to connect") {
+                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
+                }
+                // An update notifies nobody by itself: within the suite's time limit, only the call's notification can wake the worker.
+                #expect(try await db.queue.submit(NewJob(kind: "test", jobKey: "k")) == Enqueued(id: waiting, wasWaiting: true))
+                try await eventually("the job, ready now, to run") { handler.invocations(of: waiting) == 1 }
+            }
+        }
+    }
+
     @Test func keepLocksNothingSoAnOpenTransactionHoldsNoClaimBack() async throws {
         try await withTestDatabase { db in
             let waiting = try await db.queue.enqueue(NewJob(kind: "test", jobKey: "k"))
