@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 import Testing
 import WorkerEngine
 import WorkerRuntime
@@ -87,6 +88,35 @@ import WorkerTestSupport
             }
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE job_key IS NOT NULL") == 0)
             #expect(handler.invocations.filter { $0.payload.contains("\"n\": 2") }.count == 1)
+        }
+    }
+
+    /// What the key promises under load: one producer sends versions 1 to
+    /// 300 under one key while a fleet claims, fails and retries its jobs;
+    /// the last version is processed (a call that changed a job already
+    /// read would have lost it).
+    @Test func theLastVersionSentUnderAKeyIsProcessedWhileAFleetRuns() async throws {
+        try await withTestDatabase(connections: 3 * WorkerConfiguration(concurrency: 2).connectionsNeeded + 4) { db in
+            let highest = Mutex(0)
+            let handler = RecordingHandler { job, _ in
+                let version = Int(job.payload.filter(\.isNumber)) ?? 0
+                if Int.random(in: 0..<4) == 0 { throw TestFailure() }  // retried: it runs again with what it read
+                highest.withLock { $0 = max($0, version) }
+            }
+            let policy = RetryPolicy(base: .milliseconds(5), rate: 2, cap: .milliseconds(20), maxAttempts: 100, maxAge: nil)
+            let workers = (0..<3).map { n in
+                Worker(client: db.client, configuration: WorkerConfiguration(
+                    concurrency: 2, batchSize: 5, pollInterval: .milliseconds(20), workerID: "w\(n)"),
+                    handlers: .testing(handler, policy: policy), logger: db.logger)
+            }
+            let running = workers.map { worker in Task { try await worker.run() } }
+            for version in 1...300 {
+                try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"v": \#(version)}"#, jobKey: "k"))
+            }
+            try await eventually("the queue to drain") { try await db.jobCount() == 0 }
+            for worker in workers { worker.stop() }
+            for task in running { try await task.value }
+            #expect(highest.withLock { $0 } == 300)
         }
     }
 
