@@ -43,6 +43,16 @@ public struct TestDatabase: Sendable {
     }
 
     public func jobCount() async throws -> Int { try await int("SELECT count(*)::int FROM worker.jobs") }
+
+    /// Sessions of this database whose statement waits for a lock (a row, a transaction).
+    public func sessionsWaitingForALock() async throws -> Int {
+        try await int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    }
+
+    /// Whether a worker's listener has its LISTEN in this database.
+    public func listenerConnected() async throws -> Bool {
+        try await int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
+    }
     public func deadCount() async throws -> Int { try await int("SELECT count(*)::int FROM worker.dead_letters") }
 }
 

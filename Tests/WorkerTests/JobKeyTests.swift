@@ -130,7 +130,7 @@ import WorkerTestSupport
                 // The key's unique entry is the claim's until it commits: the call waits for it.
                 let call = Task { try await db.queue.submit(NewJob(kind: "test", payload: #"{"n": 2}"#, jobKey: "k")) }
                 try await eventually("the call to wait for the claim") {
-                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") == 1
+                    try await db.sessionsWaitingForALock() == 1
                 }
                 try await claimer.query("COMMIT", logger: db.logger).drain()
                 let second = try await call.value
@@ -147,7 +147,7 @@ import WorkerTestSupport
             let configuration = WorkerConfiguration(concurrency: 1, pollInterval: .seconds(3600), workerID: "w")
             try await withWorker(db, .testing(handler), configuration) { _ in
                 try await eventually("the listener to connect") {
-                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
+                    try await db.listenerConnected()
                 }
                 // An update notifies nobody by itself: within the suite's time limit, only the call's notification can wake the worker.
                 #expect(try await db.queue.submit(NewJob(kind: "test", jobKey: "k")) == Enqueued(id: waiting, wasWaiting: true))
@@ -184,7 +184,7 @@ import WorkerTestSupport
                 // The call meets the uncommitted job's index entry and waits for its producer.
                 let call = Task { try await db.queue.submit(NewJob(kind: "test", payload: #"{"n": 2}"#, jobKey: "k")) }
                 try await eventually("the call to wait for the producer") {
-                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'") == 1
+                    try await db.sessionsWaitingForALock() == 1
                 }
                 try await producer.query("COMMIT", logger: db.logger).drain()
                 #expect(try await call.value == Enqueued(id: try #require(first), wasWaiting: true))

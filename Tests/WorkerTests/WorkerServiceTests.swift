@@ -29,7 +29,7 @@ import WorkerTestSupport
             try await withWorker(db, .testing(handler), config) { _ in
                 // Let the lanes go idle first: their first claims find nothing.
                 try await eventually("the listener to connect") {
-                    try await db.int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
+                    try await db.listenerConnected()
                 }
                 // Within the suite's time limit, only the notification can wake it.
                 try await db.queue.enqueue(NewJob(kind: "test"))
