@@ -119,14 +119,16 @@ struct JobsShowCommand: AsyncParsableCommand {
 
 struct JobsCancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "cancel", abstract: "Move jobs to the dead-letter table as 'cancelled'.",
+        commandName: "cancel", abstract: "Move jobs to the dead-letter table as 'cancelled', stopping those running.",
         discussion: """
             Give at least one filter, or --all. Only jobs enqueued before the command started are taken. A \
             cancelled job can be redriven (`workerctl redrive --reason cancelled`) or purged. A job a worker is \
-            processing right now (its transaction holds the row) is left to finish; a job leased but not yet \
-            being processed is cancelled with its lease, and its worker commits nothing for it. With --id, a job \
-            not cancelled is named and the exit status is 1. Cancels 1,000 per transaction; --dry-run lists and \
-            changes nothing.
+            running is stopped: its worker abandons the job's batch (the server rolls back what the batch did, \
+            the batch's other jobs run again) and dead-letters the job; the command waits for it up to --wait, and \
+            --wait 0 leaves running jobs to finish. A job leased but not yet being processed is cancelled with its \
+            lease, and its worker commits nothing for it. A running job not stopped within --wait, and with --id \
+            a job not cancelled, is named and the exit status is 1. Cancels 1,000 per transaction; --dry-run \
+            lists and changes nothing.
             """)
 
     @OptionGroup var database: DatabaseOptions
@@ -135,6 +137,8 @@ struct JobsCancelCommand: AsyncParsableCommand {
     @Flag(help: "Cancel every job (required when no filter is given).") var all = false
     @Option(parsing: .unconditional, help: "Cancel at most this many.") var limit: Int?
     @Option(help: "Why, kept as the dead letter's last error.") var reason: String?
+    @Option(help: "How long to wait for running jobs' workers to stop them, e.g. 30s; 0 leaves them to finish.")
+    var wait = "30s"
     @Flag(help: "Print what would be cancelled and change nothing.") var dryRun = false
     @Flag(help: "Print JSON instead of lines.") var json = false
 
@@ -142,26 +146,68 @@ struct JobsCancelCommand: AsyncParsableCommand {
         try filters.requireOne(unless: all)
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
         if reason?.isEmpty == true { throw ValidationError("--reason is empty; leave it out for none") }
+        _ = try parsedWait()
+    }
+
+    private func parsedWait() throws -> Duration {
+        let wait = try asBadArgument { try DurationParser.parse(self.wait, setting: "--wait") }
+        guard wait <= .seconds(86400) else { throw ValidationError("--wait must be at most 24h") }
+        return wait
     }
 
     func run() async throws {
-        let (filter, limit, dryRun) = (filters.filter(state: try state.parsed()), self.limit ?? Int.max, self.dryRun)
+        let (limit, dryRun, wait) = (self.limit ?? Int.max, self.dryRun, try parsedWait())
+        let filter = filters.filter(state: try state.parsed())
         let note = "cancelled with workerctl" + (reason.map { ": \($0)" } ?? "")
-        let cancelled = try await database.withClient { client, logger in
+        let (cancelled, running) = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            if dryRun { return try await jobs.cancel(filter, limit: min(limit, 1_000_000), note: note, dryRun: true) }
-            return try await inBatches(of: filter, upTo: limit, on: client, logger: logger) {
+            if dryRun {
+                return (try await jobs.cancel(filter, limit: min(limit, 1_000_000), note: note, dryRun: true), RunningJobCancellation())
+            }
+            var stamped = filter  // the same jobs for both steps
+            stamped.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
+            let moved = try await inBatches(of: stamped, upTo: limit, on: client, logger: logger, id: \CancelledJob.id) {
                 try await jobs.cancel($0, limit: $1, note: note)
             }
+            guard wait > .zero else { return (moved, RunningJobCancellation()) }
+            let running = try await jobs.cancelRunning(
+                stamped, limit: min(limit - moved.count, 1_000_000), leased: moved.filter(\.wasLeased).map(\.id), note: note,
+                wait: wait)
+            return (moved, running)
         }
         let verb = dryRun ? "would cancel" : "cancelled"
-        try report(cancelled, json: json, dryRun: dryRun, each: { "\(verb) job \($0)" },
-                   total: "\(verb) \(cancelled.count) job\(cancelled.count == 1 ? "" : "s")")
-        if cancelled.count < limit {  // else --limit, not absence, may have left an id out
-            try requireAll(filters.ids, done: cancelled, dryRun ? "would not be cancelled" : "not cancelled",
-                           "no such job (done or dead-lettered), not matching, or being processed")
+        let ids = (cancelled.map(\.id) + running.cancelled).sorted()
+        if json {
+            try JSONOutput.print(CancelReport(
+                jobs: ids, dryRun: dryRun, finished: running.finished.keys.sorted(), stillRunning: running.stillRunning))
+        } else {
+            for id in ids { print("\(verb) job \(id)") }
+            for (id, fate) in running.finished.sorted(by: { $0.key < $1.key }) {
+                print("job \(id) was not cancelled: it ended first (\(fate))")
+            }
+            print("\(verb) \(ids.count) job\(ids.count == 1 ? "" : "s")")
+        }
+        if !running.stillRunning.isEmpty {
+            throw CommandFailure("""
+                still running after \(wait.settingText): \(running.stillRunning.map(String.init).joined(separator: ", ")) \
+                (no worker stopped them: a workerd before this release, one cut off from the database, or a \
+                transaction other than a worker's holds their rows)
+                """)
+        }
+        if ids.count < limit {  // else --limit, not absence, may have left an id out
+            try requireAll(filters.ids, done: ids, dryRun ? "would not be cancelled" : "not cancelled",
+                           wait > .zero ? "no such job (done or dead-lettered), or not matching"
+                               : "no such job (done or dead-lettered), not matching, or being processed")
         }
     }
+}
+
+private struct CancelReport: Encodable {
+    let jobs: [Int64]
+    let dryRun: Bool
+    /// Running when asked, and ended before their workers stopped them.
+    let finished: [Int64]
+    let stillRunning: [Int64]
 }
 
 struct JobsRetryCommand: AsyncParsableCommand {
@@ -188,7 +234,7 @@ struct JobsRetryCommand: AsyncParsableCommand {
         let (filter, limit) = (filters.filter(), self.limit ?? Int.max)
         let readied = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
-            return try await inBatches(of: filter, upTo: limit, on: client, logger: logger) {
+            return try await inBatches(of: filter, upTo: limit, on: client, logger: logger, id: \.self) {
                 try await jobs.retryNow($0, limit: $1)
             }
         }
@@ -205,18 +251,18 @@ struct JobsRetryCommand: AsyncParsableCommand {
 /// are done or a batch comes back short: small transactions keep the locks
 /// each holds brief. Only jobs enqueued before the start are taken, each
 /// once (a job retried that fails again meanwhile waits for the next command).
-private func inBatches(
-    of filter: JobFilter, upTo limit: Int, on client: PostgresClient, logger: Logger,
-    _ batch: (JobFilter, Int) async throws -> [Int64]
-) async throws -> [Int64] {
-    var done: [Int64] = [], cursor = filter
-    cursor.enqueuedBy = try await DatabaseClock.now(client, logger: logger)
+private func inBatches<Item>(
+    of filter: JobFilter, upTo limit: Int, on client: PostgresClient, logger: Logger, id: KeyPath<Item, Int64>,
+    _ batch: (JobFilter, Int) async throws -> [Item]
+) async throws -> [Item] {
+    var done: [Item] = [], cursor = filter
+    if cursor.enqueuedBy == nil { cursor.enqueuedBy = try await DatabaseClock.now(client, logger: logger) }
     while done.count < limit {
         let size = min(limit - done.count, 1000)
         let ids = try await batch(cursor, size)
         done += ids
         if ids.count < size { break }
-        cursor.afterID = ids.last
+        cursor.afterID = ids.last?[keyPath: id]
     }
     return done
 }

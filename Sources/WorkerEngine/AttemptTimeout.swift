@@ -25,24 +25,38 @@ extension BatchProcessor {
     /// Settles a batch abandoned at an attempt's timeout: the attempt's jobs
     /// fail as a retryable error (rescheduled with backoff, or dead-lettered
     /// when out of attempts), and the batch's other jobs are ready again at
-    /// once with their attempt given back: their work was rolled back with the
-    /// batch, or, in a batch without a transaction (handlers that write
-    /// nothing), was never acked and runs again. The lock waits until the server has ended the abandoned session:
-    /// at once, or within workerd's `client_connection_check_interval` when a
-    /// statement was running.
+    /// once with their attempt given back (see `settleAbandoned`).
     public func settle(_ timedOut: AttemptTimedOut) async throws -> [JobOutcome] {
+        try await settleAbandoned(timedOut.batch, settling: timedOut.jobs) { job, tx in
+            try await self.fail(job, timedOut, handlerTime: nil, in: tx).outcome
+        }
+    }
+
+    /// Settles an abandoned batch: `settle` decides the outcome of each of
+    /// `jobs` whose lease is still ours, and the batch's other jobs are ready
+    /// again at once with their attempt given back: their work was rolled
+    /// back with the batch, or, in a batch without a transaction (handlers
+    /// that write nothing), was never acked and runs again. The lock waits
+    /// until the server has ended the abandoned session: at once, or within
+    /// workerd's `client_connection_check_interval` when a statement was running.
+    func settleAbandoned(
+        _ batch: [Job], settling jobs: [Job],
+        _ settle: @escaping @Sendable (Job, JobTransaction) async throws -> JobOutcome
+    ) async throws -> [JobOutcome] {
         try await client.withLiveConnection { connection in
             try await OutcomeLog.committing(on: connection, logger: self.logger) { connection in
                 let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
-                let (ages, _) = try await tx.lock(timedOut.jobs.map(\.lease))
+                let (ages, _) = try await tx.lock(jobs.map(\.lease))
                 var outcomes: [JobOutcome] = []
-                for job in timedOut.jobs {
-                    outcomes.append(ages[job.id] == nil
-                        ? .leaseLost(jobID: job.id)
-                        : try await self.fail(job, timedOut, handlerTime: nil, in: tx).outcome)
+                for job in jobs {
+                    guard ages[job.id] != nil else {
+                        outcomes.append(.leaseLost(jobID: job.id))
+                        continue
+                    }
+                    outcomes.append(try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) { try await settle(job, tx) })
                 }
-                let attempted = Set(timedOut.jobs.map(\.id))
-                let others = timedOut.batch.filter { !attempted.contains($0.id) }
+                let settled = Set(jobs.map(\.id))
+                let others = batch.filter { !settled.contains($0.id) }
                 let released = try await JobQueue.release(others.map(\.lease), on: connection, logger: self.logger)
                 return outcomes + others.map { released.contains($0.id) ? .released(jobID: $0.id) : .leaseLost(jobID: $0.id) }
             }

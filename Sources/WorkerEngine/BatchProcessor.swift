@@ -41,19 +41,22 @@ public struct BatchProcessor: Sendable {
     }
 
     /// `process` on a connection the caller holds, `attemptStarted` and
-    /// `attemptEnded` framing each attempt (see `BatchHooks`); like `withLiveConnection`,
+    /// `attemptEnded` framing each attempt and `cancelNote` naming the jobs an
+    /// operator cancelled (see `BatchHooks`); like `withLiveConnection`,
     /// it fails as soon as the connection closes, and cancelling it closes the
     /// connection (the server then rolls the batch back).
     public func process(
         _ jobs: [Job], on connection: PostgresConnection, shouldStart: @escaping @Sendable () -> Bool = { true },
         inSession: @escaping @Sendable (Int32) -> Void = { _ in },
         attemptStarted: @escaping @Sendable ([Job], Duration?) -> Void = { _, _ in },
-        attemptEnded: @escaping @Sendable () -> Void = {}
+        attemptEnded: @escaping @Sendable () -> Void = {},
+        cancelNote: @escaping @Sendable (Int64) -> String? = { _ in nil }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
         let hooks = BatchHooks(
-            shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted, attemptEnded: attemptEnded)
+            shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted, attemptEnded: attemptEnded,
+            cancelNote: cancelNote)
         return try await connection.failingOnClose { connection in
             let run: BatchRun
             if jobs.allSatisfy(self.needsNoTransaction) {
@@ -137,6 +140,7 @@ public struct BatchProcessor: Sendable {
         // Unguarded, a batch handler does the work of its kind's jobs ahead of their turn.
         func batchable(_ job: Job) -> Bool {
             guarded == nil && refusals[job.id] == nil && ages.map { $0[job.id] != nil } ?? true
+                && hooks.cancelNote(job.id) == nil
                 && (handlers.idempotencyTTL(for: job.kind) == nil || claims[job.id]?.ownedKey != nil)
         }
         var batched: [Int64: KnownAnswer] = [:]
@@ -147,6 +151,7 @@ public struct BatchProcessor: Sendable {
         var completed: [CompletedKey] = []
         var handlerTimes: [HandlerTime] = []
         var unstarted: [Job] = []
+        var droppedKeys: [String] = []  // of jobs cancelled before they started
         for (index, job) in jobs.enumerated() {
             // Abandoned (at an attempt's timeout, say), a batch whose handler
             // ignored the cancellation goes no further when it returns.
@@ -163,6 +168,14 @@ public struct BatchProcessor: Sendable {
             if let ages, ages[job.id] == nil {
                 leaseLost(job)
                 outcomes.append(.leaseLost(jobID: job.id))
+                continue
+            }
+            if known == nil, let note = hooks.cancelNote(job.id) {
+                // An operator cancelled it while it waited its turn: it goes without running.
+                outcomes.append(try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) {
+                    try await deadLetter(job, .cancelled, error: note, attempts: job.attempts, in: tx)
+                })
+                if let key = claims[job.id]?.ownedKey { droppedKeys.append(key) }
                 continue
             }
             if known == nil, batchable(job), !batchStoppedAt.contains(job.id),
@@ -186,9 +199,10 @@ public struct BatchProcessor: Sendable {
         }
         if !unstarted.isEmpty {
             _ = try await JobQueue.release(unstarted.map(\.lease), on: tx.connection, logger: logger)
-            try await tx.dropIdempotencyKeys(unstarted.compactMap { claims[$0.id]?.ownedKey })
+            droppedKeys += unstarted.compactMap { claims[$0.id]?.ownedKey }
             outcomes += unstarted.map { .released(jobID: $0.id) }
         }
+        try await tx.dropIdempotencyKeys(droppedKeys)
         let acked = try await tx.ack(finished, completing: completed)
         if ages == nil && acked.count < finished.count {
             outcomes = outcomes.map { outcome in
@@ -258,7 +272,7 @@ public struct BatchProcessor: Sendable {
         known: KnownAnswer?
     ) async throws -> ProcessedJob {
         func deadLetter(_ reason: DeadLetterReason, _ error: String?, attempts: Int) async throws -> JobOutcome {
-            try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx, logger: logger)
+            try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx)
         }
 
         if let refusal {
@@ -355,7 +369,7 @@ public struct BatchProcessor: Sendable {
         let policy = handlers.policy(for: job.kind)
         let maxAttempts = job.maxAttempts ?? policy.maxAttempts
         func deadLetter(_ reason: DeadLetterReason, _ error: String?, attempts: Int) async throws -> JobOutcome {
-            try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx, logger: logger)
+            try await self.deadLetter(job, reason, error: error, attempts: attempts, in: tx)
         }
         let message = Self.describe(failure)
         switch failure as? JobError {
@@ -421,8 +435,8 @@ public struct BatchProcessor: Sendable {
         return schema.violation(in: document).map { "\(job.kind): \($0)" }
     }
 
-    private func deadLetter(
-        _ job: Job, _ reason: DeadLetterReason, error: String?, attempts: Int, in tx: JobTransaction, logger: Logger
+    func deadLetter(
+        _ job: Job, _ reason: DeadLetterReason, error: String?, attempts: Int, in tx: JobTransaction
     ) async throws -> JobOutcome {
         guard try await tx.deadLetter(job, reason: reason, error: error, attempts: attempts) else {
             leaseLost(job)
@@ -456,6 +470,10 @@ struct BatchHooks: Sendable {
     /// batch's ack and commit are not timed as part of it.
     let attemptStarted: @Sendable ([Job], Duration?) -> Void
     let attemptEnded: @Sendable () -> Void
+    /// The note of an operator's request to cancel the job (`workerctl jobs
+    /// cancel` while it ran), if there is one: a job not started yet is
+    /// dead-lettered as cancelled in its turn, without running.
+    let cancelNote: @Sendable (Int64) -> String?
 }
 
 /// Thrown to abandon a batch's unguarded run: job `jobID` (`nil`: a batch

@@ -17,7 +17,7 @@ import PostgresNIO
 /// `lockAttempts` times in all.
 public struct Migrator: Sendable {
     /// The schema version this build needs; `workerd` refuses to start below it.
-    public static let requiredVersion = 27
+    public static let requiredVersion = 28
     static let advisoryLockKey: Int64 = 0x776f_726b_6572  // "worker"
     public static let defaultLockTimeout = Duration.seconds(5)
     public static let defaultLockAttempts = 10

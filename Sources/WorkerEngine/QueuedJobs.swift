@@ -44,6 +44,14 @@ public struct QueuedJob: Sendable, Equatable, Encodable {
     public var redriveCount: Int
 }
 
+/// A job `QueuedJobs.cancel` moved to the dead letters.
+public struct CancelledJob: Sendable, Equatable {
+    public var id: Int64
+    /// A worker held its lease: its handler may be running (without a
+    /// transaction, which would have kept the job from being moved).
+    public var wasLeased: Bool
+}
+
 /// Which jobs an operation applies to; `nil` fields match everything.
 public struct JobFilter: Sendable, Equatable {
     public var queue: String?
@@ -111,33 +119,38 @@ public struct QueuedJobs: Sendable {
 
     /// Moves up to `limit` matching jobs to the dead-letter table as
     /// `cancelled`, with `note` (who and why) as their last error, in one
-    /// statement; returns their ids. A job inside a worker's processing
-    /// transaction (its row locked) is skipped: it is finishing, and its
-    /// effects commit with its ack. A job leased by a worker that has not
-    /// locked it yet is cancelled, and its lease with it: like a zombie, that
-    /// worker finds no row to lock or ack, and nothing of it commits. With
-    /// `dryRun`, returns what would go and changes nothing (locked jobs included).
-    public func cancel(_ filter: JobFilter, limit: Int, note: String, dryRun: Bool = false) async throws -> [Int64] {
+    /// statement; returns them. A job inside a worker's processing
+    /// transaction (its row locked) is skipped: `cancelRunning` asks its
+    /// worker to stop it. A job leased by a worker that has not locked it yet
+    /// is cancelled, and its lease with it: like a zombie, that worker finds
+    /// no row to lock or ack, and nothing of it commits. With `dryRun`,
+    /// returns what would go and changes nothing (locked jobs included).
+    public func cancel(_ filter: JobFilter, limit: Int, note: String, dryRun: Bool = false) async throws -> [CancelledJob] {
         let query: PostgresQuery = dryRun
-            ? "SELECT id FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit)"
+            ? "SELECT id, false FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit)"
             : """
             WITH picked AS (
                 SELECT id FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
             ), moved AS (
                 DELETE FROM worker.jobs AS j USING picked WHERE j.id = picked.id RETURNING j.*
+            ), kept AS (
+                INSERT INTO worker.dead_letters (
+                    id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
+                    redrive_count, reason, last_error, errors, failed_by, ordering_key)
+                SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
+                    redrive_count, \(DeadLetterReason.cancelled.rawValue), \(note),
+                    errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', attempts, 'at', now(), 'cancelled', \(note)::text, 'worker', leased_by)),
+                    'workerctl', ordering_key
+                FROM moved
             )
-            INSERT INTO worker.dead_letters (
-                id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
-                redrive_count, reason, last_error, errors, failed_by, ordering_key)
-            SELECT id, queue, kind, payload, idempotency_key, priority, attempts, max_attempts, created_at,
-                redrive_count, \(DeadLetterReason.cancelled.rawValue), \(note),
-                errors || jsonb_build_array(jsonb_build_object(
-                    'attempt', attempts, 'at', now(), 'cancelled', \(note)::text, 'worker', leased_by)),
-                'workerctl', ordering_key
-            FROM moved
-            RETURNING id
+            SELECT id, lease_token IS NOT NULL AND visible_at > now() FROM moved
             """
-        return try await ids(query)
+        var jobs: [CancelledJob] = []
+        for try await (id, leased) in try await client.query(query, logger: logger).decode((Int64, Bool).self) {
+            jobs.append(CancelledJob(id: id, wasLeased: leased))
+        }
+        return jobs.sorted { $0.id < $1.id }
     }
 
     /// Makes up to `limit` matching jobs that wait out a retry's backoff

@@ -27,6 +27,7 @@ public final class Worker: Service, Sendable {
     private let monitor = LaneMonitor()
     private let contact = DatabaseContact()
     private let sessions = BatchSessions()
+    private let cancelled = CancelledJobs()
     private let ticker: DeadlineTicker
 
     public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
@@ -87,7 +88,8 @@ public final class Worker: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { background in
                 let listener = NotificationListener(
-                    client: client, queues: Set(configuration.queues), wake: wake, logger: logger)
+                    client: client, queues: Set(configuration.queues), wake: wake, logger: logger,
+                    cancelRequested: { await self.cancelRequested($0) })
                 let heartbeat = LeaseHeartbeat(
                     queue: queue, leases: leases, contact: contact, sessions: sessions, configuration: configuration,
                     logger: logger)
@@ -150,6 +152,9 @@ public final class Worker: Service, Sendable {
             } catch let timedOut as AttemptTimedOut {
                 await settle(timedOut, lane: lane)
                 continue
+            } catch let cancelled as JobsCancelled {
+                await settle(cancelled, lane: lane)
+                continue
             } catch {
                 counters.batchFailed()
                 let delay = backoff.next()
@@ -209,6 +214,7 @@ public final class Worker: Service, Sendable {
             return since + configuration.statementDeadline
         case .processing(let batch):
             let heard = sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
+            if let attempt = batch.attempt, !cancelled.notes(of: attempt.jobs).isEmpty { return .now }
             guard let timesOut = batch.attempt?.deadline else { return heard }
             return min(heard, timesOut)
         case nil:
@@ -219,6 +225,11 @@ public final class Worker: Service, Sendable {
     private func exceeded(_ lane: Int) -> any Error {
         guard case .processing(let batch) = monitor.step(of: lane) else {
             return DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
+        }
+        // An operator's cancel comes first: the job is not to be retried.
+        if !sessions.isGone(lane: lane), let attempt = batch.attempt, !cancelled.notes(of: attempt.jobs).isEmpty {
+            let notes = cancelled.notes(of: batch.jobs)
+            return JobsCancelled(jobs: batch.jobs.filter { notes[$0.id] != nil }, notes: notes, batch: batch.jobs)
         }
         if !sessions.isGone(lane: lane), let attempt = batch.attempt, let timeout = attempt.timeout,
            let timesOut = attempt.deadline, ContinuousClock.now >= timesOut {
@@ -246,6 +257,7 @@ public final class Worker: Service, Sendable {
         let held = jobs.map(\.lease)
         leases.add(held)
         defer { leases.remove(held) }
+        defer { cancelled.remove(jobs) }
         defer { sessions.ended(lane: lane) }
         let outcomes = try await process(jobs, of: batch, lane: lane, on: connection)
         counters.record(outcomes, of: jobs)
@@ -260,7 +272,8 @@ public final class Worker: Service, Sendable {
             try await processor.process(
                 jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
                 attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
-                attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) })
+                attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) },
+                cancelNote: { self.cancelled.note(for: $0) })
         }
         var outcomes: [JobOutcome] = []
         var refused: [(job: Job, refusal: RefusedStatement)] = []
@@ -302,25 +315,59 @@ public final class Worker: Service, Sendable {
     }
 
     /// After a lane abandoned a batch at an attempt's timeout: the attempt
-    /// fails, the batch's other jobs are ready again. Given up, they all
-    /// return when their leases expire.
+    /// fails, the batch's other jobs are ready again.
     private func settle(_ timedOut: AttemptTimedOut, lane: Int) async {
         logger.error("attempt timed out; its batch was abandoned", metadata: [
             "lane": "\(lane)", "job_ids": "\(timedOut.jobs.map(\.id))", "kind": "\(timedOut.jobs.first?.kind ?? "-")",
             "timeout_ms": "\(timedOut.timeout.milliseconds)",
         ])
         counters.attemptsTimedOut(timedOut.jobs)
+        await settleAbandoned(timedOut.batch, lane: lane) { try await self.processor.settle(timedOut) }
+    }
+
+    /// After a lane abandoned a batch for an operator's cancel: the cancelled
+    /// jobs are dead-lettered, the batch's other jobs are ready again.
+    private func settle(_ cancelled: JobsCancelled, lane: Int) async {
+        logger.warning("job cancelled while running; its batch was abandoned", metadata: [
+            "lane": "\(lane)", "job_ids": "\(cancelled.jobs.map(\.id))", "kind": "\(cancelled.jobs.first?.kind ?? "-")",
+        ])
+        await settleAbandoned(cancelled.batch, lane: lane) { try await self.processor.settle(cancelled) }
+    }
+
+    /// Settles an abandoned batch with `settle`; given up, its jobs return
+    /// when their leases expire.
+    private func settleAbandoned(
+        _ batch: [Job], lane: Int, _ settle: @escaping @Sendable () async throws -> [JobOutcome]
+    ) async {
         do {
             // Until the server ends the abandoned session, which holds the jobs' rows.
-            let outcomes = try await withDeadline(in: configuration.silenceTimeout, for: "settling a timed-out batch") {
-                try await self.processor.settle(timedOut)
-            }
-            counters.record(outcomes, of: timedOut.batch)
+            let outcomes = try await withDeadline(in: configuration.silenceTimeout, for: "settling an abandoned batch", settle)
+            counters.record(outcomes, of: batch)
         } catch {
             counters.batchFailed()
-            logger.error("timed-out batch not settled; its jobs return when their leases expire", metadata: [
+            logger.error("abandoned batch not settled; its jobs return when their leases expire", metadata: [
                 "lane": "\(lane)", "error": "\(String(reflecting: error))",
             ])
+        }
+    }
+
+    /// `workerctl jobs cancel` named `ids`: the requests for those this worker
+    /// holds are read, so that their lanes stop them. A notification without
+    /// a request (anyone may send one) changes nothing.
+    private func cancelRequested(_ ids: [Int64]) async {
+        let held = Set(leases.all.map(\.jobID)).intersection(ids)
+        guard !held.isEmpty else { return }
+        do {
+            let notes = try await withDeadline(in: configuration.statementDeadline, for: "reading cancel requests") {
+                try await CancelRequests(client: self.client, logger: self.logger).notes(for: Array(held))
+            }
+            guard !notes.isEmpty else { return }
+            // Only jobs still held: a batch that ended meanwhile has nothing to stop.
+            let stillHeld = Set(leases.all.map(\.jobID))
+            cancelled.add(notes.filter { stillHeld.contains($0.key) })
+            logger.info("cancel requested", metadata: ["job_ids": "\(notes.keys.sorted())"])
+        } catch {
+            logger.warning("cancel requests not read", metadata: ["error": "\(String(reflecting: error))"])
         }
     }
 }

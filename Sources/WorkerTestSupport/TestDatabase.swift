@@ -53,6 +53,14 @@ public struct TestDatabase: Sendable {
     public func listenerConnected() async throws -> Bool {
         try await int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
     }
+
+    /// Whether a worker's listener hears `worker_cancel` (its last LISTEN) in this database.
+    public func listenerHearsCancelRequests() async throws -> Bool {
+        try await int("""
+            SELECT count(*)::int FROM pg_stat_activity
+            WHERE datname = current_database() AND query LIKE 'LISTEN%worker\\_cancel%'
+            """) > 0
+    }
     public func deadCount() async throws -> Int { try await int("SELECT count(*)::int FROM worker.dead_letters") }
 }
 

@@ -97,12 +97,40 @@ import WorkerTestSupport
             // The cursor of a second batch starts after the first's last id.
             let cancelled = try await jobs.cancel(
                 JobFilter(queue: "mail", enqueuedBy: start, afterID: early.lowerBound), limit: 10, note: "test")
-            #expect(cancelled == [early.upperBound])
+            #expect(cancelled.map(\.id) == [early.upperBound])
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id IN (\(early.lowerBound), \(late))") == 2)
         }
     }
 
-    @Test func aJobInItsProcessingTransactionIsLeftAndALeasedOneIsCancelledWithItsLease() async throws {
+    /// A handler that writes nothing runs outside a transaction: the command
+    /// moves its job at once, and its worker, asked, stops the handler.
+    @Test func aRunningJobIsStoppedByItsWorkerdAndItsLaneGoesOn() async throws {
+        try await withTestDatabase { db in
+            let slow = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 60000}"#))
+            let workerd = try ToolProcess("workerd", [
+                "--concurrency", "1", "--batch-size", "1", "--worker-id", "cancel-test", "--log-level", "debug",
+            ], environment: ["DATABASE_URL": db.url])
+            defer { workerd.send(SIGKILL) }
+            try await eventually("workerd to start the slow job") {
+                workerd.stderrSoFar.split(separator: "\n").contains { $0.contains("job_id=\(slow) ") && $0.hasSuffix("job started") }
+            }
+            try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+            let result = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(slow)", "--reason", "stuck"], database: db)
+            #expect(result.status == 0 && result.stdout.contains("cancelled job \(slow)"), "\(result)")
+            #expect(try await db.string("SELECT reason || ' / ' || last_error FROM worker.dead_letters WHERE id = \(slow)")
+                == "cancelled / cancelled with workerctl: stuck")
+            // Its minute of work is cut short: the one lane takes the next job.
+            try await eventually("the handler stopped") {
+                workerd.stderrSoFar.contains("job cancelled while running; its batch was abandoned")
+            }
+            let next = try await db.queue.enqueue(NewJob(kind: "demo.task", payload: #"{"work_ms": 0}"#))
+            try await eventually("the next job done") { try await db.jobCount() == 0 }
+            #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters WHERE id = \(next)") == 0)
+        }
+    }
+
+    /// A transaction other than a worker's holds `busy`: no worker stops it.
+    @Test func aJobHeldByATransactionIsLeftAndALeasedOneIsCancelledWithItsLease() async throws {
         try await withTestDatabase { db in
             let busy = try await db.queue.enqueue(NewJob(kind: "test"))
             let leased = try await db.queue.enqueue(NewJob(kind: "test"))
@@ -114,13 +142,16 @@ import WorkerTestSupport
             try await db.client.withConnection { connection in
                 try await connection.query("BEGIN", logger: db.logger)
                 try await connection.query("SELECT FROM worker.jobs WHERE id = \(busy) FOR UPDATE", logger: db.logger).drain()
-                let result = try await runTool(
-                    "workerctl", ["jobs", "cancel", "--id", "\(busy)", "--id", "\(leased)", "--id", "\(quiet)"], database: db)
+                let result = try await runTool("workerctl", [
+                    "jobs", "cancel", "--id", "\(busy)", "--id", "\(leased)", "--id", "\(quiet)", "--wait", "1s",
+                ], database: db)
                 #expect(result.status == 1 && result.stdout.contains("cancelled 2 jobs"), "\(result)")
-                #expect(result.stderr.contains("not cancelled: \(busy) ("), "\(result)")
-                let json = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(busy)", "--json"], database: db)
+                #expect(result.stderr.contains("still running after 1s: \(busy) ("), "\(result)")
+                #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 0, "withdrawn")
+                let json = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(busy)", "--json", "--wait", "0"], database: db)
                 let result2 = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
                 #expect(json.status == 1 && (result2?["jobs"] as? [Int]) == [], "\(json)")
+                #expect(json.stderr.contains("not cancelled: \(busy) (") && json.stderr.contains("being processed"), "\(json)")
                 try await connection.query("ROLLBACK", logger: db.logger)
             }
 

@@ -1,3 +1,4 @@
+import Logging
 import WorkerEngine
 import WorkerRuntime
 import WorkerTestSupport
@@ -6,10 +7,10 @@ import WorkerTestSupport
 /// and returns its final counts.
 @discardableResult
 func withWorker(
-    _ db: TestDatabase, _ handlers: HandlerRegistry, _ configuration: WorkerConfiguration,
+    _ db: TestDatabase, _ handlers: HandlerRegistry, _ configuration: WorkerConfiguration, logger: Logger? = nil,
     _ body: (Worker) async throws -> Void
 ) async throws -> WorkerTotals {
-    let worker = Worker(client: db.client, configuration: configuration, handlers: handlers, logger: db.logger)
+    let worker = Worker(client: db.client, configuration: configuration, handlers: handlers, logger: logger ?? db.logger)
     let running = Task { try await worker.run() }
     do {
         try await body(worker)
