@@ -10,14 +10,17 @@
 -- or on the job's dead letter as cancelled (a job whose handler runs outside
 -- a transaction is not locked: the command moves it, then tells its worker).
 -- A request ends at expires_at (the command's wait), so that one left by a
--- command killed midway does not cancel a later attempt of its job.
+-- command killed midway does not cancel a later attempt of its job; each
+-- command withdraws its own (request_id) when it is done waiting.
 
 CREATE TABLE worker.cancel_requests (
-    job_id       bigint PRIMARY KEY,
+    job_id       bigint NOT NULL,
+    request_id   uuid NOT NULL,
     note         text NOT NULL,
     requested_by text NOT NULL DEFAULT current_user,
     requested_at timestamptz NOT NULL DEFAULT now(),
-    expires_at   timestamptz NOT NULL
+    expires_at   timestamptz NOT NULL,
+    PRIMARY KEY (job_id, request_id)
 );
 
 GRANT SELECT ON worker.cancel_requests TO worker_consumer;

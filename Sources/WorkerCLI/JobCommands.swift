@@ -189,15 +189,20 @@ struct JobsCancelCommand: AsyncParsableCommand {
         }
         if !running.stillRunning.isEmpty {
             throw CommandFailure("""
-                still running after \(wait.settingText): \(running.stillRunning.map(String.init).joined(separator: ", ")) \
-                (no worker stopped them: a workerd before this release, one cut off from the database, or a \
+                not stopped within \(wait.settingText), their requests withdrawn: \
+                \(running.stillRunning.map(String.init).joined(separator: ", ")) (their workers run a release before \
+                schema 28 or are cut off from the database, their turn in a long batch did not come, or a \
                 transaction other than a worker's holds their rows)
                 """)
         }
         if ids.count < limit {  // else --limit, not absence, may have left an id out
-            try requireAll(filters.ids, done: ids, dryRun ? "would not be cancelled" : "not cancelled",
+            // Those that ended first are named above.
+            try requireAll(filters.ids, done: ids + Array(running.finished.keys), dryRun ? "would not be cancelled" : "not cancelled",
                            wait > .zero ? "no such job (done or dead-lettered), or not matching"
                                : "no such job (done or dead-lettered), not matching, or being processed")
+            if filters.ids.contains(where: { running.finished[$0] != nil }) {
+                throw CommandFailure("not cancelled: a job asked for by --id ended first")
+            }
         }
     }
 }
@@ -247,10 +252,11 @@ struct JobsRetryCommand: AsyncParsableCommand {
 }
 
 /// Runs `batch` (given `filter` with its cursor past the ids done, and the
-/// most it may take; it answers the ids it took, ascending) until `limit`
-/// are done or a batch comes back short: small transactions keep the locks
-/// each holds brief. Only jobs enqueued before the start are taken, each
-/// once (a job retried that fails again meanwhile waits for the next command).
+/// most it may take; it answers what it took, ascending by `id`) until
+/// `limit` are done or a batch comes back short: small transactions keep the
+/// locks each holds brief. Only jobs enqueued before the start (or the
+/// filter's `enqueuedBy`) are taken, each once (a job retried that fails
+/// again meanwhile waits for the next command).
 private func inBatches<Item>(
     of filter: JobFilter, upTo limit: Int, on client: PostgresClient, logger: Logger, id: KeyPath<Item, Int64>,
     _ batch: (JobFilter, Int) async throws -> [Item]

@@ -50,13 +50,14 @@ public struct BatchProcessor: Sendable {
         inSession: @escaping @Sendable (Int32) -> Void = { _ in },
         attemptStarted: @escaping @Sendable ([Job], Duration?) -> Void = { _, _ in },
         attemptEnded: @escaping @Sendable () -> Void = {},
-        cancelNote: @escaping @Sendable (Int64) -> String? = { _ in nil }
+        awaitingAck: @escaping @Sendable (Int64) -> Void = { _ in },
+        cancelNote: @escaping @Sendable (Job) -> String? = { _ in nil }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
         let hooks = BatchHooks(
             shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted, attemptEnded: attemptEnded,
-            cancelNote: cancelNote)
+            awaitingAck: awaitingAck, cancelNote: cancelNote)
         return try await connection.failingOnClose { connection in
             let run: BatchRun
             if jobs.allSatisfy(self.needsNoTransaction) {
@@ -140,7 +141,7 @@ public struct BatchProcessor: Sendable {
         // Unguarded, a batch handler does the work of its kind's jobs ahead of their turn.
         func batchable(_ job: Job) -> Bool {
             guarded == nil && refusals[job.id] == nil && ages.map { $0[job.id] != nil } ?? true
-                && hooks.cancelNote(job.id) == nil
+                && hooks.cancelNote(job) == nil
                 && (handlers.idempotencyTTL(for: job.kind) == nil || claims[job.id]?.ownedKey != nil)
         }
         var batched: [Int64: KnownAnswer] = [:]
@@ -151,7 +152,6 @@ public struct BatchProcessor: Sendable {
         var completed: [CompletedKey] = []
         var handlerTimes: [HandlerTime] = []
         var unstarted: [Job] = []
-        var droppedKeys: [String] = []  // of jobs cancelled before they started
         for (index, job) in jobs.enumerated() {
             // Abandoned (at an attempt's timeout, say), a batch whose handler
             // ignored the cancellation goes no further when it returns.
@@ -170,12 +170,16 @@ public struct BatchProcessor: Sendable {
                 outcomes.append(.leaseLost(jobID: job.id))
                 continue
             }
-            if known == nil, let note = hooks.cancelNote(job.id) {
+            if known == nil, let note = hooks.cancelNote(job) {
                 // An operator cancelled it while it waited its turn: it goes without running.
                 outcomes.append(try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) {
                     try await deadLetter(job, .cancelled, error: note, attempts: job.attempts, in: tx)
                 })
-                if let key = claims[job.id]?.ownedKey { droppedKeys.append(key) }
+                if let key = claims[job.id]?.ownedKey {
+                    // Free, its key goes to the batch-mates that met it, each claiming it in its turn.
+                    try await tx.dropIdempotencyKeys([key])
+                    for (other, claim) in claims where claim.holder == job.id { claims[other] = nil }
+                }
                 continue
             }
             if known == nil, batchable(job), !batchStoppedAt.contains(job.id),
@@ -192,17 +196,19 @@ public struct BatchProcessor: Sendable {
             let done = try await process(
                 job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, known: known)
             hooks.attemptEnded()
-            if done.outcome.isFinished { finished.append(job.lease) }
+            if done.outcome.isFinished {
+                finished.append(job.lease)
+                if ages == nil { hooks.awaitingAck(job.id) }
+            }
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
             outcomes.append(done.outcome)
         }
         if !unstarted.isEmpty {
             _ = try await JobQueue.release(unstarted.map(\.lease), on: tx.connection, logger: logger)
-            droppedKeys += unstarted.compactMap { claims[$0.id]?.ownedKey }
+            try await tx.dropIdempotencyKeys(unstarted.compactMap { claims[$0.id]?.ownedKey })
             outcomes += unstarted.map { .released(jobID: $0.id) }
         }
-        try await tx.dropIdempotencyKeys(droppedKeys)
         let acked = try await tx.ack(finished, completing: completed)
         if ages == nil && acked.count < finished.count {
             outcomes = outcomes.map { outcome in
@@ -470,10 +476,14 @@ struct BatchHooks: Sendable {
     /// batch's ack and commit are not timed as part of it.
     let attemptStarted: @Sendable ([Job], Duration?) -> Void
     let attemptEnded: @Sendable () -> Void
+    /// A job of a batch without a transaction finished: only the batch's
+    /// ack is left, which a batch abandoned now must still do for it (its
+    /// handler's work is done, outside the database, and must not run again).
+    let awaitingAck: @Sendable (Int64) -> Void
     /// The note of an operator's request to cancel the job (`workerctl jobs
     /// cancel` while it ran), if there is one: a job not started yet is
     /// dead-lettered as cancelled in its turn, without running.
-    let cancelNote: @Sendable (Int64) -> String?
+    let cancelNote: @Sendable (Job) -> String?
 }
 
 /// Thrown to abandon a batch's unguarded run: job `jobID` (`nil`: a batch

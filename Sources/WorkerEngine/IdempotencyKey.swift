@@ -14,6 +14,14 @@ enum IdempotencyClaim: Sendable, Equatable {
     var ownedKey: String? {
         if case .owned(let key) = self { key } else { nil }
     }
+
+    /// The job that holds the key, when it is another.
+    var holder: Int64? {
+        switch self {
+        case .owned: nil
+        case .duplicate(_, let job, _), .conflict(_, let job): job
+        }
+    }
 }
 
 /// A job whose key the batch claims, with the key the producer or the handler

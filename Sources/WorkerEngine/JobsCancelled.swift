@@ -8,11 +8,14 @@ public struct JobsCancelled: Error, CustomStringConvertible {
     public let notes: [Int64: String]
     /// The batch they ran in, they included.
     public let batch: [Job]
+    /// Jobs of the batch that finished, their ack all that was left (see `BatchHooks.awaitingAck`).
+    public let finished: [Job]
 
-    public init(jobs: [Job], notes: [Int64: String], batch: [Job]) {
+    public init(jobs: [Job], notes: [Int64: String], batch: [Job], finished: [Job] = []) {
         self.jobs = jobs
         self.notes = notes
         self.batch = batch
+        self.finished = finished
     }
 
     public var description: String { "cancelled while running: jobs \(jobs.map(\.id))" }
@@ -22,9 +25,10 @@ extension BatchProcessor {
     /// Settles a batch abandoned for an operator's cancel: the cancelled jobs
     /// go to the dead letters as `cancelled` with their requests' notes, the
     /// attempt they were in counted; the batch's other jobs are ready again
-    /// at once with their attempt given back (see `settleAbandoned`).
+    /// at once with their attempt given back, those that finished in a batch
+    /// without a transaction acked (see `settleAbandoned`).
     public func settle(_ cancelled: JobsCancelled) async throws -> [JobOutcome] {
-        try await settleAbandoned(cancelled.batch, settling: cancelled.jobs) { job, tx in
+        try await settleAbandoned(cancelled.batch, settling: cancelled.jobs, finished: cancelled.finished) { job, tx in
             try await self.deadLetter(job, .cancelled, error: cancelled.notes[job.id], attempts: job.attempts, in: tx)
         }
     }

@@ -50,6 +50,11 @@ public struct CancelledJob: Sendable, Equatable {
     /// A worker held its lease: its handler may be running (without a
     /// transaction, which would have kept the job from being moved).
     public var wasLeased: Bool
+
+    public init(id: Int64, wasLeased: Bool) {
+        self.id = id
+        self.wasLeased = wasLeased
+    }
 }
 
 /// Which jobs an operation applies to; `nil` fields match everything.

@@ -29,9 +29,8 @@ extension QueuedJobs {
     ) async throws -> RunningJobCancellation {
         var result = RunningJobCancellation()
         var pending = try await ids(matching: filter, limit: limit)
-        let asked = pending
         let requests = CancelRequests(client: client, logger: logger)
-        try await requests.request(asked, note: note, for: wait)
+        let request = try await requests.request(pending, note: note, for: wait)
         try await requests.notify(leased)
         let deadline = ContinuousClock.now + wait
         var notified = ContinuousClock.now
@@ -41,6 +40,7 @@ extension QueuedJobs {
                 var stillThere = filter
                 stillThere.ids = pending
                 stillThere.afterID = nil
+                stillThere.state = nil  // chosen already: released, it is ready; retried, delayed
                 let moved = try await cancel(stillThere, limit: pending.count, note: note)
                 result.cancelled += moved.map(\.id)
                 // Claimed again by a worker that has not locked it: its handler must not run on.
@@ -67,10 +67,10 @@ extension QueuedJobs {
                 try await Task.sleep(for: max(.zero, min(.milliseconds(100), deadline - .now)))
             }
         } catch {
-            try? await requests.withdraw(asked)
+            try? await requests.withdraw(request)
             throw error
         }
-        try await requests.withdraw(asked)
+        try await requests.withdraw(request)
         result.cancelled.sort()
         result.stillRunning = pending
         return result

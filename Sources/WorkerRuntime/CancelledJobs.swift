@@ -3,19 +3,45 @@ import WorkerEngine
 
 /// The operator's requests to cancel jobs this worker holds (`CancelRequests`),
 /// each with its note: a lane whose running attempt has one abandons its
-/// batch, and a job not started yet is dead-lettered in its turn.
+/// batch, and a job not started yet is dead-lettered in its turn while its
+/// request holds. Kept by lease, so that a note never outlives the attempt it
+/// was read for (a redriven job keeps its id).
 final class CancelledJobs: Sendable {
-    private let notes = Mutex<[Int64: String]>([:])
+    private struct Entry {
+        let note: String
+        let until: ContinuousClock.Instant?
+    }
 
-    func add(_ new: [Int64: String]) { notes.withLock { $0.merge(new) { _, newer in newer } } }
-    func remove(_ jobs: [Job]) { notes.withLock { notes in for job in jobs { notes.removeValue(forKey: job.id) } } }
-    func note(for id: Int64) -> String? { notes.withLock { $0[id] } }
+    private let entries = Mutex<[Lease: Entry]>([:])
 
-    /// The notes of those of `jobs` that were cancelled.
-    func notes(of jobs: [Job]) -> [Int64: String] {
-        notes.withLock { notes in
-            guard !notes.isEmpty else { return [:] }
-            return jobs.reduce(into: [:]) { found, job in found[job.id] = notes[job.id] }
+    /// Keeps `notes` for those of `held` they name, and drops the notes of
+    /// leases no longer held.
+    func add(_ notes: [Int64: CancelNote], held: [Lease]) {
+        let now = ContinuousClock.now
+        entries.withLock { entries in
+            let held = Set(held)
+            entries = entries.filter { held.contains($0.key) }
+            for lease in held {
+                guard let found = notes[lease.jobID] else { continue }
+                entries[lease] = Entry(note: found.note, until: found.lasting.map { now + $0 })
+            }
         }
+    }
+
+    func remove(_ jobs: [Job]) { entries.withLock { entries in for job in jobs { entries.removeValue(forKey: job.lease) } } }
+
+    /// The note of the job's live request, if it has one.
+    func note(for job: Job) -> String? {
+        let now = ContinuousClock.now
+        return entries.withLock { entries in
+            guard let entry = entries[job.lease], entry.until.map({ now < $0 }) ?? true else { return nil }
+            return entry.note
+        }
+    }
+
+    /// The notes of those of `jobs` with a live request.
+    func notes(of jobs: [Job]) -> [Int64: String] {
+        guard entries.withLock({ !$0.isEmpty }) else { return [:] }
+        return jobs.reduce(into: [:]) { found, job in found[job.id] = note(for: job) }
     }
 }

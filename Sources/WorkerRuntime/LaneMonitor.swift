@@ -19,6 +19,10 @@ final class LaneMonitor: Sendable {
         let jobs: [Job]
         /// The attempt running now, if one is.
         var attempt: Attempt?
+        /// Jobs that finished in a batch without a transaction, their ack all that is left.
+        var awaitingAck: Set<Int64> = []
+
+        var finished: [Job] { jobs.filter { awaitingAck.contains($0.id) } }
     }
 
     struct Attempt: Sendable {
@@ -46,15 +50,17 @@ final class LaneMonitor: Sendable {
     }
 
     func attemptStarted(_ lane: Int, batch id: UInt64, jobs: [Job], timeout: Duration?) {
-        setAttempt(lane, batch: id, Attempt(jobs: jobs, timeout: timeout, since: .now))
+        update(lane, batch: id) { $0.attempt = Attempt(jobs: jobs, timeout: timeout, since: .now) }
     }
 
-    func attemptEnded(_ lane: Int, batch id: UInt64) { setAttempt(lane, batch: id, nil) }
+    func attemptEnded(_ lane: Int, batch id: UInt64) { update(lane, batch: id) { $0.attempt = nil } }
 
-    private func setAttempt(_ lane: Int, batch id: UInt64, _ attempt: Attempt?) {
+    func awaitingAck(_ lane: Int, batch id: UInt64, job: Int64) { update(lane, batch: id) { _ = $0.awaitingAck.insert(job) } }
+
+    private func update(_ lane: Int, batch id: UInt64, _ change: (inout Batch) -> Void) {
         state.withLock { state in
             guard case .processing(var batch) = state.steps[lane], batch.id == id else { return }
-            batch.attempt = attempt
+            change(&batch)
             state.steps[lane] = .processing(batch)
         }
     }

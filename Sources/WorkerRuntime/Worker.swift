@@ -214,7 +214,7 @@ public final class Worker: Service, Sendable {
             return since + configuration.statementDeadline
         case .processing(let batch):
             let heard = sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
-            if let attempt = batch.attempt, !cancelled.notes(of: attempt.jobs).isEmpty { return .now }
+            if let attempt = batch.attempt, attempt.jobs.contains(where: { cancelled.note(for: $0) != nil }) { return .now }
             guard let timesOut = batch.attempt?.deadline else { return heard }
             return min(heard, timesOut)
         case nil:
@@ -226,14 +226,18 @@ public final class Worker: Service, Sendable {
         guard case .processing(let batch) = monitor.step(of: lane) else {
             return DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
         }
-        // An operator's cancel comes first: the job is not to be retried.
-        if !sessions.isGone(lane: lane), let attempt = batch.attempt, !cancelled.notes(of: attempt.jobs).isEmpty {
-            let notes = cancelled.notes(of: batch.jobs)
-            return JobsCancelled(jobs: batch.jobs.filter { notes[$0.id] != nil }, notes: notes, batch: batch.jobs)
+        // An operator's cancel comes first (the job is not to be retried),
+        // also when the attempt it stopped ended meanwhile, unless a timeout stopped another.
+        let notes = cancelled.notes(of: batch.jobs)
+        let finished = batch.finished
+        if !sessions.isGone(lane: lane), !notes.isEmpty,
+           batch.attempt.map({ attempt in attempt.jobs.contains { notes[$0.id] != nil } }) ?? true {
+            let stopped = batch.jobs.filter { notes[$0.id] != nil && !batch.awaitingAck.contains($0.id) }
+            return JobsCancelled(jobs: stopped, notes: notes, batch: batch.jobs, finished: finished)
         }
         if !sessions.isGone(lane: lane), let attempt = batch.attempt, let timeout = attempt.timeout,
            let timesOut = attempt.deadline, ContinuousClock.now >= timesOut {
-            return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs)
+            return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs, finished: finished)
         }
         return DeadlineExceeded(
             operation: "batch",
@@ -256,8 +260,8 @@ public final class Worker: Service, Sendable {
         counters.claimed(jobs.count, from: name)
         let held = jobs.map(\.lease)
         leases.add(held)
-        defer { leases.remove(held) }
         defer { cancelled.remove(jobs) }
+        defer { leases.remove(held) }
         defer { sessions.ended(lane: lane) }
         let outcomes = try await process(jobs, of: batch, lane: lane, on: connection)
         counters.record(outcomes, of: jobs)
@@ -273,6 +277,7 @@ public final class Worker: Service, Sendable {
                 jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
                 attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
                 attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) },
+                awaitingAck: { self.monitor.awaitingAck(lane, batch: batch, job: $0) },
                 cancelNote: { self.cancelled.note(for: $0) })
         }
         var outcomes: [JobOutcome] = []
@@ -362,9 +367,8 @@ public final class Worker: Service, Sendable {
                 try await CancelRequests(client: self.client, logger: self.logger).notes(for: Array(held))
             }
             guard !notes.isEmpty else { return }
-            // Only jobs still held: a batch that ended meanwhile has nothing to stop.
-            let stillHeld = Set(leases.all.map(\.jobID))
-            cancelled.add(notes.filter { stillHeld.contains($0.key) })
+            // The leases held now: a batch that ended meanwhile has nothing to stop.
+            cancelled.add(notes, held: leases.all)
             logger.info("cancel requested", metadata: ["job_ids": "\(notes.keys.sorted())"])
         } catch {
             logger.warning("cancel requests not read", metadata: ["error": "\(String(reflecting: error))"])

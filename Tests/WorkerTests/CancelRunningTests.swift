@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import WorkerEngine
-import WorkerRuntime
+@testable import WorkerRuntime
 import WorkerTestSupport
 
 /// `workerctl jobs cancel` of a job a worker is running: the worker stops
@@ -50,7 +50,8 @@ import WorkerTestSupport
             #expect(try await db.int("SELECT count(*)::int FROM effects WHERE job_id = \(hung)") == 0)
             #expect(try await db.int("SELECT count(*)::int FROM effects") == 2)
             #expect(quickJobs.allSatisfy { quick.invocations(of: $0) == 2 }, "run, rolled back, run again")
-            #expect(totals.done == 2 && totals.deadLettered == 1 && totals.released == 2, "\(totals)")
+            // The worker dead-letters it, or the command does, polling, once the abandoned session let go of its row.
+            #expect(totals.done == 2 && totals.deadLettered + totals.leaseLost == 1 && totals.released == 2, "\(totals)")
             #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 0, "withdrawn")
         }
     }
@@ -65,7 +66,7 @@ import WorkerTestSupport
             let quick = RecordingHandler()
             var handlers = HandlerRegistry.testing(quick, kinds: ["b.quick"], policy: Self.policy)
             handlers.register("a.slow", slow, policy: Self.policy)
-            let running = try await db.queue.enqueue(NewJob(kind: "a.slow"))
+            try await db.queue.enqueue(NewJob(kind: "a.slow"))
             let waiting = try await db.queue.enqueue(NewJob(kind: "b.quick"))
             let other = try await db.queue.enqueue(NewJob(kind: "b.quick"))
             let log = LogRecorder()
@@ -90,6 +91,89 @@ import WorkerTestSupport
             #expect(slow.invocations.count == 1 && quick.invocations.map(\.id) == [other])
             #expect(totals.done == 2 && totals.deadLettered == 1 && totals.released == 0, "\(totals)")
         }
+    }
+
+    /// Its batch-mate with the same key met it as the key's holder; once it is
+    /// cancelled, the batch-mate claims the key itself and is processed.
+    @Test func aJobCancelledInItsTurnLeavesItsKeyToABatchMateWithTheSameKey() async throws {
+        try await withTestDatabase { db in
+            let started = Gate(), release = Gate()
+            let slow = RecordingHandler { _, _ in
+                started.open()
+                await release.wait()
+            }
+            let keyed = RecordingHandler(idempotencyTTL: .seconds(60))
+            var handlers = HandlerRegistry.testing(keyed, kinds: ["b.keyed"], policy: Self.policy)
+            handlers.register("a.slow", slow, policy: Self.policy)
+            try await db.queue.enqueue(NewJob(kind: "a.slow"))
+            let first = try await db.queue.enqueue(NewJob(kind: "b.keyed", idempotencyKey: "k"))
+            let second = try await db.queue.enqueue(NewJob(kind: "b.keyed", idempotencyKey: "k"))
+            let log = LogRecorder()
+
+            let totals = try await withWorker(
+                db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w"), logger: log.logger()
+            ) { _ in
+                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+                await started.wait()
+                try await CancelRequests(client: db.client, logger: db.logger).request([first], note: "n", for: .seconds(60))
+                try await eventually("the request read") { log.recorded.contains { $0.message == "cancel requested" } }
+                release.open()
+                try await eventually("the batch finished") { try await db.jobCount() == 0 }
+            }
+            #expect(try await db.deadLetters.show(id: first)?.reason == "cancelled")
+            #expect(keyed.invocations.map(\.id) == [second], "processed, not acked as a duplicate of the cancelled job")
+            #expect(try await db.int("SELECT job_id::int FROM worker.idempotency_keys WHERE key = 'k'") == Int(second))
+            #expect(totals.done == 2 && totals.duplicates == 0 && totals.deadLettered == 1, "\(totals)")
+        }
+    }
+
+    /// A handler that writes nothing runs without a transaction: what its
+    /// batch-mates did outside the database is done, and their acks are what
+    /// the abandoned batch still owes.
+    @Test func aBatchWithoutATransactionAcksWhatFinishedWhenOneOfItsJobsIsCancelled() async throws {
+        try await withTestDatabase { db in
+            let hangs = Gate()
+            let handler = RecordingHandler(idempotencyTTL: nil, writesToDatabase: false) { job, _ in
+                guard job.payload.contains("hang") else { return }
+                hangs.open()
+                try await Task.sleep(for: .seconds(3600))
+            }
+            let quick = try await db.queue.enqueue(NewJob(kind: "test"), count: 2)
+            let hung = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"hang": true}"#))
+            let totals = try await withWorker(
+                db, .testing(handler, policy: Self.policy), WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w")
+            ) { _ in
+                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+                await hangs.wait()
+                let jobs = QueuedJobs(client: db.client, logger: db.logger)
+                let filter = JobFilter(ids: [hung], enqueuedBy: try await DatabaseClock.now(db.client, logger: db.logger))
+                let moved = try await jobs.cancel(filter, limit: 10, note: "cancelled with workerctl")
+                #expect(moved == [CancelledJob(id: hung, wasLeased: true)], "no row lock to skip it")
+                _ = try await jobs.cancelRunning(filter, limit: 10, leased: [hung], note: "-", wait: .seconds(60))
+                try await eventually("the batch settled") { try await db.jobCount() == 0 }
+            }
+            #expect(quick.allSatisfy { handler.invocations(of: $0) == 1 }, "not run again: \(handler.invocations.map(\.id))")
+            #expect(totals.done == 2 && totals.leaseLost == 1 && totals.released == 0, "\(totals)")
+            #expect(try await db.deadLetters.show(id: hung)?.lastError == "cancelled with workerctl")
+        }
+    }
+
+    @Test func aNoteHoldsForItsLeaseAndWhileItsRequestDoes() {
+        func job(_ id: Int64) -> Job {
+            Job(id: id, queue: "q", kind: "k", payload: "{}", idempotencyKey: nil, priority: 0, attempts: 1, maxAttempts: nil,
+                createdAt: Date(), redriveCount: 0, lease: Lease(jobID: id, token: UUID()))
+        }
+        let (held, lapsing, forGood, other) = (job(1), job(2), job(3), job(4))
+        let notes = CancelledJobs()
+        notes.add([1: CancelNote(note: "a", lasting: .seconds(60)), 2: CancelNote(note: "b", lasting: .zero),
+                   3: CancelNote(note: "c", lasting: nil), 4: CancelNote(note: "d", lasting: nil)],
+                  held: [held.lease, lapsing.lease, forGood.lease])
+        #expect(notes.notes(of: [held, lapsing, forGood, other]) == [1: "a", 3: "c"], "expired, or not held")
+        var again = held
+        again.lease = Lease(jobID: 1, token: UUID())
+        #expect(notes.note(for: again) == nil, "a later claim of the same job (a redrive keeps the id)")
+        notes.add([:], held: [forGood.lease])
+        #expect(notes.note(for: held) == nil && notes.note(for: forGood) == "c", "a lease no longer held is dropped")
     }
 
     @Test func aNotificationWithoutARequestStopsNothing() async throws {
@@ -129,11 +213,16 @@ import WorkerTestSupport
     @Test func aRequestEndsWithItsWaitAndOnlyOperatorsMayWriteOne() async throws {
         try await withTestDatabase { db in
             let requests = CancelRequests(client: db.client, logger: db.logger)
-            try await requests.request([1, 2], note: "n", for: .seconds(60))
+            let mine = try await requests.request([1, 2], note: "n", for: .seconds(60))
+            let other = try await requests.request([1], note: "later", for: .seconds(120))
             try await db.execute("UPDATE worker.cancel_requests SET expires_at = now() - interval '1 second' WHERE job_id = 2")
-            #expect(try await requests.notes(for: [1, 2, 3]) == [1: "n"], "an expired request is not acted on")
-            try await requests.withdraw([1])
-            #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 0, "the expired one went too")
+            let notes = try await requests.notes(for: [1, 2, 3])
+            #expect(notes.mapValues(\.note) == [1: "later"], "the latest to expire; an expired one is not acted on")
+            #expect(notes[1]?.lasting.map { $0 > .seconds(60) && $0 <= .seconds(120) } == true, "\(notes)")
+            try await requests.withdraw(mine)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 1, "its own and the expired one")
+            try await requests.withdraw(other)
+            #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 0)
             #expect(CancelRequests.jobIDs(in: "4,x,5,") == [4, 5])
 
             let grants = try await db.string("""

@@ -146,7 +146,7 @@ import WorkerTestSupport
                     "jobs", "cancel", "--id", "\(busy)", "--id", "\(leased)", "--id", "\(quiet)", "--wait", "1s",
                 ], database: db)
                 #expect(result.status == 1 && result.stdout.contains("cancelled 2 jobs"), "\(result)")
-                #expect(result.stderr.contains("still running after 1s: \(busy) ("), "\(result)")
+                #expect(result.stderr.contains("not stopped within 1s, their requests withdrawn: \(busy) ("), "\(result)")
                 #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 0, "withdrawn")
                 let json = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(busy)", "--json", "--wait", "0"], database: db)
                 let result2 = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]

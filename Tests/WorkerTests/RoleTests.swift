@@ -98,9 +98,13 @@ import WorkerTestSupport
                     "UPDATE worker.schedules SET cron = '* * * * *'", "UPDATE worker.schedules SET paused = true",
                     "DELETE FROM worker.schedules", "UPDATE worker.queue_limits SET max_in_flight = 100",
                     "DELETE FROM worker.queue_limits",
+                    "INSERT INTO worker.cancel_requests (job_id, request_id, note, expires_at) VALUES (1, gen_random_uuid(), 'n', now())",
+                    "DELETE FROM worker.cancel_requests",
                 ] {
                     #expect(await consumer.sqlState(of: statement) == Self.denied, "\(statement.sql)")
                 }
+                // What workerd reads when told of a cancel: its requests and the cancelled dead letters.
+                #expect(try await CancelRequests(client: consumer.client, logger: db.logger).notes(for: [1]).isEmpty)
             }
             #expect(try await db.int("SELECT refunded_cents::int FROM app.payments WHERE id = 'pay_1'") == 300)
             #expect(try await db.string("SELECT status FROM app.bookings WHERE request_id = 'bk_1'") == "confirmed")
