@@ -10,8 +10,9 @@ public struct RunningJobCancellation: Sendable, Equatable {
     /// `dead-lettered as REASON`.
     public var finished: [Int64: String] = [:]
     /// Still held when the wait ran out: a worker that did not act on the
-    /// request (an older release, or one cut off from the database), or a
-    /// transaction other than a worker's that holds the row.
+    /// request (an older release, or one cut off from the database), a job
+    /// whose turn in a long batch did not come, or a transaction other than
+    /// a worker's that holds the row. They run: the requests lapse.
     public var stillRunning: [Int64] = []
 
     public init() {}
@@ -22,8 +23,9 @@ extension QueuedJobs {
     /// (their rows locked by a processing transaction) to stop them, and
     /// tells those of `leased` (moved while their handlers may run, their
     /// dead letters the request) to stop their handlers; waits up to `wait`
-    /// for the first to leave the queue. The requests are withdrawn at the end. `filter` must carry the first
-    /// pass's `enqueuedBy`, so that the same jobs are meant; at most `limit`.
+    /// for the first to leave the queue, then withdraws its requests.
+    /// `filter` carries the first pass's `enqueuedBy`, so that the same jobs
+    /// are meant; at most `limit` of them.
     public func cancelRunning(
         _ filter: JobFilter, limit: Int, leased: [Int64], note: String, wait: Duration
     ) async throws -> RunningJobCancellation {
