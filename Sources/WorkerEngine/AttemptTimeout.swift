@@ -11,14 +11,14 @@ public struct AttemptTimedOut: Error, CustomStringConvertible {
     public let timeout: Duration
     /// The batch the attempt ran in, its jobs included.
     public let batch: [Job]
-    /// Jobs of the batch that finished, their ack all that was left (see `BatchHooks.awaitingAck`).
-    public let finished: [Job]
+    /// The outcomes the batch had, without a transaction, before it was abandoned (see `BatchHooks.ended`).
+    public let ended: [JobOutcome]
 
-    public init(jobs: [Job], timeout: Duration, batch: [Job], finished: [Job] = []) {
+    public init(jobs: [Job], timeout: Duration, batch: [Job], ended: [JobOutcome] = []) {
         self.jobs = jobs
         self.timeout = timeout
         self.batch = batch
-        self.finished = finished
+        self.ended = ended
     }
 
     public var description: String { "timed out after \(timeout.settingText); its batch was abandoned" }
@@ -30,20 +30,21 @@ extension BatchProcessor {
     /// when out of attempts), and the batch's other jobs are ready again at
     /// once with their attempt given back (see `settleAbandoned`).
     public func settle(_ timedOut: AttemptTimedOut) async throws -> [JobOutcome] {
-        try await settleAbandoned(timedOut.batch, settling: timedOut.jobs, finished: timedOut.finished) { job, tx in
+        try await settleAbandoned(timedOut.batch, settling: timedOut.jobs, ended: timedOut.ended) { job, tx in
             try await self.fail(job, timedOut, handlerTime: nil, in: tx).outcome
         }
     }
 
     /// Settles an abandoned batch: `settle` decides the outcome of each of
-    /// `jobs` whose lease is still ours, `finished` (done in a batch without
-    /// a transaction, whose handlers write nothing) are acked, and the
+    /// `jobs` whose lease is still ours; of a batch without a transaction,
+    /// the jobs `ended` keep their outcome, those finished acked now; the
     /// batch's other jobs are ready again at once with their attempt given
-    /// back: their work was rolled back with the batch, or had not ended. The lock waits
-    /// until the server has ended the abandoned session: at once, or within
-    /// workerd's `client_connection_check_interval` when a statement was running.
+    /// back: their work was rolled back with the batch, or had not ended.
+    /// The lock waits until the server has ended the abandoned session: at
+    /// once, or within workerd's `client_connection_check_interval` when a
+    /// statement was running.
     func settleAbandoned(
-        _ batch: [Job], settling jobs: [Job], finished: [Job],
+        _ batch: [Job], settling jobs: [Job], ended: [JobOutcome],
         _ settle: @escaping @Sendable (Job, JobTransaction) async throws -> JobOutcome
     ) async throws -> [JobOutcome] {
         try await client.withLiveConnection { connection in
@@ -58,9 +59,11 @@ extension BatchProcessor {
                     }
                     outcomes.append(try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) { try await settle(job, tx) })
                 }
-                let acked = try await tx.ack(finished.map(\.lease), completing: [])
-                outcomes += finished.map { acked.contains($0.id) ? .done(jobID: $0.id) : .leaseLost(jobID: $0.id) }
-                let settled = Set((jobs + finished).map(\.id))
+                let finished = Dictionary(uniqueKeysWithValues: ended.filter(\.isFinished).map { ($0.jobID, $0) })
+                let acked = try await tx.ack(batch.filter { finished[$0.id] != nil }.map(\.lease), completing: [])
+                for (id, outcome) in finished { outcomes.append(acked.contains(id) ? outcome : .leaseLost(jobID: id)) }
+                outcomes += ended.filter { !$0.isFinished }  // written when they ended
+                let settled = Set(jobs.map(\.id) + ended.map(\.jobID))
                 let others = batch.filter { !settled.contains($0.id) }
                 let released = try await JobQueue.release(others.map(\.lease), on: connection, logger: self.logger)
                 return outcomes + others.map { released.contains($0.id) ? .released(jobID: $0.id) : .leaseLost(jobID: $0.id) }

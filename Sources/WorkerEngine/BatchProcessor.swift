@@ -50,14 +50,14 @@ public struct BatchProcessor: Sendable {
         inSession: @escaping @Sendable (Int32) -> Void = { _ in },
         attemptStarted: @escaping @Sendable ([Job], Duration?) -> Void = { _, _ in },
         attemptEnded: @escaping @Sendable () -> Void = {},
-        awaitingAck: @escaping @Sendable (Int64) -> Void = { _ in },
+        ended: @escaping @Sendable (JobOutcome) -> Void = { _ in },
         cancelNote: @escaping @Sendable (Job) -> String? = { _ in nil }
     ) async throws -> [JobOutcome] {
         guard !jobs.isEmpty else { return [] }
         let jobs = inLockOrder(jobs)
         let hooks = BatchHooks(
             shouldStart: shouldStart, inSession: inSession, attemptStarted: attemptStarted, attemptEnded: attemptEnded,
-            awaitingAck: awaitingAck, cancelNote: cancelNote)
+            ended: ended, cancelNote: cancelNote)
         return try await connection.failingOnClose { connection in
             let run: BatchRun
             if jobs.allSatisfy(self.needsNoTransaction) {
@@ -172,9 +172,11 @@ public struct BatchProcessor: Sendable {
             }
             if known == nil, let note = hooks.cancelNote(job) {
                 // An operator cancelled it while it waited its turn: it goes without running.
-                outcomes.append(try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) {
+                let outcome = try await JobLogMetadata.$current.withValue(JobLogMetadata(job)) {
                     try await deadLetter(job, .cancelled, error: note, attempts: job.attempts, in: tx)
-                })
+                }
+                outcomes.append(outcome)
+                if ages == nil { hooks.ended(outcome) }
                 if let key = claims[job.id]?.ownedKey {
                     // Free, its key goes to the batch-mates that met it, each claiming it in its turn.
                     try await tx.dropIdempotencyKeys([key])
@@ -196,10 +198,8 @@ public struct BatchProcessor: Sendable {
             let done = try await process(
                 job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, known: known)
             hooks.attemptEnded()
-            if done.outcome.isFinished {
-                finished.append(job.lease)
-                if ages == nil { hooks.awaitingAck(job.id) }
-            }
+            if done.outcome.isFinished { finished.append(job.lease) }
+            if ages == nil { hooks.ended(done.outcome) }
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
             outcomes.append(done.outcome)
@@ -476,10 +476,11 @@ struct BatchHooks: Sendable {
     /// batch's ack and commit are not timed as part of it.
     let attemptStarted: @Sendable ([Job], Duration?) -> Void
     let attemptEnded: @Sendable () -> Void
-    /// A job of a batch without a transaction finished: only the batch's
-    /// ack is left, which a batch abandoned now must still do for it (its
-    /// handler's work is done, outside the database, and must not run again).
-    let awaitingAck: @Sendable (Int64) -> Void
+    /// A job of a batch without a transaction (`ages == nil`) has its
+    /// outcome: written already, or, finished, waiting for the batch's ack,
+    /// which a batch abandoned now must still do for it (its handler's work
+    /// is done, outside the database, and must not run again).
+    let ended: @Sendable (JobOutcome) -> Void
     /// The note of an operator's request to cancel the job (`workerctl jobs
     /// cancel` while it ran), if there is one: a job not started yet is
     /// dead-lettered as cancelled in its turn, without running.

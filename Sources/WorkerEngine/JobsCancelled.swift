@@ -8,14 +8,14 @@ public struct JobsCancelled: Error, CustomStringConvertible {
     public let notes: [Int64: String]
     /// The batch they ran in, they included.
     public let batch: [Job]
-    /// Jobs of the batch that finished, their ack all that was left (see `BatchHooks.awaitingAck`).
-    public let finished: [Job]
+    /// The outcomes the batch had, without a transaction, before it was abandoned (see `BatchHooks.ended`).
+    public let ended: [JobOutcome]
 
-    public init(jobs: [Job], notes: [Int64: String], batch: [Job], finished: [Job] = []) {
+    public init(jobs: [Job], notes: [Int64: String], batch: [Job], ended: [JobOutcome] = []) {
         self.jobs = jobs
         self.notes = notes
         self.batch = batch
-        self.finished = finished
+        self.ended = ended
     }
 
     public var description: String { "cancelled while running: jobs \(jobs.map(\.id))" }
@@ -28,7 +28,7 @@ extension BatchProcessor {
     /// at once with their attempt given back, those that finished in a batch
     /// without a transaction acked (see `settleAbandoned`).
     public func settle(_ cancelled: JobsCancelled) async throws -> [JobOutcome] {
-        try await settleAbandoned(cancelled.batch, settling: cancelled.jobs, finished: cancelled.finished) { job, tx in
+        try await settleAbandoned(cancelled.batch, settling: cancelled.jobs, ended: cancelled.ended) { job, tx in
             try await self.deadLetter(job, .cancelled, error: cancelled.notes[job.id], attempts: job.attempts, in: tx)
         }
     }

@@ -19,10 +19,8 @@ final class LaneMonitor: Sendable {
         let jobs: [Job]
         /// The attempt running now, if one is.
         var attempt: Attempt?
-        /// Jobs that finished in a batch without a transaction, their ack all that is left.
-        var awaitingAck: Set<Int64> = []
-
-        var finished: [Job] { jobs.filter { awaitingAck.contains($0.id) } }
+        /// Outcomes of a batch without a transaction so far (see `BatchHooks.ended`).
+        var ended: [JobOutcome] = []
     }
 
     struct Attempt: Sendable {
@@ -55,7 +53,7 @@ final class LaneMonitor: Sendable {
 
     func attemptEnded(_ lane: Int, batch id: UInt64) { update(lane, batch: id) { $0.attempt = nil } }
 
-    func awaitingAck(_ lane: Int, batch id: UInt64, job: Int64) { update(lane, batch: id) { _ = $0.awaitingAck.insert(job) } }
+    func ended(_ lane: Int, batch id: UInt64, _ outcome: JobOutcome) { update(lane, batch: id) { $0.ended.append(outcome) } }
 
     private func update(_ lane: Int, batch id: UInt64, _ change: (inout Batch) -> Void) {
         state.withLock { state in

@@ -226,18 +226,21 @@ public final class Worker: Service, Sendable {
         guard case .processing(let batch) = monitor.step(of: lane) else {
             return DeadlineExceeded(operation: "claim", reason: "no answer from the database in time for the leases to be of use")
         }
-        // An operator's cancel comes first (the job is not to be retried),
-        // also when the attempt it stopped ended meanwhile, unless a timeout stopped another.
+        // One look at the batch: the deadline was read from another, and the
+        // attempt it saw may have ended since.
+        let now = ContinuousClock.now
+        let gone = sessions.isGone(lane: lane)
         let notes = cancelled.notes(of: batch.jobs)
-        let finished = batch.finished
-        if !sessions.isGone(lane: lane), !notes.isEmpty,
-           batch.attempt.map({ attempt in attempt.jobs.contains { notes[$0.id] != nil } }) ?? true {
-            let stopped = batch.jobs.filter { notes[$0.id] != nil && !batch.awaitingAck.contains($0.id) }
-            return JobsCancelled(jobs: stopped, notes: notes, batch: batch.jobs, finished: finished)
+        if !gone, let attempt = batch.attempt, let timeout = attempt.timeout, let timesOut = attempt.deadline,
+           now >= timesOut, !attempt.jobs.contains(where: { notes[$0.id] != nil }) {
+            return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs, ended: batch.ended)
         }
-        if !sessions.isGone(lane: lane), let attempt = batch.attempt, let timeout = attempt.timeout,
-           let timesOut = attempt.deadline, ContinuousClock.now >= timesOut {
-            return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs, finished: finished)
+        // With its session there and the database heard from, only an operator's cancel ends a batch:
+        // of the attempt running, or of one that ended since the deadline was read.
+        if !gone, now < contact.lastHeard + configuration.silenceTimeout, !notes.isEmpty {
+            let ended = Set(batch.ended.map(\.jobID))
+            let stopped = batch.jobs.filter { notes[$0.id] != nil && !ended.contains($0.id) }
+            return JobsCancelled(jobs: stopped, notes: notes, batch: batch.jobs, ended: batch.ended)
         }
         return DeadlineExceeded(
             operation: "batch",
@@ -277,7 +280,7 @@ public final class Worker: Service, Sendable {
                 jobs, on: connection, shouldStart: { !self.isStopping }, inSession: { self.sessions.began(lane: lane, pid: $0) },
                 attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
                 attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) },
-                awaitingAck: { self.monitor.awaitingAck(lane, batch: batch, job: $0) },
+                ended: { self.monitor.ended(lane, batch: batch, $0) },
                 cancelNote: { self.cancelled.note(for: $0) })
         }
         var outcomes: [JobOutcome] = []

@@ -134,11 +134,14 @@ import WorkerTestSupport
         try await withTestDatabase { db in
             let hangs = Gate()
             let handler = RecordingHandler(idempotencyTTL: nil, writesToDatabase: false) { job, _ in
+                if job.payload.contains("fail") && job.attempts == 1 { throw JobError.retryable("once") }
                 guard job.payload.contains("hang") else { return }
                 hangs.open()
                 try await Task.sleep(for: .seconds(3600))
             }
             let quick = try await db.queue.enqueue(NewJob(kind: "test"), count: 2)
+            // Its retry is written at once (no transaction): the abandoned batch must not release it.
+            let failing = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"fail": true}"#))
             let hung = try await db.queue.enqueue(NewJob(kind: "test", payload: #"{"hang": true}"#))
             let totals = try await withWorker(
                 db, .testing(handler, policy: Self.policy), WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w")
@@ -153,7 +156,8 @@ import WorkerTestSupport
                 try await eventually("the batch settled") { try await db.jobCount() == 0 }
             }
             #expect(quick.allSatisfy { handler.invocations(of: $0) == 1 }, "not run again: \(handler.invocations.map(\.id))")
-            #expect(totals.done == 2 && totals.leaseLost == 1 && totals.released == 0, "\(totals)")
+            #expect(handler.invocations(of: failing) == 2, "failed, then retried after its backoff")
+            #expect(totals.done == 3 && totals.retried == 1 && totals.leaseLost == 1 && totals.released == 0, "\(totals)")
             #expect(try await db.deadLetters.show(id: hung)?.lastError == "cancelled with workerctl")
         }
     }
