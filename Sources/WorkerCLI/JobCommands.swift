@@ -220,13 +220,14 @@ struct JobsRetryCommand: AsyncParsableCommand {
         commandName: "retry", abstract: "Make jobs waiting out a retry's backoff ready now.",
         discussion: """
             Give at least one filter, or --all. Attempts are kept and the workers of their queues are woken. \
-            Jobs waiting for their run_at (never attempted) are left for it. With --id, a job not made ready \
-            is named and the exit status is 1.
+            Jobs waiting for their run_at (never attempted) are left for it, unless --scheduled runs them now \
+            too. With --id, a job not made ready is named and the exit status is 1.
             """)
 
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var filters: JobFilterOptions
     @Flag(help: "Every job waiting for a retry (required when no filter is given).") var all = false
+    @Flag(help: "Also jobs waiting for their run_at: they run now.") var scheduled = false
     @Option(parsing: .unconditional, help: "At most this many.") var limit: Int?
     @Flag(help: "Print JSON instead of lines.") var json = false
 
@@ -236,17 +237,19 @@ struct JobsRetryCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (filter, limit) = (filters.filter(), self.limit ?? Int.max)
+        let (filter, limit, scheduled) = (filters.filter(), self.limit ?? Int.max, self.scheduled)
         let readied = try await database.withClient { client, logger in
             let jobs = QueuedJobs(client: client, logger: logger)
             return try await inBatches(of: filter, upTo: limit, on: client, logger: logger, id: \.self) {
-                try await jobs.retryNow($0, limit: $1)
+                try await jobs.retryNow($0, limit: $1, scheduledToo: scheduled)
             }
         }
         try report(readied, json: json, dryRun: false, each: { "job \($0) is ready" },
                    total: "made \(readied.count) job\(readied.count == 1 ? "" : "s") ready")
         if readied.count < limit {
-            try requireAll(filters.ids, done: readied, "not made ready", "no such job, not waiting for a retry, or being processed")
+            try requireAll(filters.ids, done: readied, "not made ready", scheduled
+                ? "no such job, not delayed (ready, blocked or in flight), or being processed"
+                : "no such job, not waiting for a retry, or being processed")
         }
     }
 }

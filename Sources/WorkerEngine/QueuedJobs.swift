@@ -161,15 +161,16 @@ public struct QueuedJobs: Sendable {
     /// Makes up to `limit` matching jobs that wait out a retry's backoff
     /// (delayed, attempted before) ready now, attempts kept, and wakes the
     /// workers of their queues; returns their ids. Jobs waiting for their
-    /// `run_at`, ready or in flight are left as they are.
-    public func retryNow(_ filter: JobFilter, limit: Int) async throws -> [Int64] {
+    /// `run_at` are left as they are unless `scheduledToo`; ready, blocked
+    /// and in-flight jobs always.
+    public func retryNow(_ filter: JobFilter, limit: Int, scheduledToo: Bool = false) async throws -> [Int64] {
         var delayed = filter
         delayed.state = .delayed
         // `woken` runs because the final SELECT reads it: PostgreSQL skips a
         // SELECT in WITH that nothing reads. The notifications go out at commit.
         let query: PostgresQuery = """
             WITH picked AS (
-                SELECT id FROM worker.jobs WHERE \(delayed) AND attempts > 0
+                SELECT id FROM worker.jobs WHERE \(delayed) AND (attempts > 0 OR \(scheduledToo))
                 ORDER BY id LIMIT \(limit) FOR UPDATE SKIP LOCKED
             ), readied AS (
                 UPDATE worker.jobs AS j SET visible_at = now() FROM picked WHERE j.id = picked.id

@@ -58,37 +58,16 @@ import WorkerTestSupport
 
     @Test func aJobWaitingItsTurnGoesWithoutRunningAndItsBatchGoesOn() async throws {
         try await withTestDatabase { db in
-            let started = Gate(), release = Gate()
-            let slow = RecordingHandler { _, _ in
-                started.open()
-                await release.wait()
-            }
             let quick = RecordingHandler()
-            var handlers = HandlerRegistry.testing(quick, kinds: ["b.quick"], policy: Self.policy)
-            handlers.register("a.slow", slow, policy: Self.policy)
-            try await db.queue.enqueue(NewJob(kind: "a.slow"))
             let waiting = try await db.queue.enqueue(NewJob(kind: "b.quick"))
             let other = try await db.queue.enqueue(NewJob(kind: "b.quick"))
-            let log = LogRecorder()
-
-            let totals = try await withWorker(
-                db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w"), logger: log.logger()
-            ) { _ in
-                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
-                await started.wait()
-                try await CancelRequests(client: db.client, logger: db.logger)
-                    .request([waiting], note: "cancelled with workerctl: late", for: .seconds(60))
-                try await eventually("the request read") {
-                    log.recorded.contains { $0.message == "cancel requested" && $0.metadata["job_ids"] == "[\(waiting)]" }
-                }
-                release.open()
-                try await eventually("the batch finished") { try await db.jobCount() == 0 }
-            }
+            let (totals, slowRuns) = try await cancelBehindASlowJob(
+                db, .testing(quick, kinds: ["b.quick"], policy: Self.policy), cancelling: waiting, note: "cancelled with workerctl: late")
             let letter = try #require(try await db.deadLetters.show(id: waiting))
             #expect(letter.reason == "cancelled" && letter.lastError == "cancelled with workerctl: late", "\(letter)")
             #expect(try await db.int("SELECT count(*)::int FROM worker.dead_letters WHERE id <> \(waiting)") == 0)
             // In its turn, in the same batch, which was not abandoned: nothing ran twice or was released.
-            #expect(slow.invocations.count == 1 && quick.invocations.map(\.id) == [other])
+            #expect(slowRuns == 1 && quick.invocations.map(\.id) == [other])
             #expect(totals.done == 2 && totals.deadLettered == 1 && totals.released == 0, "\(totals)")
         }
     }
@@ -97,29 +76,11 @@ import WorkerTestSupport
     /// cancelled, the batch-mate claims the key itself and is processed.
     @Test func aJobCancelledInItsTurnLeavesItsKeyToABatchMateWithTheSameKey() async throws {
         try await withTestDatabase { db in
-            let started = Gate(), release = Gate()
-            let slow = RecordingHandler { _, _ in
-                started.open()
-                await release.wait()
-            }
             let keyed = RecordingHandler(idempotencyTTL: .seconds(60))
-            var handlers = HandlerRegistry.testing(keyed, kinds: ["b.keyed"], policy: Self.policy)
-            handlers.register("a.slow", slow, policy: Self.policy)
-            try await db.queue.enqueue(NewJob(kind: "a.slow"))
             let first = try await db.queue.enqueue(NewJob(kind: "b.keyed", idempotencyKey: "k"))
             let second = try await db.queue.enqueue(NewJob(kind: "b.keyed", idempotencyKey: "k"))
-            let log = LogRecorder()
-
-            let totals = try await withWorker(
-                db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w"), logger: log.logger()
-            ) { _ in
-                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
-                await started.wait()
-                try await CancelRequests(client: db.client, logger: db.logger).request([first], note: "n", for: .seconds(60))
-                try await eventually("the request read") { log.recorded.contains { $0.message == "cancel requested" } }
-                release.open()
-                try await eventually("the batch finished") { try await db.jobCount() == 0 }
-            }
+            let (totals, _) = try await cancelBehindASlowJob(
+                db, .testing(keyed, kinds: ["b.keyed"], policy: Self.policy), cancelling: first, note: "n")
             #expect(try await db.deadLetters.show(id: first)?.reason == "cancelled")
             #expect(keyed.invocations.map(\.id) == [second], "processed, not acked as a duplicate of the cancelled job")
             #expect(try await db.int("SELECT job_id::int FROM worker.idempotency_keys WHERE key = 'k'") == Int(second))
@@ -236,5 +197,36 @@ import WorkerTestSupport
                 """)
             #expect(grants == "worker_admin:DELETE worker_admin:INSERT worker_admin:SELECT worker_admin:UPDATE worker_consumer:SELECT")
         }
+    }
+
+    /// Runs one worker lane over one batch: a slow job of kind `a.slow`
+    /// (enqueued here, ahead of the batch's other jobs in lock order) holds
+    /// the batch until the worker has read the request to cancel `job`, then
+    /// lets it finish. Returns the worker's totals and the slow job's runs.
+    private func cancelBehindASlowJob(
+        _ db: TestDatabase, _ handlers: HandlerRegistry, cancelling job: Int64, note: String
+    ) async throws -> (WorkerTotals, slowRuns: Int) {
+        let started = Gate(), release = Gate()
+        let slow = RecordingHandler { _, _ in
+            started.open()
+            await release.wait()
+        }
+        var handlers = handlers
+        handlers.register("a.slow", slow, policy: Self.policy)
+        try await db.queue.enqueue(NewJob(kind: "a.slow"))
+        let log = LogRecorder()
+        let totals = try await withWorker(
+            db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w"), logger: log.logger()
+        ) { _ in
+            try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+            await started.wait()
+            try await CancelRequests(client: db.client, logger: db.logger).request([job], note: note, for: .seconds(60))
+            try await eventually("the request read") {
+                log.recorded.contains { $0.message == "cancel requested" && $0.metadata["job_ids"] == "[\(job)]" }
+            }
+            release.open()
+            try await eventually("the batch finished") { try await db.jobCount() == 0 }
+        }
+        return (totals, slow.invocations.count)
     }
 }

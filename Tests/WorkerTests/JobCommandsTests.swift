@@ -200,6 +200,11 @@ import WorkerTestSupport
             let notARetry = try await runTool("workerctl", ["jobs", "retry", "--id", "\(scheduled)"], database: db)
             #expect(notARetry.status == 1 && notARetry.stderr.contains("not made ready: \(scheduled) ("), "\(notARetry)")
             #expect(try await db.int("SELECT count(*)::int FROM worker.jobs WHERE id = \(scheduled) AND visible_at > now()") == 1)
+            // With --scheduled it runs now (River's JobRetry of a scheduled job); the job in flight is still left.
+            let now = try await runTool("workerctl", ["jobs", "retry", "--all", "--scheduled"], database: db)
+            #expect(now.status == 0 && now.stdout.contains("job \(scheduled) is ready") && now.stdout.contains("made 1 job ready"), "\(now)")
+            #expect(try await db.string("SELECT (visible_at <= now())::text || ' ' || attempts FROM worker.jobs WHERE id = \(scheduled)")
+                == "true 0")
             #expect(try await db.int(
                 "SELECT count(*)::int FROM worker.jobs WHERE id = \(inFlight) AND lease_token IS NOT NULL AND visible_at > now()") == 1)
         }
