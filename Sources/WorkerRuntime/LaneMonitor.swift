@@ -58,6 +58,7 @@ final class LaneMonitor: Sendable {
     private func update(_ lane: Int, batch id: UInt64, _ change: (inout Batch) -> Void) {
         state.withLock { state in
             guard case .processing(var batch) = state.steps[lane], batch.id == id else { return }
+            state.steps[lane] = nil  // the batch's arrays unshared, so that an append does not copy them
             change(&batch)
             state.steps[lane] = .processing(batch)
         }
