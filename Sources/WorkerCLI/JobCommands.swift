@@ -268,10 +268,10 @@ private func inBatches<Item>(
     if cursor.enqueuedBy == nil { cursor.enqueuedBy = try await DatabaseClock.now(client, logger: logger) }
     while done.count < limit {
         let size = min(limit - done.count, 1000)
-        let ids = try await batch(cursor, size)
-        done += ids
-        if ids.count < size { break }
-        cursor.afterID = ids.last?[keyPath: id]
+        let taken = try await batch(cursor, size)
+        done += taken
+        if taken.count < size { break }
+        cursor.afterID = taken.last?[keyPath: id]
     }
     return done
 }

@@ -47,7 +47,9 @@ extension BatchProcessor {
         _ batch: [Job], settling jobs: [Job], ended: [JobOutcome],
         _ settle: @escaping @Sendable (Job, JobTransaction) async throws -> JobOutcome
     ) async throws -> [JobOutcome] {
-        try await client.withLiveConnection { connection in
+        let endedIDs = Set(ended.map(\.jobID))
+        let jobs = jobs.filter { !endedIDs.contains($0.id) }  // an attempt whose outcome is known is over
+        return try await client.withLiveConnection { connection in
             try await OutcomeLog.committing(on: connection, logger: self.logger) { connection in
                 let tx = JobTransaction(connection: connection, workerID: self.workerID, logger: self.logger)
                 let (ages, _) = try await tx.lock(jobs.map(\.lease))
@@ -63,7 +65,7 @@ extension BatchProcessor {
                 let acked = try await tx.ack(batch.filter { finished[$0.id] != nil }.map(\.lease), completing: [])
                 for (id, outcome) in finished { outcomes.append(acked.contains(id) ? outcome : .leaseLost(jobID: id)) }
                 outcomes += ended.filter { !$0.isFinished }  // written when they ended
-                let settled = Set(jobs.map(\.id) + ended.map(\.jobID))
+                let settled = endedIDs.union(jobs.map(\.id))
                 let others = batch.filter { !settled.contains($0.id) }
                 let released = try await JobQueue.release(others.map(\.lease), on: connection, logger: self.logger)
                 return outcomes + others.map { released.contains($0.id) ? .released(jobID: $0.id) : .leaseLost(jobID: $0.id) }

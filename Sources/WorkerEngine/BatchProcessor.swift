@@ -180,7 +180,7 @@ public struct BatchProcessor: Sendable {
                 if let key = claims[job.id]?.ownedKey {
                     // Free, its key goes to the batch-mates that met it, each claiming it in its turn.
                     try await tx.dropIdempotencyKeys([key])
-                    for (other, claim) in claims where claim.holder == job.id { claims[other] = nil }
+                    claims = claims.filter { $0.value.holder != job.id }
                 }
                 continue
             }
@@ -197,9 +197,10 @@ public struct BatchProcessor: Sendable {
             if known == nil { hooks.attemptStarted([job], handlers.policy(for: job.kind).timeout) }
             let done = try await process(
                 job, refusal: refusals[job.id], claim: claims[job.id], in: tx, guarded: guarded != nil, known: known)
+            // Its outcome before its attempt's end: an abandoned batch finds one or the other.
+            if ages == nil { hooks.ended(done.outcome) }
             hooks.attemptEnded()
             if done.outcome.isFinished { finished.append(job.lease) }
-            if ages == nil { hooks.ended(done.outcome) }
             if let key = done.completedKey { completed.append(key) }
             if let time = done.handlerTime { handlerTimes.append(HandlerTime(kind: job.kind, duration: time)) }
             outcomes.append(done.outcome)

@@ -184,7 +184,7 @@ public struct QueuedJobs: Sendable {
     }
 
     /// The job ids `query` answers, ascending.
-    private func ids(_ query: PostgresQuery) async throws -> [Int64] {
+    func ids(_ query: PostgresQuery) async throws -> [Int64] {
         var ids: [Int64] = []
         for try await id in try await client.query(query, logger: logger).decode(Int64.self) { ids.append(id) }
         return ids.sorted()

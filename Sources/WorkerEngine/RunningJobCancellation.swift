@@ -12,7 +12,7 @@ public struct RunningJobCancellation: Sendable, Equatable {
     /// Still held when the wait ran out: a worker that did not act on the
     /// request (an older release, or one cut off from the database), a job
     /// whose turn in a long batch did not come, or a transaction other than
-    /// a worker's that holds the row. They run: the requests lapse.
+    /// a worker's that holds the row. They run: the requests are withdrawn.
     public var stillRunning: [Int64] = []
 
     public init() {}
@@ -23,7 +23,7 @@ extension QueuedJobs {
     /// (their rows locked by a processing transaction) to stop them, and
     /// tells those of `leased` (moved while their handlers may run, their
     /// dead letters the request) to stop their handlers; waits up to `wait`
-    /// for the first to leave the queue, then withdraws its requests.
+    /// for the skipped jobs to leave the queue, then withdraws its requests.
     /// `filter` carries the first pass's `enqueuedBy`, so that the same jobs
     /// are meant; at most `limit` of them.
     public func cancelRunning(
@@ -80,10 +80,7 @@ extension QueuedJobs {
 
     /// The ids of up to `limit` jobs matching `filter`, ascending.
     private func ids(matching filter: JobFilter, limit: Int) async throws -> [Int64] {
-        var ids: [Int64] = []
-        let rows = try await client.query("SELECT id FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit)", logger: logger)
-        for try await id in rows.decode(Int64.self) { ids.append(id) }
-        return ids
+        try await ids("SELECT id FROM worker.jobs WHERE \(filter) ORDER BY id LIMIT \(limit)")
     }
 
     /// The dead letters' reasons among `ids`; a job gone from the queue without one was done.

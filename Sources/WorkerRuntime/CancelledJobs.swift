@@ -30,18 +30,22 @@ final class CancelledJobs: Sendable {
 
     func remove(_ jobs: [Job]) { entries.withLock { entries in for job in jobs { entries.removeValue(forKey: job.lease) } } }
 
-    /// The note of the job's live request, if it has one.
+    /// The note of the job's live request, if it has one. (Asked for every
+    /// job a batch runs: no clock is read, nothing allocated, without one.)
     func note(for job: Job) -> String? {
-        let now = ContinuousClock.now
-        return entries.withLock { entries in
-            guard let entry = entries[job.lease], entry.until.map({ now < $0 }) ?? true else { return nil }
-            return entry.note
-        }
+        entries.withLock { entries in entries[job.lease].flatMap { Self.live($0, at: .now) } }
     }
 
     /// The notes of those of `jobs` with a live request.
     func notes(of jobs: [Job]) -> [Int64: String] {
-        guard entries.withLock({ !$0.isEmpty }) else { return [:] }
-        return jobs.reduce(into: [:]) { found, job in found[job.id] = note(for: job) }
+        entries.withLock { entries in
+            guard !entries.isEmpty else { return [:] }
+            let now = ContinuousClock.now
+            return jobs.reduce(into: [:]) { found, job in found[job.id] = entries[job.lease].flatMap { Self.live($0, at: now) } }
+        }
+    }
+
+    private static func live(_ entry: Entry, at now: ContinuousClock.Instant) -> String? {
+        entry.until.map { now < $0 } ?? true ? entry.note : nil
     }
 }

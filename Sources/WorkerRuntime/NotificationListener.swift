@@ -23,7 +23,9 @@ struct NotificationListener: Sendable {
                 try await client.withConnection { connection in
                     try await connection.listen(on: Self.channel) { jobs in
                         try await connection.listen(on: CancelRequests.channel) { cancels in
-                            logger.debug("listening for new jobs and cancel requests", metadata: ["channel": "\(Self.channel)"])
+                            logger.debug("listening for new jobs and cancel requests", metadata: [
+                                "channels": "\(Self.channel),\(CancelRequests.channel)",
+                            ])
                             backoff.reset()
                             // Wake on reconnect too: jobs may have arrived while deaf.
                             wake.signal()

@@ -27,7 +27,7 @@ public final class Worker: Service, Sendable {
     private let monitor = LaneMonitor()
     private let contact = DatabaseContact()
     private let sessions = BatchSessions()
-    private let cancelled = CancelledJobs()
+    private let cancelNotes = CancelledJobs()
     private let ticker: DeadlineTicker
 
     public init(client: PostgresClient, configuration: WorkerConfiguration, handlers: HandlerRegistry, logger: Logger) {
@@ -207,14 +207,15 @@ public final class Worker: Service, Sendable {
     /// A claim (and the wait for its connection) may take the statement
     /// deadline; a batch may run as long as its handlers need while the
     /// heartbeat hears from the database and finds the batch's session on the
-    /// server, each attempt within its kind's timeout.
+    /// server, each attempt within its kind's timeout; an attempt an operator
+    /// cancelled is past its deadline now.
     private func deadline(of lane: Int) -> ContinuousClock.Instant {
         switch monitor.step(of: lane) {
         case .claiming(let since):
             return since + configuration.statementDeadline
         case .processing(let batch):
+            if let attempt = batch.attempt, attempt.jobs.contains(where: { cancelNotes.note(for: $0) != nil }) { return .now }
             let heard = sessions.isGone(lane: lane) ? .now : contact.lastHeard + configuration.silenceTimeout
-            if let attempt = batch.attempt, attempt.jobs.contains(where: { cancelled.note(for: $0) != nil }) { return .now }
             guard let timesOut = batch.attempt?.deadline else { return heard }
             return min(heard, timesOut)
         case nil:
@@ -230,7 +231,7 @@ public final class Worker: Service, Sendable {
         // attempt it saw may have ended since.
         let now = ContinuousClock.now
         let gone = sessions.isGone(lane: lane)
-        let notes = cancelled.notes(of: batch.jobs)
+        let notes = cancelNotes.notes(of: batch.jobs)
         if !gone, let attempt = batch.attempt, let timeout = attempt.timeout, let timesOut = attempt.deadline,
            now >= timesOut, !attempt.jobs.contains(where: { notes[$0.id] != nil }) {
             return AttemptTimedOut(jobs: attempt.jobs, timeout: timeout, batch: batch.jobs, ended: batch.ended)
@@ -263,7 +264,7 @@ public final class Worker: Service, Sendable {
         counters.claimed(jobs.count, from: name)
         let held = jobs.map(\.lease)
         leases.add(held)
-        defer { cancelled.remove(jobs) }
+        defer { cancelNotes.remove(jobs) }
         defer { leases.remove(held) }
         defer { sessions.ended(lane: lane) }
         let outcomes = try await process(jobs, of: batch, lane: lane, on: connection)
@@ -281,7 +282,7 @@ public final class Worker: Service, Sendable {
                 attemptStarted: { self.monitor.attemptStarted(lane, batch: batch, jobs: $0, timeout: $1) },
                 attemptEnded: { self.monitor.attemptEnded(lane, batch: batch) },
                 ended: { self.monitor.ended(lane, batch: batch, $0) },
-                cancelNote: { self.cancelled.note(for: $0) })
+                cancelNote: { self.cancelNotes.note(for: $0) })
         }
         var outcomes: [JobOutcome] = []
         var refused: [(job: Job, refusal: RefusedStatement)] = []
@@ -371,7 +372,7 @@ public final class Worker: Service, Sendable {
             }
             guard !notes.isEmpty else { return }
             // The leases held now: a batch that ended meanwhile has nothing to stop.
-            cancelled.add(notes, held: leases.all)
+            cancelNotes.add(notes, held: leases.all)
             logger.info("cancel requested", metadata: ["job_ids": "\(notes.keys.sorted())"])
         } catch {
             logger.warning("cancel requests not read", metadata: ["error": "\(String(reflecting: error))"])
