@@ -172,7 +172,14 @@ struct JobsCancelCommand: AsyncParsableCommand {
             guard wait > .zero else { return (moved, RunningJobCancellation()) }
             let running = try await jobs.cancelRunning(
                 stamped, limit: min(limit - moved.count, 1_000_000), leased: moved.filter(\.wasLeased).map(\.id), note: note,
-                wait: wait)
+                wait: wait
+            ) { ids in
+                // On stderr, so that the output (and --json) stays what it was.
+                FileHandle.standardError.write(Data("""
+                    \(ids.count) job\(ids.count == 1 ? " is" : "s are") running; asked \
+                    \(ids.count == 1 ? "its worker to stop it" : "their workers to stop them") and waiting up to \(wait.settingText)\n
+                    """.utf8))
+            }
             return (moved, running)
         }
         let verb = dryRun ? "would cancel" : "cancelled"

@@ -25,12 +25,15 @@ extension QueuedJobs {
     /// dead letters the request) to stop their handlers; waits up to `wait`
     /// for the skipped jobs to leave the queue, then withdraws its requests.
     /// `filter` carries the first pass's `enqueuedBy`, so that the same jobs
-    /// are meant; at most `limit` of them.
+    /// are meant; at most `limit` of them. `waiting` learns the jobs it
+    /// waits for, if any, before it waits.
     public func cancelRunning(
-        _ filter: JobFilter, limit: Int, leased: [Int64], note: String, wait: Duration
+        _ filter: JobFilter, limit: Int, leased: [Int64], note: String, wait: Duration,
+        waiting: ([Int64]) -> Void = { _ in }
     ) async throws -> RunningJobCancellation {
         var result = RunningJobCancellation()
         var pending = try await ids(matching: filter, limit: limit)
+        if !pending.isEmpty { waiting(pending) }
         let requests = CancelRequests(client: client, logger: logger)
         let request = try await requests.request(pending, note: note, for: wait)
         try await requests.notify(leased)

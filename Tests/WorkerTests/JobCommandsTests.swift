@@ -147,6 +147,7 @@ import WorkerTestSupport
                 ], database: db)
                 #expect(result.status == 1 && result.stdout.contains("cancelled 2 jobs"), "\(result)")
                 #expect(result.stderr.contains("not stopped within 1s, their requests withdrawn: \(busy) ("), "\(result)")
+                #expect(result.stderr.contains("1 job is running; asked its worker to stop it and waiting up to 1s"), "\(result)")
                 #expect(try await db.int("SELECT count(*)::int FROM worker.cancel_requests") == 0, "withdrawn")
                 let json = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(busy)", "--json", "--wait", "0"], database: db)
                 let result2 = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
