@@ -185,7 +185,7 @@ struct JobsCancelCommand: AsyncParsableCommand {
         let verb = dryRun ? "would cancel" : "cancelled"
         let ids = (cancelled.map(\.id) + running.cancelled).sorted()
         if json {
-            try JSONOutput.print(CancelReport(
+            try JSONOutput.print(JobIDs(
                 jobs: ids, dryRun: dryRun, finished: running.finished.keys.sorted(), stillRunning: running.stillRunning))
         } else {
             for id in ids { print("\(verb) job \(id)") }
@@ -212,14 +212,6 @@ struct JobsCancelCommand: AsyncParsableCommand {
             }
         }
     }
-}
-
-private struct CancelReport: Encodable {
-    let jobs: [Int64]
-    let dryRun: Bool
-    /// Running when asked, and ended before their workers stopped them.
-    let finished: [Int64]
-    let stillRunning: [Int64]
 }
 
 struct JobsRetryCommand: AsyncParsableCommand {
@@ -297,7 +289,12 @@ func requireAll(_ asked: [Int64], done: [Int64], _ what: String, _ why: String) 
     throw CommandFailure("\(what): \(missed.map(String.init).joined(separator: ", ")) (\(why))")
 }
 
+/// The ids a command acted on, as JSON; a cancel adds the running jobs'
+/// fates (`nil`s are left out).
 private struct JobIDs: Encodable {
     let jobs: [Int64]
     let dryRun: Bool
+    /// Running when asked, and ended before their workers stopped them.
+    var finished: [Int64]? = nil
+    var stillRunning: [Int64]? = nil
 }

@@ -49,13 +49,9 @@ public struct TestDatabase: Sendable {
         try await int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
     }
 
-    /// Whether a worker's listener has its LISTEN in this database.
+    /// Whether a worker's listener has both its LISTENs in this database:
+    /// `worker_cancel`, its session's last statement, comes after `worker_jobs`.
     public func listenerConnected() async throws -> Bool {
-        try await int("SELECT count(*)::int FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'") > 0
-    }
-
-    /// Whether a worker's listener hears `worker_cancel` (its last LISTEN) in this database.
-    public func listenerHearsCancelRequests() async throws -> Bool {
         try await int("""
             SELECT count(*)::int FROM pg_stat_activity
             WHERE datname = current_database() AND query LIKE 'LISTEN%worker\\_cancel%'

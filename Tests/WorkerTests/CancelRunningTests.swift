@@ -32,7 +32,7 @@ import WorkerTestSupport
             let hung = try await db.queue.enqueue(NewJob(kind: "b.hang"))
 
             let totals = try await withWorker(db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w")) { _ in
-                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+                try await eventually("the listener") { try await db.listenerConnected() }
                 await started.wait()
                 let jobs = QueuedJobs(client: db.client, logger: db.logger)
                 let filter = JobFilter(ids: [hung], enqueuedBy: try await DatabaseClock.now(db.client, logger: db.logger))
@@ -107,7 +107,7 @@ import WorkerTestSupport
             let totals = try await withWorker(
                 db, .testing(handler, policy: Self.policy), WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w")
             ) { _ in
-                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+                try await eventually("the listener") { try await db.listenerConnected() }
                 await hangs.wait()
                 let jobs = QueuedJobs(client: db.client, logger: db.logger)
                 let filter = JobFilter(ids: [hung], enqueuedBy: try await DatabaseClock.now(db.client, logger: db.logger))
@@ -154,7 +154,7 @@ import WorkerTestSupport
             try await withWorker(db, .testing(hang, policy: Self.policy), WorkerConfiguration(
                 concurrency: 2, batchSize: 1, workerID: "w")
             ) { _ in
-                try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+                try await eventually("the listener") { try await db.listenerConnected() }
                 try await eventually("both jobs running") { started.withLock { $0.count } == 2 }
                 // Anyone may NOTIFY: without a request, the worker looks and does nothing.
                 try await db.execute("SELECT pg_notify('worker_cancel', \("\(named)"))")
@@ -220,7 +220,7 @@ import WorkerTestSupport
         let totals = try await withWorker(
             db, handlers, WorkerConfiguration(concurrency: 1, batchSize: 10, workerID: "w"), logger: log.logger()
         ) { _ in
-            try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+            try await eventually("the listener") { try await db.listenerConnected() }
             await started.wait()
             try await CancelRequests(client: db.client, logger: db.logger).request([job], note: note, for: .seconds(60))
             try await eventually("the request read") {

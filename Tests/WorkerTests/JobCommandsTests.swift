@@ -114,7 +114,7 @@ import WorkerTestSupport
             try await eventually("workerd to start the slow job") {
                 workerd.stderrSoFar.split(separator: "\n").contains { $0.contains("job_id=\(slow) ") && $0.hasSuffix("job started") }
             }
-            try await eventually("the listener") { try await db.listenerHearsCancelRequests() }
+            try await eventually("the listener") { try await db.listenerConnected() }
             let result = try await runTool("workerctl", ["jobs", "cancel", "--id", "\(slow)", "--reason", "stuck"], database: db)
             #expect(result.status == 0 && result.stdout.contains("cancelled job \(slow)"), "\(result)")
             #expect(try await db.string("SELECT reason || ' / ' || last_error FROM worker.dead_letters WHERE id = \(slow)")
